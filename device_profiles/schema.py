@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from device_profiles.modbus_map import ModbusMap
 from weighing.errors import GatewayError, UnitError
 from weighing.units import decimal_to_mg
 
@@ -69,6 +71,9 @@ class Link(_Strict):
     stopbits: Literal[1, 2] = 1
     mode: Literal["continuous", "request"] = "continuous"
     poll_interval_ms: int = Field(100, ge=10, le=60_000)
+    #: nominal frames per second of a continuous output; frames read in one burst are
+    #: back-dated at this rate so a stalled reader does not squash the stability window
+    output_rate_hz: float = Field(20.0, gt=0, le=1000)
     timeout_ms: int = Field(300, ge=10, le=60_000)
 
 
@@ -133,7 +138,7 @@ class Profile(_Strict):
     stability: Stability = Stability()
     emulator: Emulator = Emulator()
     capabilities: tuple[str, ...] = ()
-    modbus: dict[str, Any] | None = None  # register map; schema in device_profiles.modbus_map
+    modbus: ModbusMap | None = None  # register map; schema in device_profiles.modbus_map
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -6,7 +6,8 @@ Rules (architecture.md §5):
   ``scales/v1/{market}/{device}/cmd/{name}`` server → edge.
 * Mass is an integer number of milligrams (``*_mg``), money an integer number of fen
   (``*_fen``), time UTC milliseconds since the epoch (``*_ms``). Never a float.
-* Every payload is a JSON object with ``"v": 1``. Decoders reject unknown versions,
+* Every payload is a JSON object with ``"v": 1`` (encoders may omit it: absent means 1;
+  any other version is rejected). Decoders reject unknown versions,
   wrong types and out-of-range values with :class:`WireDecodeError` naming the topic
   and the field; they never return a partial message.
 * Events carry a per-device monotonic ``seq`` (it survives agent restarts); the server
@@ -305,6 +306,20 @@ _ENCODER: Final = msgspec.json.Encoder()
 def encode(message: Payload) -> bytes:
     """Serialise a message to its JSON payload."""
     return _ENCODER.encode(message)
+
+
+def encode_event(event: Event) -> bytes:
+    """Serialise one event (an element of ``EventBatch.events``)."""
+    return _ENCODER.encode(event)
+
+
+def event_batch_payload(device: str, encoded_events: list[bytes]) -> bytes:
+    """Assemble an ``EventBatch`` payload from already-encoded events, without re-encoding.
+
+    The edge outbox stores each event encoded once; batching is then a byte join.
+    """
+    head = _ENCODER.encode(check_id(device, "device"))
+    return b'{"v":1,"device":' + head + b',"events":[' + b",".join(encoded_events) + b"]}"
 
 
 def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:

@@ -1,0 +1,145 @@
+"""``edge-agent``: run the agent, decode captured bytes, probe a serial port."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from device_profiles.codecs import CODECS, WeightFrame, make_codec
+from weighing.errors import GatewayError
+
+from edge_agent import __version__
+
+
+def _frame_json(frame: WeightFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {"weight_mg": frame.weight_mg, "stable": frame.stable, "net": frame.net}
+    for name in ("tare_mg", "unit_price_fen_per_kg", "amount_fen", "plu", "trace_code",
+                 "ts_text", "zero", "decimals", "status"):
+        value = getattr(frame, name)
+        if value is not None:
+            out[name] = value
+    out["unit"] = frame.unit
+    for flag in ("overload", "underload", "print_request"):
+        if getattr(frame, flag):
+            out[flag] = True
+    return out
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode stdin with one codec: frames as JSON lines on stdout, rejects on stderr."""
+    codec = make_codec(args.protocol)
+    stdin = sys.stdin.buffer
+    out, err = sys.stdout, sys.stderr
+    pending_hex = ""
+
+    def emit(data: bytes) -> None:
+        frames, errors = codec.feed(data)
+        for e in errors:
+            err.write(f"offset {e.offset} length {e.length}: {e.reason}\n")
+        for f in frames:
+            out.write(json.dumps(_frame_json(f), ensure_ascii=False) + "\n")
+
+    while True:
+        chunk = stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536)
+        if not chunk:
+            break
+        if args.hex:
+            text = pending_hex + "".join(chunk.decode("ascii", "replace").split())
+            keep = len(text) % 2
+            body, pending_hex = text[: len(text) - keep], text[len(text) - keep:]
+            try:
+                data = bytes.fromhex(body)
+            except ValueError:
+                # keep what is valid hex; report the rest as a rejected stretch of input
+                good = bytearray()
+                for i in range(0, len(body), 2):
+                    pair = body[i:i + 2]
+                    try:
+                        good += bytes.fromhex(pair)
+                    except ValueError:
+                        err.write(f"hex text: {pair!r} is not a hex byte; skipped\n")
+                data = bytes(good)
+            emit(data)
+        else:
+            emit(chunk)
+    if pending_hex:
+        err.write(f"hex text: odd trailing digit {pending_hex!r}; skipped\n")
+    left = codec.flush()
+    if left is not None:
+        err.write(f"offset {left.offset} length {left.length}: {left.reason}\n")
+    out.flush()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_config
+
+    cfg = load_config(args.config)
+    agent = Agent(cfg)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent.start()
+    logging.getLogger("edge_agent").info(
+        "edge agent %s: %d scale(s) in market %s", __version__, len(agent.workers), cfg.agent.market
+    )
+    try:
+        while not stop.wait(args.status_interval or 3600):
+            if args.status_interval:
+                print(json.dumps(agent.status()), flush=True)
+    finally:
+        agent.stop()
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from edge_agent.probe import probe
+
+    results = probe(args.port, seconds=args.seconds)
+    for r in results:
+        print(json.dumps(r, ensure_ascii=False))
+    return 0 if results else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the agent for the scales of a config file")
+    r.add_argument("--config", required=True)
+    r.add_argument("--status-interval", type=float, default=0,
+                   help="print a JSON status line every N seconds")
+    r.set_defaults(func=cmd_run)
+    d = sub.add_parser("decode", help="decode bytes from stdin with one protocol")
+    d.add_argument("--protocol", required=True, choices=sorted(CODECS))
+    d.add_argument("--hex", action="store_true", help="stdin is hex text (any whitespace)")
+    d.set_defaults(func=cmd_decode)
+    pr = sub.add_parser("probe", help="find the protocol and serial settings of a port")
+    pr.add_argument("port")
+    pr.add_argument("--seconds", type=float, default=1.5, help="listening time per setting")
+    pr.set_defaults(func=cmd_probe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except GatewayError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

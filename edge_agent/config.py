@@ -1,0 +1,139 @@
+"""The edge agent's configuration file (TOML), validated at load.
+
+Example (one agent, several scales; see docs/edge-agent.md)::
+
+    [agent]
+    market = "m001"
+    outbox = "var/edge-outbox.db"
+    heartbeat_s = 30
+
+    [mqtt]
+    url = "mqtt://127.0.0.1:1883"      # mqtts:// for TLS
+    # ca = "ca.pem"  cert = "dev.pem"  key = "dev.key"  username = ""  password = ""
+
+    [[scale]]
+    device = "s-0001"
+    profile = "toledo-15kg-5g"          # shipped id or a path to a .toml profile
+    port = "/dev/ttyUSB0"               # any pyserial URL: /dev/pts/3, loop://, socket://h:p
+    key = "hex-encoded per-device HMAC key"
+    role = "trade"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from weighing.errors import GatewayError
+from weighing.wire import Role, check_id
+
+
+class ConfigError(GatewayError, ValueError):
+    """The agent's configuration is invalid; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    batch_size: int = Field(50, ge=1, le=5000)
+    max_delay_ms: int = Field(200, ge=0, le=60_000)
+    inflight: int = Field(20, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port]")
+        return v
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class ScaleConfig(_Strict):
+    device: str
+    profile: str
+    port: str
+    role: Role = Role.TRADE
+    key: str | None = None  # hex
+    serial: str | None = None
+    samples: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        check_id(v, "device")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None:
+            bytes.fromhex(v)
+        return v
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        return bytes.fromhex(self.key) if self.key else None
+
+
+class AgentSection(_Strict):
+    market: str
+    outbox: Path = Path("var/edge-outbox.db")
+    outbox_max_rows: int = Field(100_000, ge=10)
+    heartbeat_s: float = Field(30, gt=0)
+    samples_interval_s: float = Field(1.0, gt=0)
+
+    @field_validator("market")
+    @classmethod
+    def _market(cls, v: str) -> str:
+        check_id(v, "market")
+        return v
+
+
+class AgentConfig(_Strict):
+    agent: AgentSection
+    mqtt: MqttConfig = MqttConfig()
+    scale: list[ScaleConfig] = Field(min_length=1)
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    try:
+        cfg = AgentConfig.model_validate(data)
+    except ValidationError as err:
+        where = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"{p}: {where}") from None
+    devices = [s.device for s in cfg.scale]
+    if len(set(devices)) != len(devices):
+        raise ConfigError(f"{p}: scale.device: duplicate device ids")
+    return cfg

@@ -1,0 +1,91 @@
+"""``scale-sim``: emulated scales, fair-scale stations, fleets, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from device_profiles.schema import list_profiles, load_profile
+from weighing.errors import GatewayError
+
+from simulators.emulator import Faults, SerialEmulator
+from simulators.script import random_script
+
+
+def cmd_serial(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    loads = random_script(profile, args.loads, seed=args.seed)
+    faults = Faults(bad_checksum=args.bad_checksum, garbage=args.garbage, split=args.split,
+                    drop_bytes=args.drop_bytes, noise_e=args.noise_e)
+    emu = SerialEmulator(profile, loads, faults=faults, seed=args.seed, loop=args.loop)
+    if args.script_out:
+        with open(args.script_out, "w", encoding="utf-8") as fh:
+            json.dump({"profile": profile.id, "loads_mg": [ld.mass_mg for ld in loads]}, fh)
+    print(emu.path, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    emu.start()
+    try:
+        while not stop.wait(0.2):
+            if emu.done.is_set() and args.exit_when_done:
+                break
+    finally:
+        emu.stop()
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    for pid in list_profiles():
+        p = load_profile(pid)
+        print(f"{pid:32} {p.protocol:20} {p.name}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulators.demo import run_demo
+
+    return run_demo(port=args.port, scales=args.scales)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scale-sim", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serial", help="emulate a serial scale on a pty (prints its path)")
+    s.add_argument("--profile", required=True)
+    s.add_argument("--loads", type=int, default=20)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--loop", action="store_true", help="repeat the script forever")
+    s.add_argument("--exit-when-done", action="store_true")
+    s.add_argument("--script-out", help="write the placed loads (mg) to this JSON file")
+    for name in ("bad-checksum", "garbage", "split", "drop-bytes"):
+        s.add_argument(f"--{name}", type=float, default=0.0, help="fault probability per frame")
+    s.add_argument("--noise-e", type=float, default=0.0)
+    s.set_defaults(func=cmd_serial)
+    pl = sub.add_parser("profiles", help="list the shipped device profiles")
+    pl.set_defaults(func=cmd_profiles)
+    d = sub.add_parser("demo", help="broker + gateway + emulated scales + agents, one process")
+    d.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
+    d.add_argument("--scales", type=int, default=3)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except GatewayError as err:
+        print(f"scale-sim: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""End to end on real parts: emulator on a pty → edge agent → Mosquitto → gateway → API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from conftest import wait_until
+from device_profiles.schema import load_profile
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
+from paho.mqtt.enums import CallbackAPIVersion
+from simulators.emulator import Faults, SerialEmulator
+from simulators.script import random_script
+from weighing import wire
+
+PROFILE = "toledo-15kg-5g"
+
+
+def make_agent(tmp: Path, mqtt_url: str, port: str, *, device: str = "s-0001") -> Agent:
+    cfg = AgentConfig.model_validate({
+        "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60},
+        "mqtt": {"url": mqtt_url, "max_delay_ms": 50},
+        "scale": [{"device": device, "profile": PROFILE, "port": port, "key": "a1b2c3"}],
+    })
+    return Agent(cfg)
+
+
+def weighings(gw) -> list[dict]:  # type: ignore[no-untyped-def]
+    return gw.get("/api/v1/weighings", limit=1000)["items"]
+
+
+def test_emulated_loads_arrive_exactly_once_in_mg(tmp_path, mosquitto, gateway_factory):  # type: ignore[no-untyped-def]
+    gw = gateway_factory(mosquitto.url)
+    profile = load_profile(PROFILE)
+    loads = random_script(profile, 4, seed=7, fast=True)
+    with SerialEmulator(profile, loads) as emu:
+        agent = make_agent(tmp_path, mosquitto.url, emu.path)
+        agent.start()
+        try:
+            wait_until(lambda: len(weighings(gw)) >= len(loads), 40, what="all loads stored")
+            time.sleep(0.5)  # nothing more may arrive
+            got = weighings(gw)
+        finally:
+            agent.stop()
+    assert sorted(w["net_mg"] for w in got) == sorted(ld.mass_mg for ld in loads)
+    assert len({(w["device"], w["seq"]) for w in got}) == len(got) == len(loads)
+    assert all(w["device"] == "s-0001" and w["market"] == "m-test" for w in got)
+    assert all(w["stable_device"] and w["stable_software"] and w["signed"] for w in got)
+    assert all(isinstance(w["ts_ms"], int) and w["ts_ms"] > 1_600_000_000_000 for w in got)
+    scales = gw.get("/api/v1/scales")
+    assert [s["device"] for s in scales] == ["s-0001"]
+    assert scales[0]["max_mg"] == 15_000_000 and scales[0]["e_mg"] == 5_000
+
+
+def test_gateway_restart_between_loads_loses_and_duplicates_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, mosquitto, gateway_factory
+):
+    gw = gateway_factory(mosquitto.url, client_id="gw-restart")
+    profile = load_profile(PROFILE)
+    loads = random_script(profile, 5, seed=11, fast=True)
+    with SerialEmulator(profile, loads) as emu:
+        agent = make_agent(tmp_path, mosquitto.url, emu.path)
+        agent.start()
+        try:
+            wait_until(lambda: len(weighings(gw)) >= 1, 30, what="first load stored")
+            gw.kill()  # SIGKILL: no goodbye, no final acks
+            sent_before = agent.workers[0].stats.events
+            # the scale keeps selling while the gateway is down
+            wait_until(lambda: agent.workers[0].stats.events >= sent_before + 2, 30,
+                       what="two more events published while the gateway is down")
+            wait_until(lambda: agent.outbox.depth() == 0, 10, what="outbox drained to broker")
+            gw2 = gateway_factory(mosquitto.url, client_id="gw-restart", port=gw.port)
+            try:
+                wait_until(lambda: len(weighings(gw2)) >= len(loads), 40, what="all loads stored")
+            except AssertionError:
+                print(weighings(gw2), gw2.get("/healthz"), agent.status(), [l.mass_mg for l in loads])
+                print(gw2.log.read_text()[-3000:])
+                raise
+            time.sleep(0.5)
+            got = weighings(gw2)
+        finally:
+            agent.stop()
+    assert sorted(w["net_mg"] for w in got) == sorted(ld.mass_mg for ld in loads)
+    assert len({w["seq"] for w in got}) == len(got) == len(loads)
+
+
+def test_malformed_payload_is_dead_lettered_and_good_data_beside_it_kept(  # type: ignore[no-untyped-def]
+    mosquitto, gateway_factory
+):
+    gw = gateway_factory(mosquitto.url)
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bad-pub")
+    c.connect("127.0.0.1", mosquitto.port)
+    c.loop_start()
+    good = wire.EventBatch(device="d-1", events=[wire.SaleEvent(
+        seq=1, ts_ms=1_700_000_000_000, net_mg=1_250_000, settled_mg=1_250_000,
+        peak_mg=1_300_000, stable_device=True, stable_software=True)])
+    msgs = [
+        ("scales/v1/m1/d-1/events", b"{not json"),
+        ("scales/v1/m1/d-1/events", b'{"v":1,"device":"d-1","events":[{"kind":"sale","seq":2,'
+                                    b'"ts_ms":1,"net_mg":1.25,"settled_mg":1,"peak_mg":1,'
+                                    b'"stable_device":true,"stable_software":true}]}'),
+        ("scales/v1/m1/d-1/events", wire.encode(good)),
+        ("scales/v1/m1/d-2/events", wire.encode(good)),  # device differs from the topic
+    ]
+    for topic, payload in msgs:
+        c.publish(topic, payload, qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+    wait_until(lambda: gw.get("/healthz")["ingest"]["dead_letters"] >= 3, 10, what="dead letters")
+    dead = gw.get("/api/v1/dead-letters")
+    reasons = " | ".join(d["reason"] for d in dead)
+    assert len(dead) == 3
+    assert "malformed" in reasons.lower() or "json" in reasons.lower()
+    assert "$.events[0].net_mg" in reasons  # says where
+    assert "differs from the topic" in reasons
+    got = wait_until(lambda: weighings(gw), 10, what="the good sale")
+    assert [(w["device"], w["seq"], w["net_mg"]) for w in got] == [("d-1", 1, 1_250_000)]
+    assert gw.proc.poll() is None  # still running
+
+
+def test_malformed_serial_frames_are_counted_and_loads_still_arrive(  # type: ignore[no-untyped-def]
+    tmp_path, mosquitto, gateway_factory
+):
+    gw = gateway_factory(mosquitto.url)
+    profile = load_profile(PROFILE)
+    loads = random_script(profile, 3, seed=3, fast=True)
+    faults = Faults(bad_checksum=0.05, garbage=0.05)
+    with SerialEmulator(profile, loads, faults=faults, seed=5) as emu:
+        agent = make_agent(tmp_path, mosquitto.url, emu.path)
+        agent.start()
+        try:
+            wait_until(lambda: len(weighings(gw)) >= len(loads), 40, what="all loads stored")
+            stats = agent.workers[0].stats
+        finally:
+            agent.stop()
+    injected = emu.stats.faults.get("bad_checksum", 0) + emu.stats.faults.get("garbage", 0)
+    assert injected > 0
+    assert stats.frame_errors > 0
+    assert any("checksum" in r or "garbage" in r for r in stats.errors_by_reason)
+    assert stats.state in ("running", "stopped") and stats.restarts == 0
+    assert sorted(w["net_mg"] for w in weighings(gw)) == sorted(ld.mass_mg for ld in loads)
