@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from device_profiles.codecs import FrameError, make_codec
 from device_profiles.codecs.base import REQUEST_WEIGHT
 from device_profiles.schema import LinkKind, Profile, load_profile
-from weighing import wire
-
 from edge_agent import __version__
 from edge_agent.config import AgentConfig, ScaleConfig
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.statemachine import Params, WeighingStateMachine
 from edge_agent.transport import FrameSource, SerialFrameSource, TransportError
+from weighing import wire
 
 log = logging.getLogger(__name__)
 

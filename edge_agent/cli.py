@@ -11,9 +11,8 @@ import threading
 from typing import Any
 
 from device_profiles.codecs import CODECS, WeightFrame, make_codec
-from weighing.errors import GatewayError
-
 from edge_agent import __version__
+from weighing.errors import GatewayError
 
 
 def _frame_json(frame: WeightFrame) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+
 from weighing import wire
 from weighing.signing import sign_event
 

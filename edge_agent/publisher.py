@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from weighing import wire
 
 from edge_agent.config import MqttConfig
 from edge_agent.outbox import Outbox
+from weighing import wire
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import serial
+
 from device_profiles.codecs import Codec, Command, FrameError, WeightFrame
 from weighing.errors import GatewayError
 
@@ -52,7 +53,7 @@ class FrameSource(ABC):
     def poll(self, timeout_s: float) -> Polled:
         """Wait up to ``timeout_s`` for input; return what was decoded (maybe nothing)."""
 
-    def send(self, command: Command) -> None:  # noqa: B027 - optional for sources
+    def send(self, command: Command) -> None:
         """Send a command to the device (tare, zero, request); optional."""
         raise TransportError(f"{type(self).__name__} does not take commands")
 

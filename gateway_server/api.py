@@ -122,7 +122,9 @@ def create_app(store: Store, ingestor: Ingestor | None = None) -> FastAPI:
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @app.get("/api/v1/dead-letters", response_model=list[DeadLetterOut], tags=["ops"])
-    def list_dead_letters(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    def list_dead_letters(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
         out = []
         for r in store.list_dead_letters(limit):
             r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")

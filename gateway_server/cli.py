@@ -6,9 +6,8 @@ import argparse
 import logging
 import sys
 
-from weighing.errors import GatewayError
-
 from gateway_server.settings import Settings
+from weighing.errors import GatewayError
 
 
 def build_server(settings: Settings):  # type: ignore[no-untyped-def]

@@ -28,11 +28,11 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from weighing import wire
-from weighing.errors import WireDecodeError
 
 from gateway_server.settings import Settings
 from gateway_server.store import DEAD_LETTER_KEEP_BYTES, Store
+from weighing import wire
+from weighing.errors import WireDecodeError
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = MetaData()
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
 
 scales = Table(
     "scales", metadata,
@@ -58,7 +59,7 @@ scales = Table(
 
 sales = Table(
     "sales", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", _ID, primary_key=True, autoincrement=True),
     Column("device", String(64), nullable=False),
     Column("market", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
@@ -82,7 +83,7 @@ sales = Table(
 
 events = Table(
     "events", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", _ID, primary_key=True, autoincrement=True),
     Column("device", String(64), nullable=False),
     Column("market", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
@@ -95,7 +96,7 @@ events = Table(
 
 dead_letters = Table(
     "dead_letters", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", _ID, primary_key=True, autoincrement=True),
     Column("received_ms", BigInteger, nullable=False),
     Column("topic", String(512), nullable=False),
     Column("reason", Text, nullable=False),
@@ -130,7 +131,9 @@ def make_engine(url: str) -> Engine:
 
 
 def _insert(engine: Engine, table: Table) -> Any:
-    return (postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table))
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 class Store:
@@ -221,7 +224,8 @@ class Store:
             conds.append(sales.c.ts_ms < until_ms)
         q = select(sales).where(*conds).order_by(sales.c.ts_ms.desc(), sales.c.id.desc())
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(sales).where(*conds)).scalar_one()
+            count = select(func.count()).select_from(sales).where(*conds)
+            total = conn.execute(count).scalar_one()
             rows = conn.execute(q.limit(limit).offset(offset))
             return [dict(r._mapping) for r in rows], int(total)
 

@@ -10,10 +10,9 @@ import sys
 import threading
 
 from device_profiles.schema import list_profiles, load_profile
-from weighing.errors import GatewayError
-
 from simulators.emulator import Faults, SerialEmulator
 from simulators.script import random_script
+from weighing.errors import GatewayError
 
 
 def cmd_serial(args: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 
 from device_profiles.codecs import Codec, WeightFrame, make_codec
 from device_profiles.schema import Profile
-
 from simulators.script import Load, timeline
 
 
@@ -116,7 +115,7 @@ class SerialEmulator:
         while True:
             t0 = time.monotonic()
             for t_ms, frame in timeline(
-                [Load(0, idle_ms=self.lead_ms, settle_ms=0, hold_ms=0, remove_ms=0)] + self.loads,
+                [Load(0, idle_ms=self.lead_ms, settle_ms=0, hold_ms=0, remove_ms=0), *self.loads],
                 e_mg=e, frame_rate_hz=rate,
             ):
                 if self._stop.is_set():

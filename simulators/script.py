@@ -10,7 +10,7 @@ overshooting then settling) → settled (stable, the load rounded to e) → good
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from device_profiles.codecs import WeightFrame
@@ -70,7 +70,9 @@ def timeline(
     step = 1000.0 / frame_rate_hz
     t = float(t0_ms)
 
-    def frames(duration_ms: int, weight_at: callable, stable: bool) -> Iterator[tuple[int, WeightFrame]]:  # type: ignore[valid-type]
+    def frames(
+        duration_ms: int, weight_at: Callable[[float], float], stable: bool
+    ) -> Iterator[tuple[int, WeightFrame]]:
         nonlocal t
         end = t + duration_ms
         start = t
@@ -86,7 +88,9 @@ def timeline(
         # placing: rise to the peak over the first 40 %, then decay to the load
         yield from frames(
             load.settle_ms,
-            lambda f, m=load.mass_mg, p=peak: p * f / 0.4 if f < 0.4 else p + (m - p) * (f - 0.4) / 0.6,
+            lambda f, m=load.mass_mg, p=peak: (
+                p * f / 0.4 if f < 0.4 else p + (m - p) * (f - 0.4) / 0.6
+            ),
             False,
         )
         yield from frames(load.hold_ms, lambda f, m=load.mass_mg: m, True)

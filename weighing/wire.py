@@ -21,6 +21,7 @@ DEVELOPERS.md) and a JSON Schema export (:func:`json_schema`, committed in docs/
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -338,8 +339,10 @@ def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
         )
     try:
         msg: Payload = _DECODERS[parts.channel].decode(payload)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        raise WireDecodeError(str(err), where=topic_text) from None
+    except msgspec.ValidationError as err:
+        raise WireDecodeError(f"invalid payload: {err}", where=topic_text) from None
+    except msgspec.DecodeError as err:
+        raise WireDecodeError(f"malformed JSON: {err}", where=topic_text) from None
     if isinstance(msg, Birth | EventBatch | SampleBatch) and msg.device != parts.device:
         raise WireDecodeError(
             f"payload device {msg.device!r} differs from the topic's", where=topic_text
@@ -353,7 +356,7 @@ def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
                               where=f"{topic_text} $.t_ms")
     if isinstance(msg, EventBatch):
         seqs = [e.seq for e in msg.events]
-        if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(seqs)):
             raise WireDecodeError("events are not in increasing seq order",
                                   where=f"{topic_text} $.events")
     return parts, msg

@@ -6,11 +6,12 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from conftest import wait_until
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from paho.mqtt.enums import CallbackAPIVersion
 from simulators.emulator import Faults, SerialEmulator
 from simulators.script import random_script
 from weighing import wire
@@ -75,7 +76,7 @@ def test_gateway_restart_between_loads_loses_and_duplicates_nothing(  # type: ig
             try:
                 wait_until(lambda: len(weighings(gw2)) >= len(loads), 40, what="all loads stored")
             except AssertionError:
-                print(weighings(gw2), gw2.get("/healthz"), agent.status(), [l.mass_mg for l in loads])
+                print(weighings(gw2), gw2.get("/healthz"), agent.status(), [ld.mass_mg for ld in loads])
                 print(gw2.log.read_text()[-3000:])
                 raise
             time.sleep(0.5)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_profiles.codecs import WeightFrame
+from device_profiles.schema import load_profile
+from edge_agent.statemachine import Params, WeighingStateMachine
+from simulators.script import Load, random_script, timeline
+from weighing import wire
+
+E = 5_000  # 15 kg / 5 g scale
+
+
+def run(frames: list[tuple[int, WeightFrame]], **kw: int) -> list[wire.Event]:
+    sm = WeighingStateMachine(Params(e_mg=E, **kw))  # type: ignore[arg-type]
+    out: list[wire.Event] = []
+    for t, f in frames:
+        out += sm.feed(t, f)
+    return out + sm.flush(frames[-1][0] + 1)
+
+
+def sales(events: list[wire.Event]) -> list[wire.SaleEvent]:
+    return [e for e in events if isinstance(e, wire.SaleEvent)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 10_000), st.integers(1, 6))
+def test_one_sale_per_scripted_load_at_its_settled_weight(seed: int, n: int) -> None:
+    profile = load_profile("toledo-15kg-5g")
+    loads = random_script(profile, n, seed=seed)
+    got = sales(run(list(timeline(loads, e_mg=E, frame_rate_hz=20))))
+    assert [s.net_mg for s in got] == [ld.mass_mg for ld in loads]
+    assert all(s.stable_device and s.stable_software and not s.unsettled_commit for s in got)
+    assert all(s.peak_mg >= s.net_mg for s in got)
+
+
+def test_time_shift_changes_nothing_but_times() -> None:
+    profile = load_profile("toledo-15kg-5g")
+    frames = list(timeline(random_script(profile, 3, seed=4), e_mg=E, frame_rate_hz=20))
+    a = sales(run(frames))
+    b = sales(run([(t + 86_400_000, f) for t, f in frames]))
+    assert [(s.net_mg, s.duration_ms) for s in a] == [(s.net_mg, s.duration_ms) for s in b]
+
+
+def test_idle_pan_gives_a_zero_check_with_offset_and_spread() -> None:
+    frames = [(t * 50, WeightFrame(weight_mg=(E if t % 2 else 0), stable=True)) for t in range(80)]
+    frames.append((80 * 50, WeightFrame(weight_mg=1_000_000, stable=True)))
+    zeros = [e for e in run(frames) if isinstance(e, wire.ZeroCheckEvent)]
+    assert zeros and zeros[0].spread_mg == E and zeros[0].mean_mg == 2_500
+    assert zeros[0].n == 80
+
+
+def test_load_that_never_settles_is_a_fault_not_a_sale() -> None:
+    frames = [(0, WeightFrame(weight_mg=0, stable=True))]
+    frames += [(50 * i, WeightFrame(weight_mg=1_000_000 + (i % 2) * 50_000, stable=False))
+               for i in range(1, 40)]
+    frames.append((2_000, WeightFrame(weight_mg=0, stable=True)))
+    events = run(frames)
+    assert not sales(events)
+    assert any(isinstance(e, wire.FaultEvent) and e.code == "unsettled-load" for e in events)
+
+
+def _impact(commit_at_peak: bool) -> list[tuple[int, WeightFrame]]:
+    """Goods thrown on: 0.155 kg read 0.198 kg at the peak (domain.md §4)."""
+    frames: list[tuple[int, WeightFrame]] = []
+    t = 0
+    for _ in range(10):
+        frames.append((t, WeightFrame(weight_mg=0, stable=True)))
+        t += 50
+    for w in (120_000, 198_000, 185_000, 170_000, 160_000):
+        frames.append((t, WeightFrame(weight_mg=w, stable=False,
+                                      print_request=commit_at_peak and w == 198_000)))
+        t += 50
+    for i in range(30):
+        frames.append((t, WeightFrame(weight_mg=155_000, stable=True,
+                                      print_request=not commit_at_peak and i == 15)))
+        t += 50
+    for _ in range(10):
+        frames.append((t, WeightFrame(weight_mg=0, stable=True)))
+        t += 50
+    return frames
+
+
+def test_impact_commit_at_peak_is_flagged_with_peak_and_settled_weights() -> None:
+    (sale,) = sales(run(_impact(commit_at_peak=True)))
+    assert sale.unsettled_commit
+    assert sale.net_mg == 198_000 and sale.settled_mg == 155_000 and sale.peak_mg == 198_000
+    assert not sale.stable_device
+
+
+def test_honest_sale_of_the_same_goods_is_not_flagged() -> None:
+    (sale,) = sales(run(_impact(commit_at_peak=False)))
+    assert not sale.unsettled_commit
+    assert sale.net_mg == sale.settled_mg == 155_000 and sale.peak_mg == 198_000
+    assert sale.stable_device and sale.stable_software
+
+
+def test_small_load_below_threshold_is_not_a_sale() -> None:
+    frames = [(i * 50, WeightFrame(weight_mg=5 * E, stable=True)) for i in range(40)]
+    assert not sales(run(frames))
+
+
+def test_scripted_load_with_explicit_peak() -> None:
+    loads = [Load(mass_mg=2_000_000, peak_mg=2_600_000)]
+    (sale,) = sales(run(list(timeline(loads, e_mg=E, frame_rate_hz=20))))
+    assert sale.peak_mg == 2_600_000 and sale.net_mg == 2_000_000
