@@ -39,9 +39,14 @@ def make_source(scale: ScaleConfig, profile: Profile) -> FrameSource:
     """The frame source for a scale's link kind."""
     link = profile.link
     if link.kind in (LinkKind.MODBUS_RTU, LinkKind.MODBUS_TCP):
-        from edge_agent.modbus import ModbusFrameSource  # optional dependency path
+        from edge_agent.modbus import ModbusFrameSource
 
-        return ModbusFrameSource.from_profile(profile, scale.port)  # type: ignore[attr-defined,no-any-return]
+        if link.kind is LinkKind.MODBUS_TCP:
+            host, _, port = scale.port.rpartition(":")
+            return ModbusFrameSource.from_profile(
+                profile, tcp=(host or "127.0.0.1", int(port)), slave=scale.slave
+            )
+        return ModbusFrameSource.from_profile(profile, rtu=scale.port, slave=scale.slave)
     codec = make_codec(profile.protocol, profile.codec)
     return SerialFrameSource(
         scale.port,

@@ -75,7 +75,8 @@ class MqttConfig(_Strict):
 class ScaleConfig(_Strict):
     device: str
     profile: str
-    port: str
+    port: str  # serial: a pyserial URL; modbus-rtu: a device path; modbus-tcp: host:port
+    slave: int | None = Field(None, ge=1, le=247)  # Modbus unit id (default: the map's)
     role: Role = Role.TRADE
     key: str | None = None  # hex
     serial: str | None = None

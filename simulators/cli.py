@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=float, default=0.0, help="fault probability per frame")
     s.add_argument("--noise-e", type=float, default=0.0)
     s.set_defaults(func=cmd_serial)
+    sub.add_parser("modbus", help="emulate Modbus TCP/RTU weighing transmitters "
+                   "(scale-sim modbus --help)")
     pl = sub.add_parser("profiles", help="list the shipped device profiles")
     pl.set_defaults(func=cmd_profiles)
     d = sub.add_parser("demo", help="broker + gateway + emulated scales + agents, one process")
@@ -76,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["modbus"]:  # its own parser (simulators.modbus_server.main)
+        from simulators.modbus_server import main as modbus_main
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return modbus_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
