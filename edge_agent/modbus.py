@@ -159,16 +159,28 @@ class ModbusLine:
     def read(self, slave: int, block: ReadBlock, *, timeout_s: float) -> list[int]:
         """Read one block of registers from ``slave``."""
         what = f"read {block.function} 0x{block.address:04X}+{block.count}"
-        if block.function is Function.INPUT:
-            response = self._execute(what, slave, timeout_s, lambda c: c.read_input_registers(
-                block.address, count=block.count, device_id=slave))
-        else:
-            response = self._execute(what, slave, timeout_s, lambda c: c.read_holding_registers(
-                block.address, count=block.count, device_id=slave))
-        registers = list(response.registers)
-        if len(registers) != block.count:  # a short answer: remote error
-            raise TransportError(f"{self.name} slave {slave}: {what}: got {len(registers)}")
-        return registers
+        registers: list[int] = []
+        # A late answer to an earlier, timed-out request can arrive while this one is in
+        # flight and be taken for its answer (transaction ids drift after a timeout,
+        # grid-x/modbus #78). An answer of the wrong device or size is such a stray: drop
+        # it, flush the line and ask once more.
+        for _attempt in range(2):
+            if block.function is Function.INPUT:
+                response = self._execute(what, slave, timeout_s, lambda c: c.read_input_registers(
+                    block.address, count=block.count, device_id=slave))
+            else:
+                response = self._execute(
+                    what, slave, timeout_s, lambda c: c.read_holding_registers(
+                        block.address, count=block.count, device_id=slave))
+            registers = list(response.registers)
+            dev = getattr(response, "dev_id", slave)
+            if len(registers) == block.count and dev in (slave, 0):
+                return registers
+            with self._lock:
+                self._dirty = True
+        raise TransportError(
+            f"{self.name} slave {slave}: {what}: got {len(registers)} registers twice"
+        )
 
     def write(self, slave: int, address: int, words: list[int], *, timeout_s: float) -> None:
         """Write holding registers (FC 16, or FC 6 for a single register)."""
