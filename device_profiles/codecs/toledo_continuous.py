@@ -18,23 +18,25 @@ Frame, 18 bytes::
 * ``CHK``: chosen so that (sum of all 18 bytes) & 0x7F == 0.
 
 Resynchronisation: bytes before an STX are discarded as one stretch once the STX
-arrives; a frame that fails a check is discarded up to the next STX. Decisions wait
-until the bytes that decide them have arrived, so feeding one byte at a time gives
-exactly the frames and errors that feeding everything at once does.
+arrives; a frame that fails a check is discarded up to the next STX. Both searches
+look at most 36 bytes (two frames) ahead; without an STX in that window the 36 bytes
+are discarded as one error. Decisions wait until the bytes that decide them have
+arrived, so feeding one byte at a time gives exactly the frames and errors that
+feeding everything at once does. Buffer: at most 36 bytes wait for a decision.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from device_profiles.codecs.base import Codec, EncodeError, Parsed, WeightFrame, skip_to
 from weighing.errors import UnitError
 from weighing.units import MassUnit, scaled_to_mg
-
-from device_profiles.codecs.base import Codec, EncodeError, WeightFrame
 
 STX = 0x02
 CR = 0x0D
 FRAME_LEN = 18
+_WINDOW = 2 * FRAME_LEN  # longest garbage stretch discarded as one error
 
 # decimal code (status A bits 0-2) -> implied decimals; 0/1 are trailing zeros
 _DECIMALS = {0: -2, 1: -1, 2: 0, 3: 1, 4: 2, 5: 3, 6: 4, 7: 5}
@@ -74,26 +76,26 @@ class ToledoContinuousCodec(Codec):
         self.increment = increment
         self.decimals = decimals
 
-    def _parse(self, buf: bytearray) -> tuple[int, WeightFrame | str] | None:
-        if not buf:
+    def _parse(self, buf: bytearray, pos: int) -> tuple[int, Parsed] | None:
+        if pos >= len(buf):
             return None
-        if buf[0] != STX:
-            nxt = buf.find(STX)
-            if nxt < 0:
-                return None  # wait: the stretch ends where the next STX arrives
-            return nxt, f"{nxt} bytes of garbage before STX"
-        if len(buf) < FRAME_LEN:
+        if buf[pos] != STX:
+            # the stretch ends where the next STX arrives, looked for within a bounded
+            # window so that the discarded span does not depend on chunking
+            n = skip_to(buf, pos, STX, start=0, window=_WINDOW)
+            return None if n is None else (n, f"{n} bytes of garbage before STX")
+        end = pos + FRAME_LEN
+        if len(buf) < end:
             return None
-        frame = bytes(buf[:FRAME_LEN])
-        reason = self._check(frame)
-        if reason is None:
-            return FRAME_LEN, self._decode(frame)
-        nxt = buf.find(STX, 1)
-        if nxt < 0:
-            if len(buf) < 2 * FRAME_LEN:
-                return None  # wait for the next STX (or the buffer bound / flush)
-            nxt = len(buf)
-        return nxt, reason
+        frame = bytes(buf[pos:end])
+        known = self._memo.get(frame)
+        if known is None:
+            reason = self._check(frame)
+            known = self._remember(frame, self._decode(frame) if reason is None else reason)
+        if isinstance(known, WeightFrame):
+            return FRAME_LEN, known
+        n = skip_to(buf, pos, STX, start=1, window=2 * FRAME_LEN)
+        return None if n is None else (n, known)
 
     @staticmethod
     def _check(frame: bytes) -> str | None:
