@@ -21,7 +21,7 @@ def build_server(settings: Settings):  # type: ignore[no-untyped-def]
     store = Store.from_url(settings.database_url)
     store.create_all()
     ingestor = Ingestor(settings, store)
-    app = create_app(store, ingestor)
+    app = create_app(store, ingestor, settings)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                             log_level="warning", access_log=False)
     return store, ingestor, uvicorn.Server(config)

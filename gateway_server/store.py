@@ -16,93 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Engine,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-metadata = MetaData()
-_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
-
-scales = Table(
-    "scales", metadata,
-    Column("device", String(64), primary_key=True),
-    Column("market", String(64), nullable=False, index=True),
-    Column("role", String(16), nullable=False, default="trade"),
-    Column("profile", String(128)),
-    Column("protocol", String(64)),
-    Column("max_mg", BigInteger),
-    Column("e_mg", BigInteger),
-    Column("accuracy_class", String(8)),
-    Column("serial", String(128)),
-    Column("agent_version", String(64)),
-    Column("boot_id", String(64)),
-    Column("birth_ms", BigInteger),
-    Column("state", String(16), nullable=False, default="unknown"),
-    Column("state_ms", BigInteger),
-    Column("last_seen_ms", BigInteger),
-)
-
-sales = Table(
-    "sales", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("device", String(64), nullable=False),
-    Column("market", String(64), nullable=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("ts_ms", BigInteger, nullable=False),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("net_mg", BigInteger, nullable=False),
-    Column("settled_mg", BigInteger, nullable=False),
-    Column("peak_mg", BigInteger, nullable=False),
-    Column("tare_mg", BigInteger, nullable=False, default=0),
-    Column("stable_device", Boolean, nullable=False),
-    Column("stable_software", Boolean, nullable=False),
-    Column("unsettled_commit", Boolean, nullable=False, default=False),
-    Column("duration_ms", BigInteger, nullable=False, default=0),
-    Column("unit_price_fen_per_kg", BigInteger),
-    Column("amount_fen", BigInteger),
-    Column("plu", String(256)),
-    Column("trace_code", String(256), index=True),
-    Column("signed", Boolean, nullable=False, default=False),
-    UniqueConstraint("device", "seq", name="uq_sales_device_seq"),
-)
-
-events = Table(
-    "events", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("device", String(64), nullable=False),
-    Column("market", String(64), nullable=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("ts_ms", BigInteger, nullable=False),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("payload", Text, nullable=False),
-    UniqueConstraint("device", "seq", name="uq_events_device_seq"),
-)
-
-dead_letters = Table(
-    "dead_letters", metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("received_ms", BigInteger, nullable=False),
-    Column("topic", String(512), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
-    Column("size", Integer, nullable=False),
-)
+from gateway_server.tables import dead_letters, events, metadata, sales, scales
 
 DEAD_LETTER_KEEP_BYTES = 64 * 1024  # an oversized payload is kept truncated, its size recorded
 
@@ -210,7 +127,7 @@ class Store:
 
     def list_sales(
         self, *, market: str | None = None, device: str | None = None,
-        since_ms: int | None = None, until_ms: int | None = None,
+        merchant_id: int | None = None, since_ms: int | None = None, until_ms: int | None = None,
         limit: int = 100, offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
         conds = []
@@ -218,6 +135,8 @@ class Store:
             conds.append(sales.c.market == market)
         if device:
             conds.append(sales.c.device == device)
+        if merchant_id is not None:
+            conds.append(sales.c.merchant_id == merchant_id)
         if since_ms is not None:
             conds.append(sales.c.ts_ms >= since_ms)
         if until_ms is not None:

@@ -60,7 +60,7 @@ def test_gateway_restart_between_loads_loses_and_duplicates_nothing(  # type: ig
 ):
     gw = gateway_factory(mosquitto.url, client_id="gw-restart")
     profile = load_profile(PROFILE)
-    loads = random_script(profile, 5, seed=11, fast=True)
+    loads = random_script(profile, 5, seed=11)  # full-length holds: robust on a loaded machine
     with SerialEmulator(profile, loads) as emu:
         agent = make_agent(tmp_path, mosquitto.url, emu.path)
         agent.start()

@@ -1,0 +1,110 @@
+"""Scales, weighings (sales), dead letters: what the ingest stored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from gateway_server.deps import IngestorDep, StoreDep
+
+T = TypeVar("T")
+router = APIRouter(prefix="/api/v1")
+
+
+class ScaleOut(BaseModel):
+    device: str
+    market: str
+    role: str
+    profile: str | None
+    protocol: str | None
+    max_mg: int | None
+    e_mg: int | None
+    accuracy_class: str | None
+    serial: str | None
+    state: str
+    state_ms: int | None
+    last_seen_ms: int | None
+    live_net_mg: int | None = None
+    live_ts_ms: int | None = None
+
+
+class WeighingOut(BaseModel):
+    id: int
+    device: str
+    market: str
+    seq: int
+    ts_ms: int
+    received_ms: int
+    net_mg: int
+    settled_mg: int
+    peak_mg: int
+    tare_mg: int
+    stable_device: bool
+    stable_software: bool
+    unsettled_commit: bool
+    duration_ms: int
+    unit_price_fen_per_kg: int | None
+    amount_fen: int | None
+    plu: str | None
+    trace_code: str | None
+    signed: bool
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    received_ms: int
+    topic: str
+    reason: str
+    size: int
+    payload_head: str
+
+
+
+@router.get("/scales", response_model=list[ScaleOut], tags=["scales"])
+def list_scales(
+    store: StoreDep, ingestor: IngestorDep, market: str | None = None
+) -> list[dict[str, Any]]:
+    rows = store.list_scales(market)
+    live = ingestor.latest if ingestor else {}
+    for r in rows:
+        if r["device"] in live:
+            r["live_ts_ms"], r["live_net_mg"], _ = live[r["device"]]
+    return rows
+
+
+@router.get("/weighings", response_model=Page[WeighingOut], tags=["weighings"])
+def list_weighings(
+    store: StoreDep,
+    market: str | None = None,
+    device: str | None = None,
+    merchant_id: int | None = None,
+    since_ms: Annotated[int | None, Query(ge=0)] = None,
+    until_ms: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    items, total = store.list_sales(
+        market=market, device=device, merchant_id=merchant_id, since_ms=since_ms,
+        until_ms=until_ms, limit=limit, offset=offset,
+    )
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/dead-letters", response_model=list[DeadLetterOut], tags=["ops"])
+def list_dead_letters(
+    store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    out = []
+    for r in store.list_dead_letters(limit):
+        r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")
+        out.append(r)
+    return out
