@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway_server.pipeline import BatchResult, Incoming, decode_message, store_batch
 from gateway_server.settings import Settings
-from gateway_server.store import DEAD_LETTER_KEEP_BYTES, Store
+from gateway_server.store import Store
 from weighing import wire
-from weighing.errors import WireDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -48,81 +48,20 @@ class IngestStats:
     stored_events: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    quarantined: int = 0
+    bad_signatures: int = 0
+    sequence_gaps: int = 0
     samples: int = 0
     batches: int = 0
+    store_retries: int = 0
     connected: bool = False
+    last_batch_ms: int = 0
     dead_by_reason: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "dead_by_reason"}
         d["dead_by_reason"] = dict(self.dead_by_reason)
         return d
-
-
-@dataclass
-class Batch:
-    """What one batch of messages amounts to, before it is stored."""
-
-    births: list[dict[str, Any]] = field(default_factory=list)
-    states: list[dict[str, Any]] = field(default_factory=list)
-    sales: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    dead: list[dict[str, Any]] = field(default_factory=list)
-    seen: dict[str, int] = field(default_factory=dict)
-    samples: int = 0
-    latest: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-
-
-def classify(batch: Batch, topic: str, payload: bytes, received_ms: int) -> None:
-    """Decode one message into ``batch``; a bad one becomes a dead letter with its reason."""
-    try:
-        parts, msg = wire.decode(topic, payload)
-    except WireDecodeError as err:
-        batch.dead.append({
-            "received_ms": received_ms, "topic": topic[:512], "reason": str(err)[:2000],
-            "payload": payload[:DEAD_LETTER_KEEP_BYTES], "size": len(payload),
-        })
-        return
-    device, market = parts.device, parts.market
-    if isinstance(msg, wire.Birth):
-        batch.births.append({
-            "device": device, "market": market, "role": msg.role.value, "profile": msg.profile,
-            "protocol": msg.protocol, "max_mg": msg.max_mg, "e_mg": msg.e_mg,
-            "accuracy_class": msg.accuracy_class.value, "serial": msg.serial,
-            "agent_version": msg.agent_version, "boot_id": msg.boot_id, "birth_ms": msg.ts_ms,
-            "last_seen_ms": received_ms,
-        })
-        return
-    if isinstance(msg, wire.State):
-        batch.states.append({
-            "device": device, "market": market, "state": msg.state.value,
-            "state_ms": msg.ts_ms if msg.ts_ms is not None else received_ms,
-        })
-        return
-    batch.seen[device] = received_ms
-    if isinstance(msg, wire.SampleBatch):
-        batch.samples += len(msg.t_ms)
-        if msg.t_ms:
-            batch.latest[device] = (msg.t_ms[-1], msg.net_mg[-1], msg.flags[-1])
-        return
-    assert isinstance(msg, wire.EventBatch)
-    for ev in msg.events:
-        if isinstance(ev, wire.SaleEvent):
-            batch.sales.append({
-                "device": device, "market": market, "seq": ev.seq, "ts_ms": ev.ts_ms,
-                "received_ms": received_ms, "net_mg": ev.net_mg, "settled_mg": ev.settled_mg,
-                "peak_mg": ev.peak_mg, "tare_mg": ev.tare_mg, "stable_device": ev.stable_device,
-                "stable_software": ev.stable_software, "unsettled_commit": ev.unsettled_commit,
-                "duration_ms": ev.duration_ms,
-                "unit_price_fen_per_kg": ev.unit_price_fen_per_kg, "amount_fen": ev.amount_fen,
-                "plu": ev.plu, "trace_code": ev.trace_code, "signed": ev.sig is not None,
-            })
-        else:
-            batch.events.append({
-                "device": device, "market": market, "seq": ev.seq,
-                "kind": type(ev).__struct_config__.tag, "ts_ms": ev.ts_ms,
-                "received_ms": received_ms, "payload": wire.encode_event(ev).decode(),
-            })
 
 
 class Ingestor:
@@ -136,7 +75,7 @@ class Ingestor:
         self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
-        self.listeners: list[Any] = []  # callables(kind, data) for live updates (SSE)
+        self.sink: Any = None  # a gateway_server.tssink.TimeSeriesSink, when configured
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
         self.client = mqtt.Client(
@@ -208,43 +147,52 @@ class Ingestor:
             self._process(msgs)
 
     def _process(self, msgs: list[mqtt.MQTTMessage]) -> None:
-        batch = Batch()
         t = now_ms()
+        batch: list[Incoming] = []
         for m in msgs:
             try:
                 topic = m.topic
             except UnicodeDecodeError:
                 topic = repr(m._topic)[:500]
-            classify(batch, topic, m.payload, t)
+            batch.append(decode_message(topic, m.payload, t))
         while True:
             try:
-                new_sales, new_events = self.store.write_batch(
-                    births=batch.births, states=batch.states, sale_rows=batch.sales,
-                    event_rows=batch.events, dead=batch.dead, seen=batch.seen,
-                )
+                with self.store.engine.begin() as conn:
+                    res = store_batch(conn, batch, now_ms=t,
+                                      unknown_devices=self.settings.unknown_devices)
                 break
             except Exception:  # the database is down: keep the batch, retry; never ack
+                self.stats.store_retries += 1
                 log.exception("store failed; retrying the batch in 1 s")
                 if self._stop.wait(1.0):
                     return
         for m in msgs:
             if m.qos:
                 self.client.ack(m.mid, m.qos)
+        self._account(len(msgs), res)
+        if self.sink is not None:
+            for market, device, sb in res.sample_batches:
+                self.sink.write_samples(market, device, sb.t_ms, sb.net_mg, sb.flags)
+            if res.new_sales:
+                self.sink.write_sales(res.new_sales)
+
+    def _account(self, n: int, res: BatchResult) -> None:
         s = self.stats
-        s.received += len(msgs)
+        s.received += n
         s.batches += 1
-        s.stored_sales += len(new_sales)
-        s.stored_events += new_events
-        s.duplicates += (len(batch.sales) - len(new_sales)) + (len(batch.events) - new_events)
-        s.samples += batch.samples
-        s.dead_letters += len(batch.dead)
-        for d in batch.dead:
+        s.last_batch_ms = now_ms()
+        s.stored_sales += len(res.new_sales)
+        s.stored_events += res.new_events
+        s.duplicates += res.duplicates
+        s.samples += res.samples
+        s.dead_letters += len(res.dead)
+        s.quarantined += res.quarantined
+        s.bad_signatures += res.bad_signatures
+        s.sequence_gaps += res.gaps
+        for d in res.dead:
             s.dead_by_reason[d["reason"].split(": ", 1)[-1][:80]] += 1
             log.warning("dead letter on %s: %s", d["topic"], d["reason"])
-        self.latest.update(batch.latest)
-        for cb in self.listeners:
-            for sale in new_sales:
-                cb("sale", sale)
+        self.latest.update(res.latest)
 
 
-__all__ = ["Batch", "IngestStats", "Ingestor", "classify"]
+__all__ = ["IngestStats", "Ingestor", "wire"]

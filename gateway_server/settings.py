@@ -6,8 +6,25 @@ passed down (style.md: settings and engines are never module globals).
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_PASSWORD_LENGTH = 10
+_WEAK_PASSWORDS = frozenset({
+    "changethis", "changeme", "password", "password1", "password123", "1234567890",
+    "12345678910", "0123456789", "qwertyuiop", "administrator", "admin12345", "admin123456",
+})
+
+
+def check_password_strength(password: str) -> str:
+    """Refuse obviously weak passwords: shorter than 10, a known default, one repeated char."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+    if password.lower() in _WEAK_PASSWORDS or len(set(password)) < 3:
+        raise ValueError("password too weak: a default or trivially repeated value")
+    return password
 
 
 class Settings(BaseSettings):
@@ -23,8 +40,40 @@ class Settings(BaseSettings):
     markets: str = Field("+", description="comma-separated market ids this worker ingests")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    unknown_devices: Literal["quarantine", "accept"] = Field(
+        "quarantine",
+        description="messages of devices not in the register: quarantine (kept, listed, "
+        "releasable) or accept (stored unverified; for trials without a register)",
+    )
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
     ingest_max_delay_ms: int = Field(50, ge=1)
+
+    # -- accounts and public endpoints (gateway_server.auth, gateway_server.ratelimit) --------
+    token_ttl_s: int = Field(12 * 3600, ge=60, description="bearer token lifetime")
+    first_admin_username: str | None = Field(
+        None, description="admin account ensured at start-up (with first_admin_password)")
+    first_admin_password: SecretStr | None = Field(
+        None, description="refused when weak (< 10 characters or a default such as changethis)")
+    public_rate_per_min: float = Field(
+        30.0, gt=0, description="public endpoints: sustained requests per minute per client IP")
+    public_rate_burst: int = Field(10, ge=1, description="public endpoints: burst per client IP")
+    login_rate_per_min: float = Field(10.0, gt=0, description="POST /auth/token per client IP")
+    login_rate_burst: int = Field(10, ge=1)
+    trust_forwarded_for: bool = Field(
+        False, description="take the client IP from X-Forwarded-For (only behind a proxy)")
+
+    @field_validator("first_admin_password")
+    @classmethod
+    def _strong_admin_password(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            check_password_strength(v.get_secret_value())
+        return v
+
+    @model_validator(mode="after")
+    def _admin_pair(self) -> Settings:
+        if (self.first_admin_username is None) != (self.first_admin_password is None):
+            raise ValueError("set both first_admin_username and first_admin_password, or neither")
+        return self
 
     @property
     def market_list(self) -> list[str]:

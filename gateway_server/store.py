@@ -13,15 +13,11 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway_server.tables import dead_letters, events, metadata, sales, scales
-
-DEAD_LETTER_KEEP_BYTES = 64 * 1024  # an oversized payload is kept truncated, its size recorded
+from gateway_server.tables import dead_letters, findings, metadata, quarantine, sales, scales
 
 
 def make_engine(url: str) -> Engine:
@@ -47,12 +43,6 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _insert(engine: Engine, table: Table) -> Any:
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 class Store:
     """All database access of the gateway."""
 
@@ -65,56 +55,6 @@ class Store:
 
     def create_all(self) -> None:
         metadata.create_all(self.engine)
-
-    # -- ingest writes (one transaction per batch) ------------------------------------
-
-    def write_batch(
-        self,
-        *,
-        births: Sequence[dict[str, Any]] = (),
-        states: Sequence[dict[str, Any]] = (),
-        sale_rows: Sequence[dict[str, Any]] = (),
-        event_rows: Sequence[dict[str, Any]] = (),
-        dead: Sequence[dict[str, Any]] = (),
-        seen: dict[str, int] | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Store one ingest batch atomically; return (new sales, new other events)."""
-        new_sales: list[dict[str, Any]] = []
-        new_events = 0
-        with self.engine.begin() as conn:
-            for b in births:
-                ins = _insert(self.engine, scales).values(**b)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=["device"], set_={k: ins.excluded[k] for k in b if k != "device"}
-                ))
-            for s in states:
-                ins = _insert(self.engine, scales).values(**s)
-                conn.execute(ins.on_conflict_do_update(
-                    index_elements=["device"],
-                    set_={"state": ins.excluded.state, "state_ms": ins.excluded.state_ms},
-                ))
-            if sale_rows:
-                stmt = (
-                    _insert(self.engine, sales)
-                    .on_conflict_do_nothing(index_elements=["device", "seq"])
-                    .returning(sales.c.device, sales.c.seq)
-                )
-                got = {(r.device, r.seq) for r in conn.execute(stmt, list(sale_rows))}
-                new_sales = [r for r in sale_rows if (r["device"], r["seq"]) in got]
-            if event_rows:
-                stmt = (
-                    _insert(self.engine, events)
-                    .on_conflict_do_nothing(index_elements=["device", "seq"])
-                    .returning(events.c.id)
-                )
-                new_events = len(conn.execute(stmt, list(event_rows)).all())
-            if dead:
-                conn.execute(dead_letters.insert(), list(dead))
-            for device, ts in (seen or {}).items():
-                conn.execute(
-                    scales.update().where(scales.c.device == device).values(last_seen_ms=ts)
-                )
-        return new_sales, new_events
 
     # -- queries ----------------------------------------------------------------------
 
@@ -147,6 +87,26 @@ class Store:
             total = conn.execute(count).scalar_one()
             rows = conn.execute(q.limit(limit).offset(offset))
             return [dict(r._mapping) for r in rows], int(total)
+
+    def list_quarantine(self, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(quarantine).order_by(quarantine.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def list_findings(
+        self, *, market: str | None = None, device: str | None = None,
+        kind: str | None = None, status: str | None = None, limit: int = 100, offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        conds = []
+        for col, val in ((findings.c.market, market), (findings.c.device, device),
+                         (findings.c.kind, kind), (findings.c.status, status)):
+            if val is not None:
+                conds.append(col == val)
+        q = select(findings).where(*conds).order_by(findings.c.ts_ms.desc(), findings.c.id.desc())
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(findings).where(*conds))
+            rows = conn.execute(q.limit(limit).offset(offset))
+            return [dict(r._mapping) for r in rows], int(total.scalar_one())
 
     def list_dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         q = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)

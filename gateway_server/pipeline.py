@@ -1,0 +1,373 @@
+"""The ingest pipeline: one batch of decoded MQTT messages → one database transaction.
+
+Steps, in order, inside one transaction (``store_batch``):
+
+1. look up every device of the batch in the register (one query): registered or not,
+   its HMAC key, the highest seq stored so far;
+2. births and states update the scale's live fields (a registered scale's register
+   data is never overwritten by what the device claims; a mismatch is a finding);
+3. events and samples of devices not in the register are **quarantined** (kept whole,
+   listed in the API, releasable) unless ``unknown_devices = "accept"``;
+4. every event of a keyed device must carry a valid HMAC-SHA256 (``weighing.signing``):
+   a forged or missing signature rejects that event alone — it goes to the dead letters
+   with its reason and raises a ``bad-signature`` finding — and the rest of the batch
+   is stored;
+5. sales are linked to the merchant bound to the scale at the sale's time;
+6. inserts are ``ON CONFLICT (device, seq) DO NOTHING RETURNING``: a redelivery is a
+   counted duplicate; new seqs beyond ``last_seq + 1`` raise a ``sequence-gap``
+   finding, a late arrival inside an open gap closes what it fills;
+7. samples are folded into per-minute rollups.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway_server.tables import (
+    bindings,
+    dead_letters,
+    events,
+    findings,
+    quarantine,
+    rollups,
+    sales,
+    scales,
+)
+from weighing import wire
+from weighing.signing import verify_event
+
+DEAD_LETTER_KEEP_BYTES = 64 * 1024  # an oversized payload is kept truncated, its size recorded
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One MQTT message, decoded (``msg``) or not (``error``)."""
+
+    topic: str
+    payload: bytes
+    received_ms: int
+    parts: wire.TopicParts | None = None
+    msg: wire.Payload | None = None
+    error: str | None = None
+
+
+def decode_message(topic: str, payload: bytes, received_ms: int) -> Incoming:
+    try:
+        parts, msg = wire.decode(topic, payload)
+    except wire.WireDecodeError as err:
+        return Incoming(topic, payload, received_ms, error=str(err))
+    return Incoming(topic, payload, received_ms, parts, msg)
+
+
+@dataclass
+class BatchResult:
+    new_sales: list[dict[str, Any]] = field(default_factory=list)
+    new_events: int = 0
+    duplicates: int = 0
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: int = 0
+    bad_signatures: int = 0
+    gaps: int = 0
+    samples: int = 0
+    new_findings: list[dict[str, Any]] = field(default_factory=list)
+    latest: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    sample_batches: list[tuple[str, str, wire.SampleBatch]] = field(default_factory=list)
+
+
+def _ins(conn: Connection, table: Any) -> Any:
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def _dead(res: BatchResult, inc: Incoming, reason: str, device: str | None = None) -> None:
+    res.dead.append({
+        "received_ms": inc.received_ms, "topic": inc.topic[:512], "device": device,
+        "reason": reason[:2000], "payload": inc.payload[:DEAD_LETTER_KEEP_BYTES],
+        "size": len(inc.payload),
+    })
+
+
+def _finding(res: BatchResult, **f: Any) -> None:
+    f.setdefault("status", "open")
+    f.setdefault("legal_basis", "")
+    f["evidence"] = json.dumps(f.get("evidence", {}), ensure_ascii=False, sort_keys=True)
+    res.new_findings.append(f)
+
+
+def store_batch(
+    conn: Connection, batch: list[Incoming], *, now_ms: int, unknown_devices: str = "quarantine"
+) -> BatchResult:
+    """Store ``batch`` in the open transaction ``conn``; see the module docstring."""
+    res = BatchResult()
+    devices = {i.parts.device for i in batch if i.parts is not None}
+    info: dict[str, dict[str, Any]] = {}
+    if devices:
+        rows = conn.execute(select(
+            scales.c.device, scales.c.market, scales.c.registered, scales.c.key_hex,
+            scales.c.last_seq, scales.c.max_mg, scales.c.e_mg,
+        ).where(scales.c.device.in_(devices)))
+        info = {r.device: dict(r._mapping) for r in rows}
+
+    accept_unknown = unknown_devices == "accept"
+    sale_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for inc in batch:
+        if inc.error is not None or inc.parts is None or inc.msg is None:
+            _dead(res, inc, inc.error or "undecodable")
+            continue
+        device, market, msg = inc.parts.device, inc.parts.market, inc.msg
+        known = info.get(device)
+        if isinstance(msg, wire.Birth):
+            _birth(conn, res, known, msg, inc, accept_unknown, info)
+            continue
+        if isinstance(msg, wire.State):
+            _state(conn, known, msg, inc, accept_unknown, info)
+            continue
+        if known is None:
+            known = _new_scale(conn, device, market, inc.received_ms, accept_unknown)
+            info[device] = known
+        if known["market"] != market:
+            _dead(res, inc, f"device {device} is registered in market {known['market']}, "
+                             f"not {market}", device)
+            continue
+        if not known["registered"] and not accept_unknown:
+            conn.execute(quarantine.insert().values(
+                received_ms=inc.received_ms, topic=inc.topic[:512], market=market,
+                device=device, payload=inc.payload))
+            res.quarantined += 1
+            continue
+        seen[device] = inc.received_ms
+        if isinstance(msg, wire.SampleBatch):
+            res.samples += len(msg.t_ms)
+            res.sample_batches.append((market, device, msg))
+            if msg.t_ms:
+                res.latest[device] = (msg.t_ms[-1], msg.net_mg[-1], msg.flags[-1])
+            continue
+        assert isinstance(msg, wire.EventBatch)
+        key = bytes.fromhex(known["key_hex"]) if known.get("key_hex") else None
+        for ev in msg.events:
+            if key is not None and not verify_event(key, device, ev):
+                why = "missing" if ev.sig is None else "invalid"
+                res.bad_signatures += 1
+                _dead(res, inc, f"{inc.topic} $.events[seq={ev.seq}]: {why} signature", device)
+                _finding(res, kind="bad-signature", severity="high", market=market,
+                         device=device, ts_ms=ev.ts_ms, created_ms=now_ms,
+                         title="数据签名无效 Event signature invalid",
+                         legal_basis="数据完整性 data integrity (architecture.md §4)",
+                         evidence={"seq": ev.seq, "reason": f"{why} signature"},
+                         dedup_key=f"bad-signature:{device}:{ev.seq}")
+                continue
+            base = {"device": device, "market": market, "seq": ev.seq, "ts_ms": ev.ts_ms,
+                    "received_ms": inc.received_ms}
+            if isinstance(ev, wire.SaleEvent):
+                sale_rows.append(base | {
+                    "net_mg": ev.net_mg, "settled_mg": ev.settled_mg, "peak_mg": ev.peak_mg,
+                    "tare_mg": ev.tare_mg, "stable_device": ev.stable_device,
+                    "stable_software": ev.stable_software,
+                    "unsettled_commit": ev.unsettled_commit, "duration_ms": ev.duration_ms,
+                    "unit_price_fen_per_kg": ev.unit_price_fen_per_kg,
+                    "amount_fen": ev.amount_fen, "plu": ev.plu, "trace_code": ev.trace_code,
+                    "signed": key is not None, "merchant_id": None,
+                })
+            else:
+                event_rows.append(base | {
+                    "kind": type(ev).__struct_config__.tag,
+                    "payload": wire.encode_event(ev).decode(),
+                })
+
+    _link_merchants(conn, sale_rows)
+    new_seqs: dict[str, list[int]] = defaultdict(list)
+    if sale_rows:
+        stmt = (_ins(conn, sales).on_conflict_do_nothing(index_elements=["device", "seq"])
+                .returning(sales.c.device, sales.c.seq, sales.c.id))
+        got = {(r.device, r.seq): r.id for r in conn.execute(stmt, sale_rows)}
+        for r in sale_rows:
+            if (r["device"], r["seq"]) in got:
+                r["id"] = got[(r["device"], r["seq"])]
+                res.new_sales.append(r)
+                new_seqs[r["device"]].append(r["seq"])
+        res.duplicates += len(sale_rows) - len(got)
+    if event_rows:
+        stmt = (_ins(conn, events).on_conflict_do_nothing(index_elements=["device", "seq"])
+                .returning(events.c.device, events.c.seq))
+        got_ev = [(r.device, r.seq) for r in conn.execute(stmt, event_rows)]
+        res.new_events = len(got_ev)
+        res.duplicates += len(event_rows) - len(got_ev)
+        for d, s in got_ev:
+            new_seqs[d].append(s)
+    _gaps(conn, res, info, new_seqs, now_ms)
+    for device, ts in seen.items():
+        conn.execute(scales.update().where(scales.c.device == device).values(last_seen_ms=ts))
+    _rollups(conn, res)
+    if res.dead:
+        conn.execute(dead_letters.insert(), res.dead)
+    if res.new_findings:
+        stmt = _ins(conn, findings).on_conflict_do_nothing(index_elements=["dedup_key"])
+        conn.execute(stmt, res.new_findings)
+    return res
+
+
+def _new_scale(conn: Connection, device: str, market: str, ts: int, accept: bool) -> dict[str, Any]:
+    row = {"device": device, "market": market, "registered": False, "quarantined": not accept,
+           "state": "unknown", "created_ms": ts, "last_seen_ms": ts}
+    conn.execute(_ins(conn, scales).values(**row).on_conflict_do_nothing(
+        index_elements=["device"]))
+    return {"device": device, "market": market, "registered": False, "key_hex": None,
+            "last_seq": None, "max_mg": None, "e_mg": None}
+
+
+def _birth(conn: Connection, res: BatchResult, known: dict[str, Any] | None, msg: wire.Birth,
+           inc: Incoming, accept: bool, info: dict[str, dict[str, Any]]) -> None:
+    device = msg.device
+    live = {"birth_json": inc.payload.decode("utf-8", "replace"),
+            "agent_version": msg.agent_version, "boot_id": msg.boot_id, "birth_ms": msg.ts_ms,
+            "last_seen_ms": inc.received_ms}
+    claimed = {"role": msg.role.value, "profile": msg.profile, "protocol": msg.protocol,
+               "max_mg": msg.max_mg, "e_mg": msg.e_mg, "accuracy_class": msg.accuracy_class.value,
+               "serial": msg.serial}
+    if known is None:
+        info[device] = _new_scale(conn, device, msg.market, inc.received_ms, accept)
+        known = info[device]
+    if known["registered"]:
+        conn.execute(scales.update().where(scales.c.device == device).values(
+            protocol=msg.protocol, **live))
+        diffs = {k: (known[k], claimed[k]) for k in ("max_mg", "e_mg")
+                 if known.get(k) is not None and known[k] != claimed[k]}
+        if diffs:
+            _finding(res, kind="identity-mismatch", severity="high", market=msg.market,
+                     device=device, ts_ms=msg.ts_ms, created_ms=inc.received_ms,
+                     title="设备参数与登记不符 Device differs from the register",
+                     legal_basis="集贸市场计量监督管理办法 登记造册 (domain.md §2.3)",
+                     evidence={k: {"registered": a, "reported": b} for k, (a, b) in diffs.items()},
+                     dedup_key=f"identity-mismatch:{device}:{msg.boot_id}")
+    else:
+        conn.execute(scales.update().where(scales.c.device == device).values(**claimed, **live))
+        known.update(max_mg=msg.max_mg, e_mg=msg.e_mg)
+
+
+def _state(conn: Connection, known: dict[str, Any] | None, msg: wire.State, inc: Incoming,
+           accept: bool, info: dict[str, dict[str, Any]]) -> None:
+    assert inc.parts is not None
+    if known is None:
+        info[inc.parts.device] = _new_scale(conn, inc.parts.device, inc.parts.market,
+                                            inc.received_ms, accept)
+    conn.execute(scales.update().where(scales.c.device == inc.parts.device).values(
+        state=msg.state.value, state_ms=msg.ts_ms if msg.ts_ms is not None else inc.received_ms))
+
+
+def _link_merchants(conn: Connection, sale_rows: list[dict[str, Any]]) -> None:
+    """Set ``merchant_id`` of each sale from the binding valid at its ``ts_ms``."""
+    if not sale_rows:
+        return
+    devices = {r["device"] for r in sale_rows}
+    spans: dict[str, list[tuple[int, int | None, int]]] = defaultdict(list)
+    for b in conn.execute(select(bindings.c.device, bindings.c.merchant_id,
+                                 bindings.c.valid_from_ms, bindings.c.valid_to_ms)
+                          .where(bindings.c.device.in_(devices))):
+        spans[b.device].append((b.valid_from_ms, b.valid_to_ms, b.merchant_id))
+    for r in sale_rows:
+        t = r["ts_ms"]
+        for start, end, merchant in spans.get(r["device"], ()):
+            if start <= t and (end is None or t < end):
+                r["merchant_id"] = merchant
+                break
+
+
+def _gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],
+          new_seqs: dict[str, list[int]], now_ms: int) -> None:
+    for device, seqs in new_seqs.items():
+        seqs.sort()
+        known = info[device]
+        last = known.get("last_seq") or 0
+        market = known["market"]
+        expected = last + 1
+        for s in seqs:
+            if s > expected and last:
+                res.gaps += 1
+                _finding(res, kind="sequence-gap", severity="medium", market=market,
+                         device=device, ts_ms=now_ms, created_ms=now_ms,
+                         title="事件序号缺失 Events missing (sequence gap)",
+                         legal_basis="数据完整性 data integrity (architecture.md §5)",
+                         evidence={"first_missing": expected, "last_missing": s - 1,
+                                   "missing": s - expected, "filled": 0},
+                         dedup_key=f"sequence-gap:{device}:{expected}")
+            elif s < expected:
+                _fill_gap(conn, device, s)
+            expected = max(expected, s + 1)
+        top = max(last, seqs[-1])
+        if top != last:
+            conn.execute(scales.update().where(scales.c.device == device).values(last_seq=top))
+            known["last_seq"] = top
+
+
+def _fill_gap(conn: Connection, device: str, seq: int) -> None:
+    """A late event arrived inside an open gap: count it; a fully filled gap is dismissed."""
+    rows = conn.execute(select(findings.c.id, findings.c.evidence).where(
+        findings.c.device == device, findings.c.kind == "sequence-gap",
+        findings.c.status == "open"))
+    for r in rows:
+        ev = json.loads(r.evidence)
+        if ev["first_missing"] <= seq <= ev["last_missing"]:
+            ev["filled"] += 1
+            values: dict[str, Any] = {"evidence": json.dumps(ev, sort_keys=True)}
+            if ev["filled"] >= ev["missing"]:
+                values["status"] = "dismissed"
+            conn.execute(findings.update().where(findings.c.id == r.id).values(**values))
+            return
+
+
+def _rollups(conn: Connection, res: BatchResult) -> None:
+    """Fold samples into per-device, per-minute min / max / sum / count (additive upsert)."""
+    acc: dict[tuple[str, int], list[int]] = {}
+    markets: dict[str, str] = {}
+    for market, device, sb in res.sample_batches:
+        markets[device] = market
+        for t, w, f in zip(sb.t_ms, sb.net_mg, sb.flags, strict=True):
+            k = (device, t - t % 60_000)
+            a = acc.get(k)
+            stable = f & wire.SampleFlag.STABLE
+            if a is None:
+                acc[k] = [1, w, w, w, 1 if stable else 0]
+            else:
+                a[0] += 1
+                a[1] = min(a[1], w)
+                a[2] = max(a[2], w)
+                a[3] += w
+                a[4] += 1 if stable else 0
+    if not acc:
+        return
+    rows = [{"device": d, "minute_ms": m, "market": markets[d], "n": a[0], "min_mg": a[1],
+             "max_mg": a[2], "sum_mg": a[3], "stable_n": a[4]} for (d, m), a in acc.items()]
+    ins = _ins(conn, rollups)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["device", "minute_ms"],
+        set_={
+            "n": rollups.c.n + ins.excluded.n,
+            "sum_mg": rollups.c.sum_mg + ins.excluded.sum_mg,
+            "stable_n": rollups.c.stable_n + ins.excluded.stable_n,
+            "min_mg": _least(conn, rollups.c.min_mg, ins.excluded.min_mg),
+            "max_mg": _greatest(conn, rollups.c.max_mg, ins.excluded.max_mg),
+        },
+    )
+    conn.execute(stmt, rows)
+
+
+def _least(conn: Connection, a: Any, b: Any) -> Any:
+    from sqlalchemy import func
+
+    return func.least(a, b) if conn.dialect.name == "postgresql" else func.min(a, b)
+
+
+def _greatest(conn: Connection, a: Any, b: Any) -> Any:
+    from sqlalchemy import func
+
+    return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
+
+
+__all__ = ["BatchResult", "Incoming", "decode_message", "store_batch"]
