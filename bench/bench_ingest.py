@@ -1,0 +1,275 @@
+"""Ingest benchmark: broker → stored, end to end, against the raw paho-subscriber ceiling.
+
+Starts a private Mosquitto on a free loopback port, registers the devices with keys
+(so every event's HMAC is verified, as in production), then, for each workload:
+
+1. **ceiling**: a bare paho subscriber (QoS 1, auto-ack, no decoding) counts the same
+   messages — what one Python process can take off the broker at all;
+2. **gateway**: the real ``Ingestor`` (paho, manual ack after commit, msgspec decode,
+   signature checks, dedup inserts, rollups) on SQLite, timed until every row is stored.
+
+The publisher runs in a separate process with prebuilt payloads, so it does not share
+the GIL with the subscriber. Results go to docs/benchmarks.md ("## Ingest").
+
+    python bench/bench_ingest.py [--sales 100000] [--samples 1000000] [--db sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway_server.ingest import Ingestor  # noqa: E402
+from gateway_server.settings import Settings  # noqa: E402
+from gateway_server.store import Store  # noqa: E402
+from gateway_server.tables import markets, scales  # noqa: E402
+from weighing import wire  # noqa: E402
+from weighing.signing import sign_event  # noqa: E402
+
+DEVICES = 100
+KEY = bytes.fromhex("5eed" * 8)
+T0 = 1_790_000_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = tmp / "m.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 1000000\nmax_inflight_messages 0\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+def build_sales(n: int, per_msg: int) -> list[tuple[str, bytes]]:
+    out = []
+    seq = dict.fromkeys(range(DEVICES), 0)
+    i = 0
+    while i < n:
+        d = (i // per_msg) % DEVICES
+        dev = f"b-{d:04d}"
+        evs = []
+        for _ in range(min(per_msg, n - i)):
+            seq[d] += 1
+            net = 1_250_000 + seq[d] * 5_000 % 3_000_000
+            ev = wire.SaleEvent(seq=seq[d], ts_ms=T0 + seq[d] * 1000, net_mg=net,
+                                settled_mg=1_250_000, peak_mg=1_300_000, stable_device=True,
+                                stable_software=True, duration_ms=1500)
+            evs.append(wire.encode_event(sign_event(KEY, dev, ev)))
+            i += 1
+        out.append((f"scales/v1/bm/{dev}/events", wire.event_batch_payload(dev, evs)))
+    return out
+
+
+def build_samples(n: int, per_msg: int) -> list[tuple[str, bytes]]:
+    out = []
+    i = 0
+    k = 0
+    while i < n:
+        d = k % DEVICES
+        dev = f"b-{d:04d}"
+        m = min(per_msg, n - i)
+        t0 = T0 + k * 1000
+        sb = wire.SampleBatch(device=dev, t_ms=[t0 + 50 * j for j in range(m)],
+                              net_mg=[(j * 5_000) % 2_000_000 for j in range(m)], flags=[1] * m)
+        out.append((f"scales/v1/bm/{dev}/samples", wire.encode(sb)))
+        i += m
+        k += 1
+    return out
+
+
+def publisher(port: int, msgs: list[tuple[str, bytes]], go: mp.Event) -> None:  # type: ignore[valid-type]
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    c.max_inflight_messages_set(200)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    go.wait()
+    last = None
+    for topic, payload in msgs:
+        last = c.publish(topic, payload, qos=1)
+    if last is not None:
+        last.wait_for_publish(300)
+    c.loop_stop()
+    c.disconnect()
+
+
+def run_ceiling(port: int, msgs: list[tuple[str, bytes]]) -> float:
+    got = 0
+    done = threading.Event()
+
+    def on_message(_c, _u, _m) -> None:  # type: ignore[no-untyped-def]
+        nonlocal got
+        got += 1
+        if got == len(msgs):
+            done.set()
+
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-raw")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("scales/v1/bm/+/+", qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    go = mp.Event()
+    p = mp.Process(target=publisher, args=(port, msgs, go))
+    p.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    go.set()
+    done.wait(600)
+    dt = time.perf_counter() - t0
+    p.join()
+    sub.loop_stop()
+    sub.disconnect()
+    return dt
+
+
+def run_gateway(port: int, msgs: list[tuple[str, bytes]], db_url: str, expect: str,
+                n: int) -> tuple[float, dict[str, object]]:
+    store = Store.from_url(db_url)
+    store.create_all()
+    with store.engine.begin() as c:
+        c.execute(insert(markets).values(id="bm", name="bench", created_ms=T0))
+        c.execute(insert(scales), [
+            {"device": f"b-{d:04d}", "market": "bm", "registered": True, "key_hex": KEY.hex(),
+             "role": "trade", "state": "unknown", "max_mg": 15_000_000, "e_mg": 5_000}
+            for d in range(DEVICES)])
+    settings = Settings(database_url=db_url, mqtt_url=f"mqtt://127.0.0.1:{port}",
+                        mqtt_client_id=f"bench-gw-{expect}")
+    ing = Ingestor(settings, store)
+    ing.start()
+    while not ing.stats.connected:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    go = mp.Event()
+    p = mp.Process(target=publisher, args=(port, msgs, go))
+    p.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    go.set()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        s = ing.stats
+        if (s.stored_sales if expect == "sales" else s.samples) >= n:
+            break
+        time.sleep(0.01)
+    dt = time.perf_counter() - t0
+    p.join()
+    ing.stop()
+    stats = ing.stats.as_dict()
+    store.engine.dispose()
+    return dt, stats
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    head = "## Ingest end to end"
+    if head in doc:
+        start = doc.index(head)
+        nxt = doc.find("\n## ", start + len(head))
+        doc = doc[:start] + text + (doc[nxt + 1:] if nxt >= 0 else "")
+    else:
+        doc = doc.rstrip() + "\n\n" + text
+    path.write_text(doc.rstrip() + "\n", encoding="utf-8")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sales", type=int, default=100_000)
+    ap.add_argument("--sales-per-msg", type=int, default=50)
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--samples-per-msg", type=int, default=100)
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    broker, port = start_mosquitto(tmp)
+    rows = []
+    try:
+        for kind, n, per, build in (("sales", args.sales, args.sales_per_msg, build_sales),
+                                    ("samples", args.samples, args.samples_per_msg, build_samples)):
+            msgs = build(n, per)
+            ceil_s = run_ceiling(port, msgs)
+            if args.db == "sqlite":
+                url = f"sqlite:///{tmp}/{kind}.db"
+            else:
+                url = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+            gw_s, stats = run_gateway(port, msgs, url, kind, n)
+            row = (kind, n, per, len(msgs), len(msgs) / ceil_s, n / ceil_s, n / gw_s,
+                   (n / gw_s) / (n / ceil_s))
+            rows.append(row)
+            print(f"{kind}: {n} in {len(msgs)} msgs; raw paho ceiling {n / ceil_s:,.0f}/s "
+                  f"({len(msgs) / ceil_s:,.0f} msg/s); gateway stored {n / gw_s:,.0f}/s "
+                  f"= {row[-1]:.0%} of the ceiling; stats {stats}", flush=True)
+    finally:
+        broker.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.no_write:
+        lines = [
+            "## Ingest end to end",
+            "",
+            f"`python bench/bench_ingest.py` — {datetime.now(UTC):%Y-%m-%d}, {machine()}, "
+            f"Mosquitto on loopback, store {args.db}, {DEVICES} registered devices with HMAC "
+            "keys (every event verified). Publisher in a separate process, QoS 1. 'Ceiling' is a "
+            "bare paho subscriber counting the same messages in the same run; 'stored' is the "
+            "gateway's ingest (decode, validate, verify, dedup insert, rollups, ack after commit).",
+            "",
+            "| workload | items | per message | messages | ceiling msg/s | ceiling items/s | "
+            "stored items/s | stored / ceiling |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for kind, n, per, nm, cm, ci, gi, ratio in rows:
+            lines.append(f"| {kind} | {n:,} | {per} | {nm:,} | {cm:,.0f} | {ci:,.0f} | "
+                         f"{gi:,.0f} | {ratio:.0%} |")
+        lines.append("")
+        lines.append("Goals (issue 5): ≥ 200,000 samples/s and ≥ 10,000 sales/s per process.")
+        write_section("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
