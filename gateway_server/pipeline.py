@@ -16,7 +16,9 @@ Steps, in order, inside one transaction (``store_batch``):
 6. inserts are ``ON CONFLICT (device, seq) DO NOTHING RETURNING``: a redelivery is a
    counted duplicate; new seqs beyond ``last_seq + 1`` raise a ``sequence-gap``
    finding, a late arrival inside an open gap closes what it fills;
-7. samples are folded into per-minute rollups.
+7. the stream detectors (``gateway_server.detection``) run on what was new, and
+   fair-scale re-weighs are linked to their sales;
+8. samples are folded into per-minute rollups.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway_server.detection import detect
 from gateway_server.tables import (
     bindings,
     dead_letters,
@@ -100,7 +103,8 @@ def _finding(res: BatchResult, **f: Any) -> None:
 
 
 def store_batch(
-    conn: Connection, batch: list[Incoming], *, now_ms: int, unknown_devices: str = "quarantine"
+    conn: Connection, batch: list[Incoming], *, now_ms: int, unknown_devices: str = "quarantine",
+    detect_findings: bool = True,
 ) -> BatchResult:
     """Store ``batch`` in the open transaction ``conn``; see the module docstring."""
     res = BatchResult()
@@ -196,11 +200,17 @@ def store_batch(
     if event_rows:
         stmt = (_ins(conn, events).on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(events.c.device, events.c.seq))
-        got_ev = [(r.device, r.seq) for r in conn.execute(stmt, event_rows)]
+        got_ev = {(r.device, r.seq) for r in conn.execute(stmt, event_rows)}
         res.new_events = len(got_ev)
         res.duplicates += len(event_rows) - len(got_ev)
         for d, s in got_ev:
             new_seqs[d].append(s)
+        new_event_rows = [r for r in event_rows if (r["device"], r["seq"]) in got_ev]
+    else:
+        new_event_rows = []
+    if detect_findings and (res.new_sales or new_event_rows):
+        res.new_findings += detect(conn, new_sales=res.new_sales, new_events=new_event_rows,
+                                   now_ms=now_ms)
     _gaps(conn, res, info, new_seqs, now_ms)
     for device, ts in seen.items():
         conn.execute(scales.update().where(scales.c.device == device).values(last_seen_ms=ts))

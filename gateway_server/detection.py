@@ -1,0 +1,198 @@
+"""Running the detectors inside the ingest transaction, and linking fair-scale re-weighs.
+
+Called by :func:`gateway_server.pipeline.store_batch` with the rows that were *new* in
+the batch (duplicates never reach a detector twice). It gathers what the pure rules of
+``detectors.stream`` need (scale characteristics, registered prices, registered
+repairs) in a few queries per batch, runs them, and returns finding rows.
+
+Re-weighs (核称): a fair scale's ``ReweighEvent`` names the receipt's traceability code;
+the sale carrying that code is looked up, the re-weigh method follows from the two
+scales' e (a finer fair scale is "more accurate": 1× the negative deviation; an equal
+one 2×, Art. 6), and ``weighing.metrology.judge_reweigh`` gives the verdict. A re-weigh
+that arrives before its sale is stored as ``unlinked`` and linked when the sale arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from gateway_server.detectors.stream import (
+    DetectorParams,
+    Finding,
+    RegisteredPrice,
+    ScaleCtx,
+    check_counter,
+    check_sale,
+    check_zero,
+)
+from gateway_server.tables import plu_prices, sales, scales
+from gateway_server.tables_workflow import repairs, reweighs
+from weighing import metrology as mt
+
+LEGAL_REWEIGH = "零售商品称重计量监督管理办法 第五条、第六条 (核称: 负偏差, 同等准确度 2 倍)"
+
+
+def finding_row(f: Finding, created_ms: int) -> dict[str, Any]:
+    d = asdict(f)
+    d["evidence"] = json.dumps(dict(f.evidence), ensure_ascii=False, sort_keys=True, default=str)
+    d["created_ms"] = created_ms
+    d["status"] = "open"
+    return d
+
+
+def scale_contexts(conn: Connection, devices: Iterable[str]) -> dict[str, ScaleCtx]:
+    devs = set(devices)
+    if not devs:
+        return {}
+    out = {}
+    for r in conn.execute(select(scales.c.device, scales.c.market, scales.c.e_mg,
+                                 scales.c.max_mg, scales.c.accuracy_class, scales.c.role)
+                          .where(scales.c.device.in_(devs))):
+        if r.e_mg and r.max_mg:
+            out[r.device] = ScaleCtx(r.device, r.market, int(r.e_mg), int(r.max_mg),
+                                     r.accuracy_class or "III", r.role or "trade")
+    return out
+
+
+def _prices(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
+    if not keys:
+        return {}
+    conds = [and_(plu_prices.c.merchant_id == m, plu_prices.c.plu == p) for m, p in keys]
+    got: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    q = select(plu_prices).where(or_(*conds)).order_by(plu_prices.c.valid_from_ms)
+    for r in conn.execute(q):
+        got[(r.merchant_id, r.plu)].append(r)
+    return got
+
+
+def _price_at(versions: list[Any], ts: int) -> RegisteredPrice | None:
+    best = None
+    for v in versions:
+        if v.valid_from_ms <= ts:
+            best = v
+    if best is None:
+        return None
+    return RegisteredPrice(best.plu, int(best.unit_price_fen_per_kg), best.category)
+
+
+def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
+           new_events: list[dict[str, Any]], now_ms: int,
+           params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
+    """Findings (as rows) for what this batch stored; also stores re-weigh verdicts."""
+    ctx = scale_contexts(conn, {r["device"] for r in new_sales} | {r["device"] for r in new_events})
+    price_keys = {(r["merchant_id"], r["plu"]) for r in new_sales
+                  if r.get("merchant_id") is not None and r.get("plu")}
+    prices = _prices(conn, price_keys)
+    found: list[Finding] = []
+    for s in new_sales:
+        sc = ctx.get(s["device"])
+        if sc is None:
+            continue
+        price = None
+        if s.get("merchant_id") is not None and s.get("plu"):
+            price = _price_at(prices.get((s["merchant_id"], s["plu"]), []), s["ts_ms"])
+        found += check_sale(s, sc, price=price, params=params)
+    counter_devices = {e["device"] for e in new_events if e["kind"] == "counter"}
+    repair_times: dict[str, list[int]] = defaultdict(list)
+    if counter_devices:
+        for r in conn.execute(select(repairs.c.device, repairs.c.ts_ms)
+                              .where(repairs.c.device.in_(counter_devices))):
+            repair_times[r.device].append(int(r.ts_ms))
+    for e in new_events:
+        sc = ctx.get(e["device"])
+        body = json.loads(e["payload"])
+        if e["kind"] == "zero" and sc is not None:
+            found += check_zero(body, sc, params=params)
+        elif e["kind"] == "counter" and sc is not None:
+            found += check_counter(body, sc, repair_times_ms=repair_times[e["device"]],
+                                   params=params)
+        elif e["kind"] == "reweigh":
+            found += _reweigh(conn, e, body, ctx)
+    found += _link_waiting_reweighs(conn, new_sales, ctx)
+    return [finding_row(f, now_ms) for f in found]
+
+
+def _method(fair: ScaleCtx | None, selling: ScaleCtx | None) -> mt.ReweighMethod:
+    if fair is not None and selling is not None and fair.e_mg < selling.e_mg:
+        return mt.ReweighMethod.MORE_ACCURATE_SCALE
+    return mt.ReweighMethod.EQUAL_ACCURACY_SCALE
+
+
+def _judge(conn: Connection, sale: Any, reference_mg: int, fair: ScaleCtx | None,
+           selling: ScaleCtx | None) -> tuple[dict[str, Any], mt.ReweighJudgement]:
+    category = None
+    if sale.merchant_id is not None and sale.plu:
+        pv = _price_at(_prices(conn, {(sale.merchant_id, sale.plu)}).get(
+            (sale.merchant_id, sale.plu), []), sale.ts_ms)
+        category = pv.category if pv else None
+    cat = mt.GoodsCategory(category) if category in {c.value for c in mt.GoodsCategory} else None
+    method = _method(fair, selling)
+    unit = sale.unit_price_fen_per_kg
+    try:
+        j = mt.judge_reweigh(int(sale.net_mg), reference_mg, method=method, category=cat,
+                             unit_price_fen_per_kg=None if cat or unit is None else int(unit))
+    except mt.MetrologyError:  # no category and no price: no table applies
+        j = mt.ReweighJudgement(int(sale.net_mg) - reference_mg, None, mt.ReweighVerdict.NO_RULE)
+    row = {"sale_id": sale.id, "sale_device": sale.device, "merchant_id": sale.merchant_id,
+           "sold_mg": int(sale.net_mg), "settled_mg": int(sale.settled_mg),
+           "shortfall_mg": j.shortfall_mg, "limit_mg": j.limit_mg, "method": method.value,
+           "category": category, "verdict": j.verdict.value,
+           "e_mg": selling.e_mg if selling else None,
+           "accuracy_class": selling.accuracy_class if selling else None}
+    return row, j
+
+
+def _reweigh_finding(rw: dict[str, Any], selling: ScaleCtx | None, market: str) -> list[Finding]:
+    if rw["verdict"] != mt.ReweighVerdict.VIOLATION.value:
+        return []
+    sc = selling or ScaleCtx(rw["sale_device"], market, 1, 1)
+    return [Finding(
+        "reweigh-short", "high", "公平秤核称短秤 Fair-scale re-weigh found short weight",
+        LEGAL_REWEIGH, int(rw["ts_ms"]), sc.device, sc.market,
+        f"reweigh-short:{rw['device']}:{rw['seq']}", rw.get("merchant_id"),
+        {k: rw.get(k) for k in ("trace_code", "sold_mg", "reference_mg", "shortfall_mg",
+                                "limit_mg", "method", "category", "sale_id")})]
+
+
+def _reweigh(conn: Connection, e: dict[str, Any], body: dict[str, Any],
+             ctx: dict[str, ScaleCtx]) -> list[Finding]:
+    code, reference = str(body["trace_code"]), int(body["reference_mg"])
+    sale = conn.execute(select(sales).where(sales.c.trace_code == code)
+                        .order_by(sales.c.ts_ms.desc()).limit(1)).first()
+    base = {"device": e["device"], "market": e["market"], "seq": e["seq"], "ts_ms": e["ts_ms"],
+            "trace_code": code, "reference_mg": reference}
+    if sale is None:
+        conn.execute(reweighs.insert().values(**base, method="", verdict="unlinked"))
+        return []
+    selling = ctx.get(sale.device) or scale_contexts(conn, [sale.device]).get(sale.device)
+    row, _ = _judge(conn, sale, reference, ctx.get(e["device"]), selling)
+    rw = base | row
+    conn.execute(reweighs.insert().values(**rw))
+    return _reweigh_finding(rw, selling, sale.market)
+
+
+def _link_waiting_reweighs(conn: Connection, new_sales: list[dict[str, Any]],
+                           ctx: dict[str, ScaleCtx]) -> list[Finding]:
+    codes = {s["trace_code"] for s in new_sales if s.get("trace_code")}
+    if not codes:
+        return []
+    waiting = list(conn.execute(select(reweighs).where(
+        reweighs.c.trace_code.in_(codes), reweighs.c.verdict == "unlinked")))
+    out: list[Finding] = []
+    for w in waiting:
+        sale = conn.execute(select(sales).where(sales.c.trace_code == w.trace_code)
+                            .order_by(sales.c.ts_ms.desc()).limit(1)).first()
+        if sale is None:
+            continue
+        fair = ctx.get(w.device) or scale_contexts(conn, [w.device]).get(w.device)
+        selling = ctx.get(sale.device) or scale_contexts(conn, [sale.device]).get(sale.device)
+        row, _ = _judge(conn, sale, int(w.reference_mg), fair, selling)
+        conn.execute(reweighs.update().where(reweighs.c.id == w.id).values(**row))
+        out += _reweigh_finding(dict(w._mapping) | row, selling, sale.market)
+    return out

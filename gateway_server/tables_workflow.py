@@ -1,0 +1,100 @@
+"""Tables of the inspection workflow: re-weighs, repairs, tasks, results, complaints.
+
+Kept apart from ``tables.py`` (register and events) but on the same ``metadata``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Table, Text
+
+from gateway_server.tables import _ID, metadata
+
+reweighs = Table(
+    "reweighs", metadata,  # 核称 at a fair scale, linked to the sale by its traceability code
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("device", String(64), nullable=False),  # the fair scale
+    Column("market", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("trace_code", String(256), nullable=False, index=True),
+    Column("reference_mg", BigInteger, nullable=False),
+    Column("sale_id", BigInteger),  # NULL: no sale carries this code (yet)
+    Column("sale_device", String(64)),
+    Column("merchant_id", BigInteger, index=True),
+    Column("sold_mg", BigInteger),
+    Column("settled_mg", BigInteger),
+    Column("shortfall_mg", BigInteger),
+    Column("limit_mg", BigInteger),
+    Column("method", String(32), nullable=False),
+    Column("category", String(32)),
+    Column("verdict", String(16), nullable=False),  # ok | violation | no_rule | unlinked
+    Column("e_mg", BigInteger),  # e of the selling scale
+    Column("accuracy_class", String(8)),
+)
+
+repairs = Table(
+    "repairs", metadata,  # registered repairs / verifications that explain counter changes
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("device", String(64), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # repair | verification
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("by", String(128)),
+    Column("note", Text, nullable=False, default=""),
+)
+
+inspection_tasks = Table(
+    "inspection_tasks", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("device", String(64), nullable=False, index=True),
+    Column("market", String(64), nullable=False),
+    Column("merchant_id", BigInteger),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("created_by", BigInteger),
+    Column("risk", BigInteger, nullable=False, default=0),
+    Column("reason", Text, nullable=False),
+    Column("finding_ids", Text, nullable=False, default="[]"),  # JSON list
+    Column("test_loads_mg", Text, nullable=False),  # JSON list of loads to use
+    Column("status", String(16), nullable=False, default="open"),  # open | done | cancelled
+    Index("ix_tasks_status", "status", "risk"),
+)
+
+inspection_results = Table(
+    "inspection_results", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger, ForeignKey("inspection_tasks.id")),
+    Column("device", String(64), nullable=False, index=True),
+    Column("market", String(64), nullable=False),
+    Column("merchant_id", BigInteger),
+    Column("inspector", String(64)),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("loads", Text, nullable=False),  # JSON: [{load_mg, indication_mg, error_mg, mpe_mg, ok}]
+    Column("verdict", String(16), nullable=False),  # pass | fail
+    Column("fraud", String(8), nullable=False, default="no"),  # yes: cheating established
+    Column("notes", Text, nullable=False, default=""),
+)
+
+complaints = Table(
+    "complaints", metadata,  # consumer complaints (trust-code page, 12315)
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("merchant_id", BigInteger, nullable=False, index=True),
+    Column("sale_id", BigInteger),
+    Column("reweigh_id", BigInteger),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("channel", String(16), nullable=False, default="page"),
+    Column("contact", String(128)),
+    Column("text", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="open"),
+    Column("compensation_fen", BigInteger),
+)
+
+status_history = Table(
+    "merchant_status_history", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("merchant_id", BigInteger, nullable=False, index=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("old_status", String(16)),
+    Column("new_status", String(16), nullable=False),
+    Column("old_list", String(8)),
+    Column("new_list", String(8), nullable=False),
+    Column("reason", Text, nullable=False),
+)
