@@ -1,0 +1,148 @@
+"""Detectors through the ingest pipeline (SQLite and PostgreSQL): findings carry evidence;
+a fair-scale re-weigh is linked to its sale whichever arrives first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pgutil import fresh_pg_database
+from sqlalchemy import insert, select
+
+from gateway_server.pipeline import decode_message, store_batch
+from gateway_server.store import Store
+from gateway_server.tables import bindings, findings, markets, merchants, plu_prices, scales
+from gateway_server.tables_workflow import repairs, reweighs
+from weighing import wire
+
+T0 = 1_790_000_000_000
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+        s.create_all()
+        yield s
+        s.engine.dispose()
+    else:
+        with fresh_pg_database() as url:
+            s = Store.from_url(url)
+            s.create_all()
+            yield s
+            s.engine.dispose()
+
+
+@pytest.fixture
+def market(store: Store) -> int:
+    """Market m1: trade scale s-1 (15 kg / 5 g) bound to merchant 1; fair scale f-1 (6 kg / 1 g)."""
+    with store.engine.begin() as c:
+        c.execute(insert(markets).values(id="m1", name="一号市场", created_ms=T0))
+        mid = c.execute(insert(merchants).values(
+            market_id="m1", name="王五鲜肉", trust_token="tok-1", created_ms=T0, updated_ms=T0,
+            categories="meat").returning(merchants.c.id)).scalar_one()
+        c.execute(insert(scales), [
+            {"device": "s-1", "market": "m1", "registered": True, "role": "trade",
+             "max_mg": 15_000_000, "e_mg": 5_000, "accuracy_class": "III", "state": "online"},
+            {"device": "f-1", "market": "m1", "registered": True, "role": "fair",
+             "max_mg": 6_000_000, "e_mg": 1_000, "accuracy_class": "III", "state": "online"}])
+        c.execute(insert(bindings).values(device="s-1", merchant_id=mid, valid_from_ms=T0 - 1))
+        c.execute(insert(plu_prices).values(merchant_id=mid, plu="7", name="猪肉",
+                                            category="meat", unit_price_fen_per_kg=2_800,
+                                            valid_from_ms=T0 - 1))
+    return int(mid)
+
+
+def events(device: str, evs: list[wire.Event]):  # type: ignore[no-untyped-def]
+    return decode_message(f"scales/v1/m1/{device}/events",
+                          wire.encode(wire.EventBatch(device=device, events=evs)), T0)
+
+
+def sale(seq: int, **kw: object) -> wire.SaleEvent:
+    base: dict[str, object] = dict(seq=seq, ts_ms=T0 + seq, net_mg=1_250_000,
+                                   settled_mg=1_250_000, peak_mg=1_300_000, tare_mg=10_000,
+                                   stable_device=True, stable_software=True, plu="7",
+                                   unit_price_fen_per_kg=2_800, amount_fen=3_500)
+    base.update(kw)
+    return wire.SaleEvent(**base)  # type: ignore[arg-type]
+
+
+def run(store: Store, *batch):  # type: ignore[no-untyped-def]
+    with store.engine.begin() as c:
+        return store_batch(c, list(batch), now_ms=T0 + 10**6)
+
+
+def all_findings(store: Store) -> list[dict]:  # type: ignore[type-arg]
+    with store.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(findings).order_by(findings.c.id))]
+
+
+def test_honest_stream_gives_no_finding(store: Store, market: int) -> None:
+    run(store, events("s-1", [sale(i) for i in range(1, 20)]))
+    assert all_findings(store) == []
+
+
+def test_cheats_in_the_stream_give_their_findings_with_evidence(store: Store,
+                                                                  market: int) -> None:
+    res = run(store, events("s-1", [
+        sale(1),
+        sale(2, net_mg=198_000, settled_mg=155_000, peak_mg=198_000, unsettled_commit=True,
+             stable_device=False, amount_fen=554),
+        sale(3, unit_price_fen_per_kg=28, amount_fen=35),  # 0.28 instead of 28.00 yuan/kg
+        sale(4, tare_mg=0),  # meat sold with its tray
+        wire.ZeroCheckEvent(seq=5, ts_ms=T0 + 5, mean_mg=100_000, spread_mg=0, n=60,
+                            duration_ms=10_000),  # 100 g preset base
+        wire.CounterChangeEvent(seq=6, ts_ms=T0 + 6, name="cal_counter", old="3", new="4"),
+    ]))
+    got = {f["kind"]: f for f in all_findings(store)}
+    assert set(got) == {"impact", "price-decimal-trick", "tare-omission", "zero-offset",
+                        "calibration-change"}
+    assert len(res.new_findings) == 5
+    assert got["impact"]["merchant_id"] == market
+    assert json.loads(got["impact"]["evidence"])["settled_mg"] == 155_000
+    assert json.loads(got["zero-offset"]["evidence"])["mean_mg"] == 100_000
+    # redelivery of the same batch adds nothing
+    run(store, events("s-1", [sale(2, net_mg=198_000, settled_mg=155_000, peak_mg=198_000,
+                                   unsettled_commit=True, stable_device=False,
+                                   amount_fen=554)]))
+    assert len(all_findings(store)) == 5
+
+
+def test_registered_repair_explains_a_counter_change(store: Store, market: int) -> None:
+    with store.engine.begin() as c:
+        c.execute(insert(repairs).values(device="s-1", kind="repair", ts_ms=T0 - 60_000,
+                                         by="维修站", note="更换传感器"))
+    run(store, events("s-1", [wire.CounterChangeEvent(seq=1, ts_ms=T0 + 1, name="cal_counter",
+                                                      old="3", new="4")]))
+    assert all_findings(store) == []
+
+
+@pytest.mark.parametrize("reweigh_first", [False, True])
+def test_fair_scale_reweigh_linked_to_its_sale(store: Store, market: int,
+                                               reweigh_first: bool) -> None:
+    sold = events("s-1", [sale(1, trace_code="TR-0001"), sale(2, trace_code="TR-0002")])
+    # a finer fair scale (e = 1 g < 5 g): "more accurate", limit 1x the deviation (Art. 6)
+    # meat, 1.25 kg sold: negative deviation 5 g (附表1 row 2, m <= 2.5 kg)
+    rw = events("f-1", [
+        wire.ReweighEvent(seq=1, ts_ms=T0 + 100, trace_code="TR-0001", reference_mg=1_246_000),
+        wire.ReweighEvent(seq=2, ts_ms=T0 + 101, trace_code="TR-0002", reference_mg=1_200_000),
+    ])
+    if reweigh_first:
+        run(store, rw)
+        run(store, sold)
+    else:
+        run(store, sold)
+        run(store, rw)
+    with store.engine.connect() as c:
+        rows = {r.trace_code: r for r in c.execute(select(reweighs))}
+    ok, short = rows["TR-0001"], rows["TR-0002"]
+    assert ok.method == "more_accurate_scale" and ok.limit_mg == 5_000
+    assert ok.shortfall_mg == 4_000 and ok.verdict == "ok"
+    assert short.shortfall_mg == 50_000 and short.verdict == "violation"
+    assert short.merchant_id == market and short.sold_mg == 1_250_000
+    (f,) = [f for f in all_findings(store) if f["kind"] == "reweigh-short"]
+    ev = json.loads(f["evidence"])
+    assert ev["trace_code"] == "TR-0002" and ev["shortfall_mg"] == 50_000
+    assert f["merchant_id"] == market and f["device"] == "s-1"
