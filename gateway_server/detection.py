@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from gateway_server.detectors.stream import (
     DetectorParams,
@@ -115,7 +115,92 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
         elif e["kind"] == "reweigh":
             found += _reweigh(conn, e, body, ctx)
     found += _link_waiting_reweighs(conn, new_sales, ctx)
+    resid_devices = _devices_with_new_pairs(conn, new_events, new_sales)
+    found += residual_findings(conn, resid_devices, now_ms=now_ms)
     return [finding_row(f, now_ms) for f in found]
+
+
+def _devices_with_new_pairs(conn: Connection, new_events: list[dict[str, Any]],
+                            new_sales: list[dict[str, Any]]) -> set[str]:
+    """Selling scales whose re-weigh pairs changed in this batch."""
+    codes = {json.loads(e["payload"]).get("trace_code") for e in new_events
+             if e["kind"] == "reweigh"}
+    codes |= {s["trace_code"] for s in new_sales if s.get("trace_code")}
+    codes.discard(None)
+    if not codes:
+        return set()
+    return {r.sale_device for r in conn.execute(
+        select(reweighs.c.sale_device).where(reweighs.c.trace_code.in_(codes),
+                                             reweighs.c.sale_device.is_not(None)).distinct())}
+
+
+LEGAL_RESIDUAL = ("JJG 539 / OIML R76-1 使用中检查最大允许误差; 计量法 第九条; "
+                  "零售商品称重计量监督管理办法 第五条")
+_RESIDUAL_TITLES = {
+    "gain": "称量比例偏差超出法定误差 (疑似遥控/改标定) Multiplicative gain beyond the MPE",
+    "additive": "称量固定偏差超出法定误差 (疑似预留底数/加重) Additive offset beyond the MPE",
+    "both": "称量比例与固定偏差均超差 Gain and offset beyond the MPE",
+    "honest": "核称残差超出法定误差 Re-weigh residuals beyond the MPE",
+}
+
+
+def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> list[Finding]:
+    """The statistical re-weigh detector (``detectors.residual``) per selling scale.
+
+    Pairs: every linked re-weigh (sold settled weight vs the fair scale's reference) and
+    every inspection load (indication vs test weights) since the scale's last inspection
+    or registered verification/repair, which resets the evidence.
+    """
+    from gateway_server.detectors import residual as rd
+    from gateway_server.tables_workflow import inspection_results
+
+    out: list[Finding] = []
+    ctx = scale_contexts(conn, devices)
+    for device in sorted(devices):
+        sc = ctx.get(device)
+        if sc is None:
+            continue
+        reset = max(
+            conn.execute(select(func.coalesce(func.max(inspection_results.c.ts_ms), 0))
+                         .where(inspection_results.c.device == device)).scalar_one(),
+            conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
+                         .where(repairs.c.device == device)).scalar_one())
+        rows = list(conn.execute(
+            select(reweighs.c.settled_mg, reweighs.c.reference_mg, reweighs.c.device,
+                   reweighs.c.ts_ms, reweighs.c.merchant_id)
+            .where(reweighs.c.sale_device == device, reweighs.c.settled_mg.is_not(None),
+                   reweighs.c.ts_ms > reset)
+            .order_by(reweighs.c.ts_ms, reweighs.c.id)))
+        if len(rows) < rd.DEFAULT_PARAMS.min_pairs:
+            continue
+        fair = scale_contexts(conn, {r.device for r in rows})
+        state = rd.ResidualState()
+        try:
+            for r in rows:
+                f = fair.get(r.device)
+                state = rd.update(state, int(r.settled_mg), int(r.reference_mg), e_mg=sc.e_mg,
+                                  reference_e_mg=f.e_mg if f else sc.e_mg,
+                                  accuracy_class=sc.accuracy_class,
+                                  reference_accuracy_class=f.accuracy_class if f else "III")
+        except rd.ResidualInputError:
+            continue  # a pair beyond the legal tables: judged singly by judge_reweigh
+        a = rd.assess(state)
+        if a.flagged_at is None:
+            continue
+        kind = a.verdict.value if a.verdict.value in ("gain", "additive", "both") else "honest"
+        ev = {"verdict": a.verdict.value, "n": a.n, "flagged_at": a.flagged_at,
+              "a_mg": round(a.a_mg), "bound_a_mg": round(a.bound_a_mg), "z_a": round(a.z_a, 2),
+              "b": None if a.b != a.b else round(a.b, 5), "bound_b": round(a.bound_b, 5),
+              "z_b": round(a.z_b, 2), "attributed_by_test": a.attributed_by_test,
+              "worst": [{"settled_mg": w.settled_mg, "reference_mg": w.reference_mg,
+                         "residual_mg": w.residual_mg, "envelope_mg": w.envelope_mg}
+                        for w in a.worst],
+              "since_ms": reset}
+        out.append(Finding(
+            f"residual-{kind if kind != 'honest' else 'excess'}", "high", _RESIDUAL_TITLES[kind],
+            LEGAL_RESIDUAL, int(rows[-1].ts_ms), device, sc.market,
+            f"residual:{device}:{reset}", rows[-1].merchant_id, ev))
+    return out
 
 
 def _method(fair: ScaleCtx | None, selling: ScaleCtx | None) -> mt.ReweighMethod:

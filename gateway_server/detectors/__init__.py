@@ -1,1 +1,4 @@
-"""Detectors: pure functions over events and arrays (style.md); thresholds from weighing.metrology."""
+"""Detectors: pure functions over events and arrays (style.md).
+
+Every legal threshold comes from weighing.metrology.
+"""

@@ -146,3 +146,32 @@ def test_fair_scale_reweigh_linked_to_its_sale(store: Store, market: int,
     ev = json.loads(f["evidence"])
     assert ev["trace_code"] == "TR-0002" and ev["shortfall_mg"] == 50_000
     assert f["merchant_id"] == market and f["device"] == "s-1"
+
+
+def test_gain_cheat_found_by_the_residual_detector(store: Store, market: int) -> None:
+    """+10 % gain: each sale reads 10 % heavy; the fair scale (e = 1 g) shows the truth."""
+    true = [800_000, 1_500_000, 2_300_000, 600_000, 3_100_000, 1_200_000]
+    sold = [round(m * 1.10 / 5_000) * 5_000 for m in true]
+    run(store, events("s-1", [sale(i + 1, net_mg=s, settled_mg=s, peak_mg=s,
+                                   amount_fen=None, unit_price_fen_per_kg=None,
+                                   trace_code=f"G-{i}") for i, s in enumerate(sold)]))
+    run(store, events("f-1", [wire.ReweighEvent(seq=i + 1, ts_ms=T0 + 100 + i,
+                                                trace_code=f"G-{i}", reference_mg=m)
+                              for i, m in enumerate(true)]))
+    got = {f["kind"]: f for f in all_findings(store)}
+    assert "residual-gain" in got, list(got)
+    ev = json.loads(got["residual-gain"]["evidence"])
+    assert ev["verdict"] == "gain" and 0.08 < ev["b"] < 0.12
+    assert got["residual-gain"]["merchant_id"] == market
+
+
+def test_honest_reweighs_raise_no_residual_finding(store: Store, market: int) -> None:
+    true = [800_000, 1_500_000, 2_300_000, 600_000, 3_100_000, 1_200_000, 950_000, 400_000]
+    sold = [round(m / 5_000) * 5_000 for m in true]  # honest: display rounding only
+    run(store, events("s-1", [sale(i + 1, net_mg=s, settled_mg=s, peak_mg=s,
+                                   amount_fen=None, unit_price_fen_per_kg=None,
+                                   trace_code=f"H-{i}") for i, s in enumerate(sold)]))
+    run(store, events("f-1", [wire.ReweighEvent(seq=i + 1, ts_ms=T0 + 100 + i,
+                                                trace_code=f"H-{i}", reference_mg=m)
+                              for i, m in enumerate(true)]))
+    assert [f["kind"] for f in all_findings(store)] == []
