@@ -6,18 +6,22 @@ Routes live in ``gateway_server/routes/``; they reach shared state only through
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from gateway_server.auth import require_user
 from gateway_server.ingest import Ingestor
+from gateway_server.routes import auth as auth_routes
 from gateway_server.routes import events as events_routes
+from gateway_server.routes import inspection as inspection_routes
+from gateway_server.routes import pages
+from gateway_server.routes import public as public_routes
+from gateway_server.routes import qr as qr_routes
+from gateway_server.routes import registry as registry_routes
 from gateway_server.settings import Settings
 from gateway_server.store import Store
-
-STATIC = Path(__file__).with_name("static")
 
 
 def create_app(store: Store, ingestor: Ingestor | None = None,
@@ -30,7 +34,15 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
     app.state.store = store
     app.state.ingestor = ingestor
     app.state.settings = settings or Settings()
-    app.include_router(events_routes.router)
+    # every /api/v1 route needs a bearer token except /auth/token and /public/*
+    app.include_router(events_routes.router, dependencies=[Depends(require_user)],
+                       responses={401: {"description": "Not authenticated"}})
+    app.include_router(auth_routes.router)
+    app.include_router(registry_routes.router)
+    app.include_router(public_routes.router)
+    app.include_router(inspection_routes.router, dependencies=[Depends(require_user)],
+                       responses={401: {"description": "Not authenticated"}})
+    app.include_router(inspection_routes.public_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
@@ -43,10 +55,20 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
         if ingestor is not None:
             body["mqtt_connected"] = ingestor.stats.connected
             body["ingest"] = ingestor.stats.as_dict()
+            sink = getattr(ingestor, "sink", None)
+            body["tsdb"] = sink.stats() if sink is not None else None
         return JSONResponse(body, status_code=200 if db_ok else 503)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def dashboard() -> HTMLResponse:
-        return HTMLResponse((STATIC / "dashboard.html").read_text(encoding="utf-8"))
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
+             summary="Prometheus metrics (text exposition format)")
+    def metrics() -> PlainTextResponse:
+        from gateway_server.metrics import render
+
+        sink = getattr(ingestor, "sink", None) if ingestor is not None else None
+        return PlainTextResponse(render(store, ingestor, sink),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.include_router(qr_routes.router)
+    pages.install(app)  # /, /login, /m/{trust_token}, /static
 
     return app

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, func, select
 
 from gateway_server.detectors.stream import (
     DetectorParams,
@@ -28,6 +28,7 @@ from gateway_server.detectors.stream import (
     RegisteredPrice,
     ScaleCtx,
     check_counter,
+    check_idle_scales,
     check_sale,
     check_zero,
 )
@@ -61,13 +62,20 @@ def scale_contexts(conn: Connection, devices: Iterable[str]) -> dict[str, ScaleC
 
 
 def _prices(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
+    """Registered price versions for (merchant, PLU) pairs: by merchant, in chunks (a
+    batch can name thousands of merchants; one OR-expression per pair would exceed
+    SQLite's expression depth)."""
     if not keys:
         return {}
-    conds = [and_(plu_prices.c.merchant_id == m, plu_prices.c.plu == p) for m, p in keys]
+    wanted = set(keys)
+    merchants_ = sorted({m for m, _ in keys})
     got: dict[tuple[int, str], list[Any]] = defaultdict(list)
-    q = select(plu_prices).where(or_(*conds)).order_by(plu_prices.c.valid_from_ms)
-    for r in conn.execute(q):
-        got[(r.merchant_id, r.plu)].append(r)
+    for i in range(0, len(merchants_), 500):
+        q = (select(plu_prices).where(plu_prices.c.merchant_id.in_(merchants_[i:i + 500]))
+             .order_by(plu_prices.c.valid_from_ms))
+        for r in conn.execute(q):
+            if (r.merchant_id, r.plu) in wanted:
+                got[(r.merchant_id, r.plu)].append(r)
     return got
 
 
@@ -196,10 +204,11 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
                          "residual_mg": w.residual_mg, "envelope_mg": w.envelope_mg}
                         for w in a.worst],
               "since_ms": reset}
+        at = rows[min(a.flagged_at, len(rows)) - 1]  # the pair that raised the flag
         out.append(Finding(
             f"residual-{kind if kind != 'honest' else 'excess'}", "high", _RESIDUAL_TITLES[kind],
-            LEGAL_RESIDUAL, int(rows[-1].ts_ms), device, sc.market,
-            f"residual:{device}:{reset}", rows[-1].merchant_id, ev))
+            LEGAL_RESIDUAL, int(at.ts_ms), device, sc.market,
+            f"residual:{device}:{reset}", at.merchant_id, ev))
     return out
 
 
@@ -281,3 +290,45 @@ def _link_waiting_reweighs(conn: Connection, new_sales: list[dict[str, Any]],
         conn.execute(reweighs.update().where(reweighs.c.id == w.id).values(**row))
         out += _reweigh_finding(dict(w._mapping) | row, selling, sale.market)
     return out
+
+
+def idle_scale_findings(conn: Connection, market: str, *, window_end_ms: int,
+                        params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
+    """The second-untracked-scale rule over one closed window of one market (event time):
+    trade scales of the market that were registered and sold far less than their peers."""
+    start = window_end_ms - params.idle_window_ms
+    devices = {r.device: r for r in conn.execute(
+        select(scales.c.device, scales.c.market, scales.c.e_mg, scales.c.max_mg,
+               scales.c.accuracy_class, scales.c.role)
+        .where(scales.c.market == market, scales.c.registered.is_(True),
+               scales.c.role == "trade"))}
+    if len(devices) < 3:
+        return []
+    # only scales that showed they were on (any event or raw reading in the window): a
+    # scale with no data at all is offline or late, not idle while its stall trades
+    from gateway_server.tables import events, rollups
+
+    active = {r.device for r in conn.execute(select(events.c.device).where(
+        events.c.market == market, events.c.ts_ms >= start, events.c.ts_ms < window_end_ms)
+        .distinct())}
+    active |= {r.device for r in conn.execute(select(rollups.c.device).where(
+        rollups.c.market == market, rollups.c.minute_ms >= start,
+        rollups.c.minute_ms < window_end_ms).distinct())}
+    counts = {d: 0 for d in devices if d in active}
+    for d, n in conn.execute(select(sales.c.device, func.count()).where(
+            sales.c.market == market, sales.c.ts_ms >= start, sales.c.ts_ms < window_end_ms)
+            .group_by(sales.c.device)):
+        if d in devices:
+            counts[d] = int(n)
+    merchants_of = {}
+    from gateway_server.tables import bindings
+
+    for b in conn.execute(select(bindings.c.device, bindings.c.merchant_id).where(
+            bindings.c.device.in_(list(devices)), bindings.c.valid_from_ms < window_end_ms,
+            (bindings.c.valid_to_ms.is_(None)) | (bindings.c.valid_to_ms > start))):
+        merchants_of[b.device] = int(b.merchant_id)
+    ctx = {d: ScaleCtx(d, market, int(r.e_mg or 1), int(r.max_mg or 1),
+                       r.accuracy_class or "III", r.role) for d, r in devices.items()}
+    found = check_idle_scales(counts, ctx, window_end_ms=window_end_ms, params=params,
+                              merchants=merchants_of)
+    return [finding_row(f, window_end_ms) for f in found]

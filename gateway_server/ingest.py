@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from gateway_server.pipeline import BatchResult, Incoming, decode_message, store_batch
 from gateway_server.settings import Settings
@@ -35,6 +36,16 @@ from gateway_server.store import Store
 from weighing import wire
 
 log = logging.getLogger(__name__)
+
+
+POISON_RETRIES = 3
+
+
+def _is_data_error(err: Exception) -> bool:
+    """An OperationalError raised by what we asked, not by the database being away."""
+    text = str(err).lower()
+    return any(k in text for k in ("too large", "too many", "expression tree", "syntax",
+                                   "no such column", "no such table"))
 
 
 def now_ms() -> int:
@@ -54,6 +65,7 @@ class IngestStats:
     samples: int = 0
     batches: int = 0
     store_retries: int = 0
+    unstorable: int = 0
     connected: bool = False
     last_batch_ms: int = 0
     dead_by_reason: Counter[str] = field(default_factory=Counter)
@@ -67,20 +79,23 @@ class IngestStats:
 class Ingestor:
     """The MQTT subscriber and its writer thread."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, client_id: str | None = None,
+                 markets: list[str] | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.markets = markets or settings.market_list
         self.stats = IngestStats()
         self.latest: dict[str, tuple[int, int, int]] = {}
         self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self.sink: Any = None  # a gateway_server.tssink.TimeSeriesSink, when configured
+        self._windows: dict[str, int] = {}  # last closed window evaluated, per market
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.mqtt_client_id,
+            client_id=client_id or settings.mqtt_client_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
             manual_ack=True,
@@ -99,6 +114,9 @@ class Ingestor:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
 
+    def queue_depth(self) -> int:
+        return self._q.qsize()
+
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -113,7 +131,7 @@ class Ingestor:
             log.error("broker refused the ingest connection: %s", reason_code)
             return
         self.stats.connected = True
-        subs = [(wire.subscription(m), 1) for m in self.settings.market_list]
+        subs = [(wire.subscription(m), 1) for m in self.markets]
         client.subscribe(subs)
         log.info("ingest connected to %s:%s, subscribed to %s", self.host, self.port,
                  ", ".join(s for s, _ in subs))
@@ -155,30 +173,85 @@ class Ingestor:
             except UnicodeDecodeError:
                 topic = repr(m._topic)[:500]
             batch.append(decode_message(topic, m.payload, t))
-        while True:
-            try:
-                with self.store.engine.begin() as conn:
-                    res = store_batch(conn, batch, now_ms=t,
-                                      unknown_devices=self.settings.unknown_devices)
-                break
-            except Exception:  # the database is down: keep the batch, retry; never ack
-                self.stats.store_retries += 1
-                log.exception("store failed; retrying the batch in 1 s")
-                if self._stop.wait(1.0):
-                    return
+        results = self._store(batch, t)
+        if results is None:
+            return  # stopping: nothing acknowledged, the broker redelivers
         for m in msgs:
             if m.qos:
                 self.client.ack(m.mid, m.qos)
-        self._account(len(msgs), res)
-        if self.sink is not None:
-            for market, device, sb in res.sample_batches:
-                self.sink.write_samples(market, device, sb.t_ms, sb.net_mg, sb.flags)
-            if res.new_sales:
-                self.sink.write_sales(res.new_sales)
+        for res in results:
+            self._account(res)
+            if self.sink is not None:
+                try:  # the time-series store is optional: it never stops the ingest
+                    for market, device, sb in res.sample_batches:
+                        self.sink.write_samples(market, device, sb.t_ms, sb.net_mg, sb.flags)
+                    if res.new_sales:
+                        self.sink.write_sales(res.new_sales)
+                except Exception:
+                    log.exception("time-series sink refused a batch")
+        self.stats.received += len(msgs)
 
-    def _account(self, n: int, res: BatchResult) -> None:
+    def _store_once(self, batch: list[Incoming], t: int) -> BatchResult:
+        windows = dict(self._windows)
+        with self.store.engine.begin() as conn:
+            res = store_batch(conn, batch, now_ms=t,
+                              unknown_devices=self.settings.unknown_devices, windows=windows)
+        self._windows = windows  # only once committed
+        return res
+
+    def _store(self, batch: list[Incoming], t: int) -> list[BatchResult] | None:
+        """Store ``batch``; retry while the database is unreachable; never lose a message.
+
+        A failure that is not the database being away (it persists over
+        ``POISON_RETRIES`` tries) is caused by the data: the batch is split in halves and
+        each stored on its own, down to the single message, which is then kept as a dead
+        letter with the error — so one poisonous message never blocks the ingest and
+        never takes good messages down with it.
+        """
+        failures = 0
+        while True:
+            try:
+                return [self._store_once(batch, t)]
+            except (OperationalError, InterfaceError) as err:
+                if not _is_data_error(err):
+                    self.stats.store_retries += 1
+                    log.warning("database unavailable (%s); retrying in 1 s", err)
+                    if self._stop.wait(1.0):
+                        return None
+                    continue
+                failures += 1
+                error: Exception = err
+            except Exception as err:
+                failures += 1
+                error = err
+            self.stats.store_retries += 1
+            if failures < POISON_RETRIES:
+                log.exception("store failed; retrying the batch")
+                if self._stop.wait(0.2):
+                    return None
+                continue
+            if len(batch) == 1:
+                inc = batch[0]
+                if inc.error is not None and inc.error.startswith("store failed"):
+                    # even its dead letter cannot be stored: say so loudly, keep going
+                    self.stats.unstorable += 1
+                    log.critical("cannot store message on %s even as a dead letter: %s; "
+                                 "payload head %r", inc.topic, error, inc.payload[:200])
+                    return [BatchResult()]
+                poisoned = Incoming(inc.topic, inc.payload, inc.received_ms,
+                                    error=f"store failed: {type(error).__name__}: "
+                                          f"{str(error)[:500]}")
+                log.error("dead-lettering a message the store refuses: %s", poisoned.error)
+                return self._store([poisoned], t)
+            half = len(batch) // 2
+            first = self._store(batch[:half], t)
+            if first is None:
+                return None
+            second = self._store(batch[half:], t)
+            return None if second is None else first + second
+
+    def _account(self, res: BatchResult) -> None:
         s = self.stats
-        s.received += n
         s.batches += 1
         s.last_batch_ms = now_ms()
         s.stored_sales += len(res.new_sales)

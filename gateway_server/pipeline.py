@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway_server.detection import detect
+from gateway_server.detection import detect, idle_scale_findings
+from gateway_server.detectors.stream import DetectorParams
 from gateway_server.tables import (
     bindings,
     dead_letters,
@@ -104,7 +105,7 @@ def _finding(res: BatchResult, **f: Any) -> None:
 
 def store_batch(
     conn: Connection, batch: list[Incoming], *, now_ms: int, unknown_devices: str = "quarantine",
-    detect_findings: bool = True,
+    detect_findings: bool = True, windows: dict[str, int] | None = None,
 ) -> BatchResult:
     """Store ``batch`` in the open transaction ``conn``; see the module docstring."""
     res = BatchResult()
@@ -211,6 +212,8 @@ def store_batch(
     if detect_findings and (res.new_sales or new_event_rows):
         res.new_findings += detect(conn, new_sales=res.new_sales, new_events=new_event_rows,
                                    now_ms=now_ms)
+    if detect_findings and windows is not None:
+        res.new_findings += _closed_windows(conn, res, new_event_rows, windows)
     _gaps(conn, res, info, new_seqs, now_ms)
     for device, ts in seen.items():
         conn.execute(scales.update().where(scales.c.device == device).values(last_seen_ms=ts))
@@ -218,9 +221,36 @@ def store_batch(
     if res.dead:
         conn.execute(dead_letters.insert(), res.dead)
     if res.new_findings:
+        # every row with every column: executemany needs one shape
+        cols = [c.name for c in findings.columns if c.name != "id"]
+        res.new_findings = [{k: f.get(k) for k in cols} for f in res.new_findings]
         stmt = _ins(conn, findings).on_conflict_do_nothing(index_elements=["dedup_key"])
         conn.execute(stmt, res.new_findings)
     return res
+
+
+IDLE_WINDOW_MS = DetectorParams().idle_window_ms
+
+
+def _closed_windows(conn: Connection, res: BatchResult, new_event_rows: list[dict[str, Any]],
+                    windows: dict[str, int]) -> list[dict[str, Any]]:
+    """Window rules (idle scale among busy peers) for windows that closed in event time.
+
+    ``windows`` (owned by the caller, per worker) remembers the last window evaluated per
+    market. A window is evaluated one full window after it ended, so data delayed by up to
+    a window is in; the finding's dedup key makes a re-evaluation harmless.
+    """
+    latest: dict[str, int] = {}
+    for r in [*res.new_sales, *new_event_rows]:
+        latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
+    out: list[dict[str, Any]] = []
+    for market, ts in latest.items():
+        end = (ts // IDLE_WINDOW_MS - 1) * IDLE_WINDOW_MS  # closed a full window ago
+        if end <= windows.get(market, 0):
+            continue
+        windows[market] = end
+        out += idle_scale_findings(conn, market, window_end_ms=end)
+    return out
 
 
 def _new_scale(conn: Connection, device: str, market: str, ts: int, accept: bool) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     markets: str = Field("+", description="comma-separated market ids this worker ingests")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    public_base_url: str = "http://127.0.0.1:8080"
     unknown_devices: Literal["quarantine", "accept"] = Field(
         "quarantine",
         description="messages of devices not in the register: quarantine (kept, listed, "
@@ -47,6 +48,18 @@ class Settings(BaseSettings):
     )
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
     ingest_max_delay_ms: int = Field(50, ge=1)
+
+    # -- time-series sink (gateway_server.tssink; optional: empty URL = no sink) ---------------
+    tsdb_url: str = Field(
+        "", description="InfluxDB 2/3 or VictoriaMetrics base URL, e.g. http://127.0.0.1:8428")
+    tsdb_token: SecretStr = Field(SecretStr(""), description="InfluxDB API token (VM: none)")
+    tsdb_org: str = Field("", description="InfluxDB 2 organisation (VictoriaMetrics ignores it)")
+    tsdb_bucket: str = Field("scales", description="InfluxDB bucket (VictoriaMetrics ignores it)")
+    tsdb_batch_size: int = Field(5000, ge=1, description="lines per write request")
+    tsdb_flush_ms: int = Field(1000, ge=1, description="longest a queued line waits for a batch")
+    tsdb_max_queue: int = Field(
+        500_000, ge=1, description="queued lines; when full the oldest samples are dropped")
+    tsdb_timeout_ms: int = Field(10_000, ge=100, description="HTTP timeout of one write")
 
     # -- accounts and public endpoints (gateway_server.auth, gateway_server.ratelimit) --------
     token_ttl_s: int = Field(12 * 3600, ge=60, description="bearer token lifetime")

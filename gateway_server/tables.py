@@ -53,6 +53,10 @@ merchants = Table(
     # normal | yellow | red (cards), suspended (经营异常), delisted (licence revoked)
     Column("status", String(16), nullable=False, default="normal"),
     Column("list_status", String(8), nullable=False, default="none"),  # red | black | none
+    Column("status_reason", Text),  # why the status / list status was last changed
+    Column("status_ms", BigInteger),  # when it was last changed
+    # JSON list of {kind, number, valid_until_ms}: 营业执照, 食品经营许可证, ... (registry.py)
+    Column("licences_json", Text, nullable=False, default="[]"),
     Column("trust_token", String(64), nullable=False, unique=True),  # 放心消费诚信码
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),

@@ -1,4 +1,5 @@
-"""Tables of the inspection workflow: re-weighs, repairs, tasks, results, complaints.
+"""Tables of the inspection workflow (re-weighs, repairs, tasks, results, complaints) and
+of the workers sharded by market (``sharding``).
 
 Kept apart from ``tables.py`` (register and events) but on the same ``metadata``.
 """
@@ -97,4 +98,22 @@ status_history = Table(
     Column("old_list", String(8)),
     Column("new_list", String(8), nullable=False),
     Column("reason", Text, nullable=False),
+)
+
+# -- workers sharded by market (gateway_server.sharding) -----------------------------------
+
+workers_table = Table(
+    "gateway_workers", metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("host", String(256)),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("heartbeat_ms", BigInteger, nullable=False),
+)
+
+market_leases = Table(
+    "market_leases", metadata,
+    Column("market", String(64), primary_key=True),
+    Column("worker_id", String(128), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("taken_ms", BigInteger, nullable=False),
 )

@@ -51,6 +51,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, scales=args.scales)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from simulators.fleet_commands import run_fleet_command
+
+    return run_fleet_command(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from simulators.fleet_commands import run_evaluate_command
+
+    return run_evaluate_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scale-sim", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -74,6 +86,40 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
     d.add_argument("--scales", type=int, default=3)
     d.set_defaults(func=cmd_demo)
+    f = sub.add_parser("fleet", help="simulate a fleet of scales (markets × merchants × "
+                       "scales, injected cheats) against a gateway; writes the ground truth")
+    f.add_argument("--config", required=True, help="fleet TOML (see simulators/fleets/)")
+    f.add_argument("--out", default="var/fleet", help="directory for truth.json, register "
+                   "CSVs, run.json (default var/fleet)")
+    f.add_argument("--mode", choices=["direct", "full"], default="direct",
+                   help="direct: emulated agents on a few MQTT connections; full: real edge "
+                   "agents reading emulated scales over ptys")
+    f.add_argument("--mqtt", help="broker URL (mqtt://host:port)")
+    f.add_argument("--gateway", help="gateway URL: register the fleet there and pace to it")
+    f.add_argument("--token", help="admin bearer token (or --username/--password)")
+    f.add_argument("--username")
+    f.add_argument("--password")
+    f.add_argument("--no-register", action="store_true", help="the fleet is registered already")
+    f.add_argument("--local-stack", action="store_true", help="start a private Mosquitto and "
+                   "gateway-server (SQLite under --out), register, run, evaluate, stop")
+    f.add_argument("--database-url", help="with --local-stack: e.g. postgresql+psycopg://...")
+    f.add_argument("--speed", type=float, help="override clock.speed (simulated s per wall s)")
+    f.add_argument("--docs", help="with --local-stack: write the evaluation into this Markdown "
+                   "file between the fleet-eval markers")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_fleet)
+    ev = sub.add_parser("evaluate", help="score the gateway's findings against a fleet truth")
+    ev.add_argument("--truth", required=True)
+    ev.add_argument("--gateway", help="gateway URL (or --findings)")
+    ev.add_argument("--findings", help="findings.json saved by a --local-stack fleet run")
+    ev.add_argument("--token")
+    ev.add_argument("--username")
+    ev.add_argument("--password")
+    ev.add_argument("--json", help="write the metrics as JSON here")
+    ev.add_argument("--markdown", help="write the report as Markdown here (default: stdout)")
+    ev.add_argument("--docs", help="also write the report between the fleet-eval markers of "
+                    "this Markdown file")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 

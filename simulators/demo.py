@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import threading
@@ -18,9 +19,11 @@ from pathlib import Path
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
+from gateway_server.auth import ensure_user
 from gateway_server.broker import EmbeddedBroker, free_port
 from gateway_server.cli import build_server
 from gateway_server.settings import Settings
+from gateway_server.store import Store
 from simulators.emulator import SerialEmulator
 from simulators.script import random_script
 
@@ -28,6 +31,29 @@ log = logging.getLogger("demo")
 
 DEMO_PROFILES = ["toledo-15kg-5g"]
 MARKET = "demo-market-01"
+
+
+MERCHANTS = [("张记蔬菜", "A-01", "vegetables"), ("李家鲜肉", "A-02", "meat"),
+             ("王氏水产", "B-01", "aquatic_products"), ("赵记水果", "B-02", "fruit")]
+
+
+def _register(store: Store, keys: dict[str, str]) -> None:
+    """The demo market's register: merchants, their scales (with keys), the bindings."""
+    from gateway_server import registry as reg
+
+    now = time.time_ns() // 1_000_000
+    with store.engine.begin() as c:
+        reg.create_market(c, MARKET, name="示范农贸市场 Demo market", now_ms=now)
+        ids = [reg.create_merchant(c, MARKET, name=n, stall_no=st, categories=[cat],
+                                   now_ms=now)["id"] for n, st, cat in MERCHANTS]
+        for i, (device, key) in enumerate(sorted(keys.items())):
+            profile = load_profile(DEMO_PROFILES[i % len(DEMO_PROFILES)])
+            m = profile.metrology
+            reg.register_scale(c, device, market_id=MARKET, now_ms=now, key_hex=key,
+                               max_mg=m.max_mg, e_mg=m.e_mg, accuracy_class=m.accuracy_class,
+                               role="trade", profile=profile.id,
+                               due_on_ms=now + 200 * 86_400_000)
+            reg.bind(c, device, ids[i % len(ids)], at_ms=now - 1)
 
 
 def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) -> int:
@@ -48,8 +74,13 @@ def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) ->
 
     http_port = port or int(os.environ.get("GATEWAY_HTTP_PORT", 0)) or free_port()
     settings = Settings(database_url=f"sqlite:///{var}/gateway.db", mqtt_url=mqtt_url,
-                        http_port=http_port, mqtt_client_id="demo-gateway")
-    _store, ingestor, server = build_server(settings)
+                        http_port=http_port, mqtt_client_id="demo-gateway",
+                        public_base_url=f"http://127.0.0.1:{http_port}")
+    store, ingestor, server = build_server(settings)
+    keys = {f"scale-{i + 1:03d}": os.urandom(16).hex() for i in range(scales)}
+    _register(store, keys)
+    password = secrets.token_urlsafe(9)
+    ensure_user(store, "inspector", password, "inspector")
     ingestor.start()
     server_thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     server_thread.start()
@@ -61,8 +92,9 @@ def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) ->
         emu = SerialEmulator(profile, random_script(profile, 50, seed=100 + i), loop=True,
                              seed=100 + i).start()
         emulators.append(emu)
-        scale_cfgs.append({"device": f"scale-{i + 1:03d}", "profile": profile.id,
-                           "port": emu.path, "key": os.urandom(16).hex()})
+        device = f"scale-{i + 1:03d}"
+        scale_cfgs.append({"device": device, "profile": profile.id, "port": emu.path,
+                           "key": keys[device]})
     agent = Agent(AgentConfig.model_validate({
         "agent": {"market": MARKET, "outbox": str(var / "edge-outbox.db"), "heartbeat_s": 30},
         "mqtt": {"url": mqtt_url},
@@ -75,6 +107,7 @@ def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) ->
         time.sleep(0.05)
     url = f"http://127.0.0.1:{http_port}"
     print(f"\n  智慧计量秤网关 demo running — dashboard: {url}\n"
+          f"  login 登录: inspector / {password}\n"
           f"  API: {url}/api/v1/weighings   OpenAPI: {url}/docs\n"
           f"  {scales} emulated scale(s) in market {MARKET}; MQTT {mqtt_url}\n"
           f"  Press Ctrl-C to stop.\n", flush=True)

@@ -4,6 +4,10 @@ The signed bytes are the event's canonical JSON: the msgspec encoding of the eve
 with ``sig`` left out (fields in definition order, defaults omitted), so the server
 re-encodes the decoded event and gets the same bytes. The device id is mixed into the
 MAC so an event cannot be replayed under another device's name with the same key.
+
+Commands (server → edge, ``.../cmd/{name}``) are signed the same way with the device key,
+in their own domain (``"cmd"`` prefix), and carry a timestamp and a one-use nonce against
+replay (:func:`verify_command`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import hmac
 
 import msgspec
 
-from weighing.wire import Event, encode_event
+from weighing.errors import GatewayError
+from weighing.wire import Command, Event, encode_command, encode_event
 
 _SIG_PREFIX = "h1:"  # scheme tag: HMAC-SHA256 over device id + 0x00 + canonical event
 
@@ -34,3 +39,63 @@ def verify_event(key: bytes, device: str, event: Event) -> bool:
     if event.sig is None:
         return False
     return hmac.compare_digest(event.sig, _mac(key, device, event))
+
+
+# -- commands (server → edge) -----------------------------------------------------------
+
+#: a command is accepted only if its ``ts_ms`` is this close to the receiver's clock
+COMMAND_WINDOW_MS = 60_000
+
+_CMD_PREFIX = "c1:"  # scheme tag: HMAC-SHA256 over "cmd" + 0x00 + device id + 0x00 + command
+
+
+def _command_mac(key: bytes, device: str, command: Command) -> str:
+    body = encode_command(msgspec.structs.replace(command, sig=None))
+    msg = b"cmd\x00" + device.encode() + b"\x00" + body
+    return _CMD_PREFIX + hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def sign_command(key: bytes, device: str, command: Command) -> Command:
+    """Return ``command`` with its ``sig`` set (the server's side).
+
+    The MAC covers the device id, the command name, every payload field, ``ts_ms`` and
+    ``nonce``, and is domain-separated from event signatures, so neither another
+    device's command nor a signed event can be passed off as this command.
+    """
+    return msgspec.structs.replace(command, sig=_command_mac(key, device, command))
+
+
+class CommandRejectedError(GatewayError):
+    """A command is not authentic or not fresh (remote error); ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def verify_command(
+    key: bytes, device: str, command: Command, *, now_ms: int,
+    window_ms: int = COMMAND_WINDOW_MS,
+) -> None:
+    """Check a command's signature and freshness; raise :class:`CommandRejectedError`.
+
+    Replay protection needs the receiver's help too: within the window it must refuse a
+    ``nonce`` it has already accepted (the edge agent keeps them for ``2 × window_ms``).
+    """
+    if command.sig is None:
+        raise CommandRejectedError("unsigned")
+    if not hmac.compare_digest(command.sig, _command_mac(key, device, command)):
+        raise CommandRejectedError("bad signature")
+    skew = command.ts_ms - now_ms
+    if abs(skew) > window_ms:
+        raise CommandRejectedError(
+            f"stale: ts_ms differs from the receiver's clock by {skew} ms"
+        )
+
+
+def mqtt_password(key: bytes, device: str) -> str:
+    """The device's MQTT password, derived from its HMAC key (so the agent needs no
+    second secret): 32 hex digits of HMAC-SHA256(key, "mqtt-password:v1:" + device).
+    ``gateway-server export-mosquitto`` writes the matching Mosquitto password file."""
+    mac = hmac.new(key, b"mqtt-password:v1:" + device.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]

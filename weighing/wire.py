@@ -243,10 +243,15 @@ class CounterChangeEvent(_Event, frozen=True, kw_only=True, tag="counter"):
 
 
 class FaultEvent(_Event, frozen=True, kw_only=True, tag="fault"):
-    """A device or agent fault (transport lost, overload, outbox full, ...)."""
+    """A device or agent fault (transport lost, overload, outbox full, ...).
+
+    ``duration_ms`` is set for faults that describe a period, e.g. ``no-data`` (no frames
+    from the device for that long, reported when data resumes).
+    """
 
     code: Text
     detail: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
@@ -258,6 +263,9 @@ class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
     reconnects: int = 0
     frame_errors: int = 0
     uptime_s: int = 0
+    #: server time minus agent time, from the last authentic ``time-sync`` command
+    clock_offset_ms: int | None = None
+    commands_rejected: int = 0
 
 
 Event = SaleEvent | ZeroCheckEvent | ReweighEvent | CounterChangeEvent | FaultEvent | HeartbeatEvent
@@ -293,6 +301,33 @@ class SampleFlag:
     UNDERLOAD: Final = 16
 
 
+class CommandName(StrEnum):
+    """Commands the server may send on ``.../cmd/{name}``."""
+
+    TIME_SYNC = "time-sync"
+    CONFIG_RELOAD = "config-reload"
+
+
+Nonce = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="one-use")]
+
+
+class Command(_Msg, frozen=True, kw_only=True):
+    """Payload of ``scales/v1/{market}/{device}/cmd/{name}`` (server → edge).
+
+    ``name`` repeats the topic's last level (so the signature covers it). ``ts_ms`` is the
+    server's send time and ``nonce`` a one-use token: the edge accepts a command only if
+    its HMAC-SHA256 ``sig`` (``weighing.signing.sign_command``) verifies with the device
+    key, ``ts_ms`` is within ±60 s of its clock and the nonce was not seen before.
+    Name-specific fields: ``server_ms`` (``time-sync``: the server clock, UTC ms).
+    """
+
+    name: CommandName
+    ts_ms: TsMs
+    nonce: Nonce
+    server_ms: TsMs | None = None
+    sig: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
 Payload = Birth | State | EventBatch | SampleBatch
 
 _DECODERS: Final[dict[Channel, msgspec.json.Decoder[Any]]] = {
@@ -312,6 +347,39 @@ def encode(message: Payload) -> bytes:
 def encode_event(event: Event) -> bytes:
     """Serialise one event (an element of ``EventBatch.events``)."""
     return _ENCODER.encode(event)
+
+
+def encode_command(command: Command) -> bytes:
+    """Serialise a command payload."""
+    return _ENCODER.encode(command)
+
+
+_COMMAND_DECODER: Final = msgspec.json.Decoder(Command)
+
+
+def decode_command(topic_text: str, payload: bytes) -> tuple[TopicParts, Command]:
+    """Parse a command topic and its payload; the payload's name must match the topic's.
+
+    Checks the shape only: authenticity is :func:`weighing.signing.verify_command`'s job.
+    """
+    parts = parse_topic(topic_text)
+    if parts.channel is not Channel.CMD:
+        raise WireDecodeError("not a command topic", where=topic_text)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireDecodeError(
+            f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}", where=topic_text
+        )
+    try:
+        cmd = _COMMAND_DECODER.decode(payload)
+    except msgspec.ValidationError as err:
+        raise WireDecodeError(f"invalid payload: {err}", where=topic_text) from None
+    except msgspec.DecodeError as err:
+        raise WireDecodeError(f"malformed JSON: {err}", where=topic_text) from None
+    if cmd.name.value != parts.name:
+        raise WireDecodeError(
+            f"payload name {cmd.name.value!r} differs from the topic's", where=topic_text
+        )
+    return parts, cmd
 
 
 def event_batch_payload(device: str, encoded_events: list[bytes]) -> bytes:
@@ -365,13 +433,15 @@ def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of every v1 payload, keyed by channel."""
     schemas, components = msgspec.json.schema_components(
-        [Birth, State, EventBatch, SampleBatch], ref_template="#/$defs/{name}"
+        [Birth, State, EventBatch, SampleBatch, Command], ref_template="#/$defs/{name}"
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "smart-scale gateway wire contract v1",
         "description": "Payloads of scales/v1/{market}/{device}/{channel} (architecture.md §5)",
         "oneOf": list(schemas),
-        "x-channels": dict(zip(["birth", "state", "events", "samples"], schemas, strict=True)),
+        "x-channels": dict(
+            zip(["birth", "state", "events", "samples", "cmd"], schemas, strict=True)
+        ),
         "$defs": components,
     }

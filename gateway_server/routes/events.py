@@ -108,3 +108,24 @@ def list_dead_letters(
         r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")
         out.append(r)
     return out
+
+
+class QuarantinedOut(BaseModel):
+    id: int
+    received_ms: int
+    topic: str
+    market: str
+    device: str
+    payload_head: str
+
+
+@router.get("/quarantine", response_model=list[QuarantinedOut], tags=["ops"],
+            summary="Messages of devices not in the register, kept for release")
+def list_quarantine(
+    store: StoreDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    out = []
+    for r in store.list_quarantine(limit):
+        r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")
+        out.append(r)
+    return out

@@ -175,3 +175,32 @@ def test_honest_reweighs_raise_no_residual_finding(store: Store, market: int) ->
                                                 trace_code=f"H-{i}", reference_mg=m)
                               for i, m in enumerate(true)]))
     assert [f["kind"] for f in all_findings(store)] == []
+
+
+def test_idle_traceability_scale_among_busy_peers(store: Store, market: int) -> None:
+    """Second untracked scale: s-4 is on (zero checks) but sells nothing while peers trade."""
+    H = 3_600_000
+    t0 = (T0 // H + 1) * H
+    with store.engine.begin() as c:
+        c.execute(insert(scales), [
+            {"device": f"s-{i}", "market": "m1", "registered": True, "role": "trade",
+             "max_mg": 15_000_000, "e_mg": 5_000, "accuracy_class": "III", "state": "online"}
+            for i in (2, 3, 4)])
+    windows: dict[str, int] = {}
+    batch = []
+    for d in ("s-1", "s-2", "s-3"):
+        batch.append(events(d, [sale(i + 1, ts_ms=t0 + i * 120_000, plu=None,
+                                     unit_price_fen_per_kg=None, amount_fen=None)
+                                for i in range(20)]))
+    batch.append(events("s-4", [wire.ZeroCheckEvent(seq=1, ts_ms=t0 + 600_000, mean_mg=0,
+                                                    spread_mg=0, n=50, duration_ms=60_000)]))
+    with store.engine.begin() as c:
+        store_batch(c, batch, now_ms=t0, windows=windows)
+    assert [f for f in all_findings(store) if f["kind"] == "idle-while-peers-trade"] == []
+    # two hours later (event time) the window [t0, t0 + 1 h) is closed and judged
+    later = events("s-1", [sale(100, ts_ms=t0 + 2 * H + 1, plu=None,
+                                unit_price_fen_per_kg=None, amount_fen=None)])
+    with store.engine.begin() as c:
+        store_batch(c, [later], now_ms=t0 + 2 * H, windows=windows)
+    (f,) = [f for f in all_findings(store) if f["kind"] == "idle-while-peers-trade"]
+    assert f["device"] == "s-4" and json.loads(f["evidence"])["market_median"] == 20

@@ -113,3 +113,15 @@ def test_signature_verifies_and_detects_tampering(seq: int, net: int, key: bytes
     _, batch = wire.decode("scales/v1/m/d-1/events", wire.encode(wire.EventBatch(
         device="d-1", events=[ev])))
     assert isinstance(batch, wire.EventBatch) and verify_event(key, "d-1", batch.events[0])
+
+
+def test_committed_asyncapi_document_is_current() -> None:
+    from weighing.asyncapi import document
+
+    committed = json.loads((DOCS / "asyncapi.json").read_text(encoding="utf-8"))
+    assert committed == document(), "run: python -m weighing.asyncapi"
+    assert committed["asyncapi"].startswith("3.")
+    assert set(committed["channels"]) == {"birth", "state", "events", "samples", "command"}
+    for msg in committed["components"]["messages"].values():
+        name = msg["payload"]["$ref"].rsplit("/", 1)[1]
+        assert name in committed["components"]["schemas"]

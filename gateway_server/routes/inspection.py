@@ -1,0 +1,392 @@
+"""Findings, the risk-ranked inspection queue, tasks, results, re-weighs, repairs,
+complaints, the tolerance calculator, and the live event stream (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from gateway_server import inspection as insp
+from gateway_server.auth import AdminUser, CurrentUser, now_ms
+from gateway_server.deps import StoreDep
+from gateway_server.ratelimit import public_rate_limit
+from gateway_server.tables import findings, merchants, sales, scales
+from gateway_server.tables_workflow import (
+    complaints,
+    inspection_results,
+    inspection_tasks,
+    repairs,
+    reweighs,
+)
+from weighing import metrology as mt
+
+router = APIRouter(prefix="/api/v1")
+public_router = APIRouter(prefix="/api/v1/public", tags=["public"])
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in result]
+
+
+class FindingOut(BaseModel):
+    id: int
+    kind: str
+    severity: str
+    market: str
+    device: str | None
+    merchant_id: int | None
+    ts_ms: int
+    created_ms: int
+    status: str
+    title: str
+    legal_basis: str
+    evidence: dict[str, Any]
+
+
+def _finding(r: dict[str, Any]) -> dict[str, Any]:
+    r = dict(r)
+    r["evidence"] = json.loads(r["evidence"] or "{}")
+    r.pop("dedup_key", None)
+    return r
+
+
+@router.get("/findings", response_model=list[FindingOut], tags=["findings"],
+            summary="Findings, newest first (filters: market, device, merchant, kind, status)")
+def list_findings(store: StoreDep, market: str | None = None, device: str | None = None,
+                  merchant_id: int | None = None, kind: str | None = None,
+                  status: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+    q = select(findings)
+    for col, val in ((findings.c.market, market), (findings.c.device, device),
+                     (findings.c.merchant_id, merchant_id), (findings.c.kind, kind),
+                     (findings.c.status, status)):
+        if val is not None:
+            q = q.where(col == val)
+    q = q.order_by(findings.c.ts_ms.desc(), findings.c.id.desc()).limit(limit).offset(offset)
+    with store.engine.connect() as c:
+        return [_finding(r) for r in _rows(c.execute(q))]
+
+
+@router.get("/findings/summary", tags=["findings"], summary="Open findings counted by kind")
+def findings_summary(store: StoreDep, market: str | None = None) -> dict[str, int]:
+    q = select(findings.c.kind, func.count()).where(findings.c.status == "open")
+    if market:
+        q = q.where(findings.c.market == market)
+    with store.engine.connect() as c:
+        return {k: int(n) for k, n in c.execute(q.group_by(findings.c.kind))}
+
+
+@router.get("/findings/{finding_id}", response_model=FindingOut, tags=["findings"],
+            responses={404: {"description": "no such finding"}})
+def get_finding(store: StoreDep, finding_id: int) -> dict[str, Any]:
+    with store.engine.connect() as c:
+        r = c.execute(select(findings).where(findings.c.id == finding_id)).first()
+    if r is None:
+        raise HTTPException(404, f"no finding {finding_id}")
+    return _finding(dict(r._mapping))
+
+
+class FindingStatusIn(BaseModel):
+    status: Literal["open", "confirmed", "dismissed"]
+
+
+@router.post("/findings/{finding_id}/status", response_model=FindingOut, tags=["findings"])
+def set_finding_status(store: StoreDep, user: CurrentUser, finding_id: int,
+                       body: FindingStatusIn) -> dict[str, Any]:
+    with store.engine.begin() as c:
+        n = c.execute(findings.update().where(findings.c.id == finding_id)
+                      .values(status=body.status)).rowcount
+        if not n:
+            raise HTTPException(404, f"no finding {finding_id}")
+        r = c.execute(select(findings).where(findings.c.id == finding_id)).first()
+    assert r is not None
+    return _finding(dict(r._mapping))
+
+
+class QueueItem(BaseModel):
+    device: str
+    market: str
+    merchant_id: int | None
+    risk: int
+    reasons: list[dict[str, Any]]
+    test_loads_mg: list[int]
+
+
+@router.get("/inspection-queue", response_model=list[QueueItem], tags=["inspection"],
+            summary="Scales ranked by risk, with reasons and the test loads to use")
+def inspection_queue(store: StoreDep, market: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+    with store.engine.connect() as c:
+        return [r.__dict__ for r in insp.risk_ranking(c, now_ms=now_ms(), market=market,
+                                                      limit=limit)]
+
+
+class TaskIn(BaseModel):
+    device: str
+    reason: str = Field("", max_length=2000)
+
+
+class TaskOut(BaseModel):
+    id: int
+    device: str
+    market: str
+    merchant_id: int | None
+    created_ms: int
+    risk: int
+    reason: str
+    finding_ids: list[int]
+    test_loads_mg: list[int]
+    status: str
+
+
+def _task(r: dict[str, Any]) -> dict[str, Any]:
+    r = dict(r)
+    r["finding_ids"] = json.loads(r["finding_ids"]) if isinstance(r["finding_ids"], str) \
+        else r["finding_ids"]
+    r["test_loads_mg"] = json.loads(r["test_loads_mg"]) if isinstance(r["test_loads_mg"], str) \
+        else r["test_loads_mg"]
+    return r
+
+
+@router.post("/inspection-tasks", response_model=TaskOut, status_code=201, tags=["inspection"])
+def create_task(store: StoreDep, user: CurrentUser, body: TaskIn) -> dict[str, Any]:
+    with store.engine.begin() as c:
+        try:
+            return _task(insp.create_task(c, device=body.device, now_ms=now_ms(),
+                                          reason=body.reason, created_by=user.id))
+        except LookupError as err:
+            raise HTTPException(404, str(err)) from err
+
+
+@router.get("/inspection-tasks", response_model=list[TaskOut], tags=["inspection"])
+def list_tasks(store: StoreDep, status: str | None = "open",
+               market: str | None = None) -> list[dict[str, Any]]:
+    q = select(inspection_tasks).order_by(inspection_tasks.c.risk.desc(),
+                                          inspection_tasks.c.id)
+    if status:
+        q = q.where(inspection_tasks.c.status == status)
+    if market:
+        q = q.where(inspection_tasks.c.market == market)
+    with store.engine.connect() as c:
+        return [_task(r) for r in _rows(c.execute(q))]
+
+
+class LoadIn(BaseModel):
+    load_mg: int = Field(gt=0, description="conventional true value of the test weights, mg")
+    indication_mg: int = Field(description="what the scale indicated, mg")
+
+
+class InspectionIn(BaseModel):
+    device: str
+    task_id: int | None = None
+    loads: list[LoadIn] = Field(min_length=1, max_length=50)
+    fraud: bool = Field(False, description="cheating established (作弊): red card, black list")
+    notes: str = Field("", max_length=4000)
+
+
+@router.post("/inspections", status_code=201, tags=["inspection"],
+             summary="Record an inspection: each load judged against the in-service MPE")
+def record_inspection(store: StoreDep, user: CurrentUser, body: InspectionIn) -> dict[str, Any]:
+    with store.engine.begin() as c:
+        try:
+            r = insp.record_result(c, device=body.device, task_id=body.task_id,
+                                   pairs=[(x.load_mg, x.indication_mg) for x in body.loads],
+                                   now_ms=now_ms(), inspector=user.username, fraud=body.fraud,
+                                   notes=body.notes)
+        except LookupError as err:
+            raise HTTPException(404, str(err)) from err
+    r.pop("loads", None)
+    return r
+
+
+@router.get("/inspections", tags=["inspection"])
+def list_inspections(store: StoreDep, device: str | None = None,
+                     merchant_id: int | None = None) -> list[dict[str, Any]]:
+    q = select(inspection_results).order_by(inspection_results.c.ts_ms.desc())
+    if device:
+        q = q.where(inspection_results.c.device == device)
+    if merchant_id is not None:
+        q = q.where(inspection_results.c.merchant_id == merchant_id)
+    with store.engine.connect() as c:
+        out = _rows(c.execute(q.limit(500)))
+    for r in out:
+        r["loads"] = json.loads(r["loads"])
+    return out
+
+
+@router.get("/reweighs", tags=["inspection"], summary="Fair-scale re-weighs and their verdicts")
+def list_reweighs(store: StoreDep, merchant_id: int | None = None, device: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    q = select(reweighs).order_by(reweighs.c.ts_ms.desc()).limit(limit)
+    if merchant_id is not None:
+        q = q.where(reweighs.c.merchant_id == merchant_id)
+    if device:
+        q = q.where((reweighs.c.sale_device == device) | (reweighs.c.device == device))
+    with store.engine.connect() as c:
+        return _rows(c.execute(q))
+
+
+class RepairIn(BaseModel):
+    device: str
+    kind: Literal["repair", "verification"]
+    ts_ms: int = Field(ge=0)
+    by: str = Field("", max_length=128)
+    note: str = Field("", max_length=2000)
+
+
+@router.post("/repairs", status_code=201, tags=["inspection"],
+             summary="Register a repair or verification (explains counter changes)")
+def register_repair(store: StoreDep, user: AdminUser, body: RepairIn) -> dict[str, Any]:
+    with store.engine.begin() as c:
+        if c.execute(select(scales.c.device).where(scales.c.device == body.device)).first() \
+                is None:
+            raise HTTPException(404, f"no scale {body.device}")
+        rid = c.execute(repairs.insert().values(**body.model_dump()).returning(repairs.c.id))
+        return body.model_dump() | {"id": int(rid.scalar_one())}
+
+
+# -- complaints ----------------------------------------------------------------------------
+
+class ComplaintIn(BaseModel):
+    trust_token: str = Field(min_length=8, max_length=64)
+    text: str = Field(min_length=2, max_length=2000)
+    trace_code: str | None = Field(None, max_length=256)
+    contact: str | None = Field(None, max_length=128)
+
+
+@public_router.post("/complaints", status_code=201,
+                    dependencies=[Depends(public_rate_limit)],
+                    summary="A consumer complaint from the trust-code page (no login)")
+def create_complaint(store: StoreDep, body: ComplaintIn) -> dict[str, Any]:
+    with store.engine.begin() as c:
+        m = c.execute(select(merchants.c.id).where(
+            merchants.c.trust_token == body.trust_token)).first()
+        if m is None:
+            raise HTTPException(404, "unknown trust code")
+        sale_id = reweigh_id = None
+        if body.trace_code:
+            s = c.execute(select(sales.c.id).where(sales.c.trace_code == body.trace_code,
+                                                   sales.c.merchant_id == m.id)).first()
+            sale_id = s.id if s else None
+            rw = c.execute(select(reweighs.c.id).where(
+                reweighs.c.trace_code == body.trace_code)).first()
+            reweigh_id = rw.id if rw else None
+        cid = c.execute(complaints.insert().values(
+            merchant_id=m.id, sale_id=sale_id, reweigh_id=reweigh_id, ts_ms=now_ms(),
+            channel="page", contact=body.contact, text=body.text, status="open",
+        ).returning(complaints.c.id)).scalar_one()
+    return {"id": int(cid), "linked_sale": sale_id is not None,
+            "linked_reweigh": reweigh_id is not None,
+            "message": "已受理 received; 也可拨打 12315 / or call 12315"}
+
+
+@router.get("/complaints", tags=["inspection"])
+def list_complaints(store: StoreDep, merchant_id: int | None = None) -> list[dict[str, Any]]:
+    q = select(complaints, sales.c.amount_fen).join(
+        sales, sales.c.id == complaints.c.sale_id, isouter=True).order_by(
+        complaints.c.ts_ms.desc())
+    if merchant_id is not None:
+        q = q.where(complaints.c.merchant_id == merchant_id)
+    with store.engine.connect() as c:
+        out = _rows(c.execute(q.limit(500)))
+        fraud = {r.merchant_id for r in c.execute(select(inspection_results.c.merchant_id)
+                                                  .where(inspection_results.c.fraud == "yes"))}
+    for r in out:
+        # 消保法 Art. 55: 3 × the price, at least 500 yuan, where fraud is established
+        r["compensation_fen"] = insp.compensation_for(r.pop("amount_fen")) \
+            if r["merchant_id"] in fraud else None
+    return out
+
+
+# -- tolerance calculator ------------------------------------------------------------------
+
+@router.get("/metrology/mpe", tags=["metrology"],
+            summary="Maximum permissible error at a load (JJG 539 / OIML R76), exact, in mg")
+def metrology_mpe(
+    load_mg: Annotated[int, Query(ge=0)], e_mg: Annotated[int, Query(gt=0)],
+    max_mg: Annotated[int | None, Query(gt=0)] = None,
+    accuracy_class: Literal["III", "IIII"] = "III",
+    stage: Literal["initial_verification", "subsequent_verification", "in_service"] =
+    "in_service",
+) -> dict[str, Any]:
+    try:
+        if max_mg is not None:
+            mt.check_scale(max_mg, e_mg, mt.AccuracyClass(accuracy_class))
+        mpe = mt.mpe_mg(load_mg, e_mg=e_mg, accuracy_class=mt.AccuracyClass(accuracy_class),
+                        stage=mt.Stage(stage))
+    except mt.MetrologyError as err:
+        raise HTTPException(422, str(err)) from err
+    return {"load_mg": load_mg, "e_mg": e_mg, "accuracy_class": accuracy_class, "stage": stage,
+            "mpe_mg": str(mpe), "mpe_mg_num": mpe.numerator, "mpe_mg_den": mpe.denominator,
+            "source": "JJG 539 / OIML R76-1 Table 6; in service = 2 × verification"}
+
+
+@router.get("/metrology/retail-deviation", tags=["metrology"],
+            summary="Allowed negative deviation of a retail sale (总局令第66号 附表1/2), mg")
+def metrology_retail_deviation(
+    weight_mg: Annotated[int, Query(ge=0)],
+    category: mt.GoodsCategory | None = None,
+    unit_price_fen_per_kg: Annotated[int | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    if category is None and unit_price_fen_per_kg is None:
+        raise HTTPException(422, "give a category or a unit price")
+    try:
+        dev = mt.retail_negative_deviation_mg(weight_mg, category=category,
+                                              unit_price_fen_per_kg=unit_price_fen_per_kg)
+        limits = {m.value: mt.reweigh_limit_mg(weight_mg, method=m, category=category,
+                                               unit_price_fen_per_kg=unit_price_fen_per_kg)
+                  for m in mt.ReweighMethod}
+    except mt.MetrologyError as err:
+        raise HTTPException(422, str(err)) from err
+    return {"weight_mg": weight_mg, "category": category,
+            "unit_price_fen_per_kg": unit_price_fen_per_kg, "negative_deviation_mg": dev,
+            "reweigh_limit_mg": limits,
+            "source": "零售商品称重计量监督管理办法 (总局令第66号, 第31号修订) 附表1/2, 第六条"}
+
+
+# -- live stream ---------------------------------------------------------------------------
+
+@router.get("/stream", tags=["live"], summary="Server-sent events: new sales and findings",
+            response_class=StreamingResponse)
+async def stream(request: Request, store: StoreDep, market: str | None = None,
+                 poll_s: Annotated[float, Query(ge=0.2, le=10)] = 1.0) -> StreamingResponse:
+    """Polls the database (so any API process serves it, whichever worker ingested)."""
+    with store.engine.connect() as c:
+        last_sale = c.execute(select(func.coalesce(func.max(sales.c.id), 0))).scalar_one()
+        last_finding = c.execute(select(func.coalesce(func.max(findings.c.id), 0))).scalar_one()
+
+    async def gen() -> AsyncIterator[bytes]:
+        nonlocal last_sale, last_finding
+        yield b"retry: 3000\n\n"
+        while not await request.is_disconnected():
+            def poll(after_sale: int, after_finding: int
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                with store.engine.connect() as c:
+                    qs = select(sales).where(sales.c.id > after_sale).order_by(sales.c.id)
+                    qf = select(findings).where(findings.c.id > after_finding).order_by(
+                        findings.c.id)
+                    if market:
+                        qs, qf = qs.where(sales.c.market == market), qf.where(
+                            findings.c.market == market)
+                    return _rows(c.execute(qs.limit(500))), _rows(c.execute(qf.limit(500)))
+            new_sales, new_findings = await asyncio.to_thread(poll, last_sale, last_finding)
+            for s in new_sales:
+                last_sale = max(last_sale, s["id"])
+                yield f"event: sale\ndata: {json.dumps(s)}\n\n".encode()
+            for f in new_findings:
+                last_finding = max(last_finding, f["id"])
+                yield f"event: finding\ndata: {json.dumps(_finding(f))}\n\n".encode()
+            if not new_sales and not new_findings:
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(poll_s)
+
+    return StreamingResponse(gen(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,178 @@
+// Small charts drawn as inline SVG (no library: the gateway serves everything itself).
+// Labels are set with textContent; numbers are only used for drawing.
+
+const NS = "http://www.w3.org/2000/svg";
+
+export function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function svgRoot(w, h, label) {
+  return s("svg", { viewBox: `0 0 ${w} ${h}`, class: "chart", role: "img", "aria-label": label,
+    preserveAspectRatio: "xMidYMid meet" }, s("title", {}, label));
+}
+
+function niceTicks(min, max, count = 5) {
+  if (!(max > min)) return [min];
+  const raw = (max - min) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => st >= raw) || raw;
+  const out = [];
+  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/**
+ * An x/y plot with an optional symmetric envelope ±env(x) (a step function given as
+ * [{x, y}] points, y ≥ 0), a zero line, and points [{x, y, cls, title}].
+ * fmtX / fmtY format tick labels.
+ */
+export function envelopePlot({ points, envelope = [], label, xLabel, yLabel, fmtX = String, fmtY = String,
+  xMax = null, w = 640, h = 300 }) {
+  const m = { l: 64, r: 16, t: 14, b: 44 };
+  const svg = svgRoot(w, h, label);
+  const xs = points.map((p) => p.x).concat(envelope.map((p) => p.x));
+  const ys = points.map((p) => Math.abs(p.y)).concat(envelope.map((p) => p.y));
+  const x1 = xMax ?? Math.max(1, ...xs);
+  const yM = Math.max(1, ...ys) * 1.15;
+  const X = (v) => m.l + (v / x1) * (w - m.l - m.r);
+  const Y = (v) => m.t + ((yM - v) / (2 * yM)) * (h - m.t - m.b);
+  const grid = s("g", { class: "grid" });
+  for (const t of niceTicks(-yM, yM)) {
+    grid.appendChild(s("line", { x1: m.l, x2: w - m.r, y1: Y(t), y2: Y(t) }));
+    grid.appendChild(s("text", { x: m.l - 6, y: Y(t) + 4, "text-anchor": "end" }, fmtY(t)));
+  }
+  for (const t of niceTicks(0, x1)) {
+    grid.appendChild(s("line", { x1: X(t), x2: X(t), y1: m.t, y2: h - m.b }));
+    grid.appendChild(s("text", { x: X(t), y: h - m.b + 16, "text-anchor": "middle" }, fmtX(t)));
+  }
+  svg.appendChild(grid);
+  if (envelope.length) {
+    // a step function: MPE(x) holds from each sampled x to the next
+    const env = [...envelope].sort((a, b) => a.x - b.x);
+    const upper = [];
+    env.forEach((p, i) => {
+      if (i) upper.push([p.x, env[i - 1].y]);
+      upper.push([p.x, p.y]);
+    });
+    upper.push([x1, env[env.length - 1].y]);
+    const pt = ([x, y]) => `${X(x)},${Y(y)}`;
+    const lower = upper.map(([x, y]) => [x, -y]);
+    svg.appendChild(s("polygon", { class: "envelope", points: upper.concat([...lower].reverse()).map(pt).join(" ") }));
+    svg.appendChild(s("polyline", { class: "envelope-edge", points: upper.map(pt).join(" ") }));
+    svg.appendChild(s("polyline", { class: "envelope-edge", points: lower.map(pt).join(" ") }));
+  }
+  svg.appendChild(s("line", { class: "zero", x1: m.l, x2: w - m.r, y1: Y(0), y2: Y(0) }));
+  for (const p of points) {
+    const shape = p.square
+      ? s("rect", { x: X(p.x) - 5, y: Y(p.y) - 5, width: 10, height: 10, class: "pt " + (p.cls || "") })
+      : s("circle", { cx: X(p.x), cy: Y(p.y), r: 5, class: "pt " + (p.cls || "") });
+    shape.appendChild(s("title", {}, p.title || ""));
+    svg.appendChild(shape);
+  }
+  svg.appendChild(s("text", { class: "axis", x: (m.l + w - m.r) / 2, y: h - 6, "text-anchor": "middle" }, xLabel));
+  svg.appendChild(s("text", { class: "axis", x: 12, y: (m.t + h - m.b) / 2, "text-anchor": "middle",
+    transform: `rotate(-90 12 ${(m.t + h - m.b) / 2})` }, yLabel));
+  return svg;
+}
+
+/** A time series of points [{t, y, title, cls}] with ±limit lines. */
+export function timePlot({ points, limit = null, label, yLabel, fmtY = String, fmtT = String, w = 640, h = 240 }) {
+  const m = { l: 64, r: 16, t: 14, b: 40 };
+  const svg = svgRoot(w, h, label);
+  const ts = points.map((p) => p.t);
+  let t0 = Math.min(...ts), t1 = Math.max(...ts);
+  if (!(t1 > t0)) { t0 -= 3600000; t1 += 3600000; }
+  const yM = Math.max(1, limit || 0, ...points.map((p) => Math.abs(p.y))) * 1.2;
+  const X = (v) => m.l + ((v - t0) / (t1 - t0)) * (w - m.l - m.r);
+  const Y = (v) => m.t + ((yM - v) / (2 * yM)) * (h - m.t - m.b);
+  const grid = s("g", { class: "grid" });
+  for (const t of niceTicks(-yM, yM, 4)) {
+    grid.appendChild(s("line", { x1: m.l, x2: w - m.r, y1: Y(t), y2: Y(t) }));
+    grid.appendChild(s("text", { x: m.l - 6, y: Y(t) + 4, "text-anchor": "end" }, fmtY(t)));
+  }
+  grid.appendChild(s("text", { x: m.l, y: h - m.b + 16, "text-anchor": "start" }, fmtT(t0)));
+  grid.appendChild(s("text", { x: w - m.r, y: h - m.b + 16, "text-anchor": "end" }, fmtT(t1)));
+  svg.appendChild(grid);
+  if (limit) {
+    svg.appendChild(s("rect", { class: "envelope", x: m.l, width: w - m.l - m.r, y: Y(limit), height: Y(-limit) - Y(limit) }));
+  }
+  svg.appendChild(s("line", { class: "zero", x1: m.l, x2: w - m.r, y1: Y(0), y2: Y(0) }));
+  const sorted = [...points].sort((a, b) => a.t - b.t);
+  if (sorted.length > 1) {
+    svg.appendChild(s("polyline", { class: "series", points: sorted.map((p) => `${X(p.t)},${Y(p.y)}`).join(" ") }));
+  }
+  for (const p of sorted) {
+    svg.appendChild(s("circle", { cx: X(p.t), cy: Y(p.y), r: 4.5, class: "pt " + (p.cls || "") }, s("title", {}, p.title || "")));
+  }
+  svg.appendChild(s("text", { class: "axis", x: 12, y: (m.t + h - m.b) / 2, "text-anchor": "middle",
+    transform: `rotate(-90 12 ${(m.t + h - m.b) / 2})` }, yLabel));
+  return svg;
+}
+
+/** Horizontal bars [{label, value, href?, cls?}]. */
+export function bars(items, { label, w = 480 } = {}) {
+  const rowH = 28;
+  const h = Math.max(rowH, items.length * rowH) + 8;
+  const svg = svgRoot(w, h, label);
+  const max = Math.max(1, ...items.map((i) => i.value));
+  const lw = 190;
+  items.forEach((it, i) => {
+    const y = 4 + i * rowH;
+    const bw = ((w - lw - 50) * it.value) / max;
+    const g = s("g", { class: "bar " + (it.cls || "") });
+    g.appendChild(s("text", { x: lw - 8, y: y + 18, "text-anchor": "end" }, it.label));
+    g.appendChild(s("rect", { x: lw, y: y + 4, width: Math.max(2, bw), height: rowH - 10, rx: 3 }));
+    g.appendChild(s("text", { class: "val", x: lw + Math.max(2, bw) + 6, y: y + 18 }, String(it.value)));
+    if (it.href) {
+      const a = s("a", { href: it.href });
+      a.appendChild(g);
+      svg.appendChild(a);
+    } else svg.appendChild(g);
+  });
+  return svg;
+}
+
+/**
+ * Markets on a plane from WGS-84 lat/lon × 10^6 (equirectangular, x scaled by cos(lat)):
+ * good enough for one city's markets; no tiles, works offline.
+ */
+export function marketMap(markets, { label, w = 560, h = 320, onPick = null } = {}) {
+  const svg = svgRoot(w, h, label);
+  const pts = markets.filter((m) => m.lat_e6 !== null && m.lon_e6 !== null);
+  svg.appendChild(s("rect", { class: "map-bg", x: 0, y: 0, width: w, height: h, rx: 8 }));
+  if (!pts.length) return svg;
+  const lat = pts.map((m) => m.lat_e6 / 1e6), lon = pts.map((m) => m.lon_e6 / 1e6);
+  const k = Math.cos(((Math.min(...lat) + Math.max(...lat)) / 2) * Math.PI / 180);
+  const xs = lon.map((v) => v * k);
+  let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...lat), y1 = Math.max(...lat);
+  const span = Math.max(x1 - x0, y1 - y0, 0.01);
+  const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
+  x0 = cx - span / 2; x1 = cx + span / 2; y0 = cy - span / 2; y1 = cy + span / 2;
+  const pad = 48;
+  const sc = Math.min((w - 2 * pad) / (x1 - x0), (h - 2 * pad) / (y1 - y0));
+  const X = (v) => w / 2 + (v - cx) * sc;
+  const Y = (v) => h / 2 - (v - cy) * sc;
+  // a 1 km scale bar (1° latitude ≈ 111.32 km)
+  const kmPx = sc / 111.32;
+  if (kmPx > 10 && kmPx < w / 2) {
+    svg.appendChild(s("line", { class: "scalebar", x1: 16, x2: 16 + kmPx, y1: h - 16, y2: h - 16 }));
+    svg.appendChild(s("text", { class: "map-label", x: 16, y: h - 22 }, "1 km"));
+  }
+  pts.forEach((m) => {
+    const g = s("g", { class: "market-dot " + (m.cls || ""), tabindex: 0, "data-market": m.id });
+    const x = X((m.lon_e6 / 1e6) * k), y = Y(m.lat_e6 / 1e6);
+    g.appendChild(s("circle", { cx: x, cy: y, r: 8 + Math.min(12, Math.sqrt(m.scales || 0) * 2) },
+      s("title", {}, m.title || m.name)));
+    g.appendChild(s("text", { class: "map-label", x: x + 14, y: y + 4 }, m.name));
+    if (onPick) g.addEventListener("click", () => onPick(m));
+    svg.appendChild(g);
+  });
+  return svg;
+}

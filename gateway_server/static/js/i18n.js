@@ -1,0 +1,83 @@
+// Language: zh-CN by default, English as the second language; the choice is kept in
+// localStorage. Strings live beside the code that shows them: L("中文", "English").
+const KEY = "gw.lang";
+
+export function lang() {
+  return localStorage.getItem(KEY) === "en" ? "en" : "zh";
+}
+
+export function setLang(value) {
+  localStorage.setItem(KEY, value === "en" ? "en" : "zh");
+  document.documentElement.lang = value === "en" ? "en" : "zh-CN";
+}
+
+export function L(zh, en) {
+  return lang() === "en" ? en : zh;
+}
+
+// closed sets of the API, shown in both languages
+const STATUS = {
+  normal: ["正常", "Normal"], yellow: ["黄牌", "Yellow card"], red: ["红牌", "Red card"],
+  suspended: ["经营异常", "Suspended"], delisted: ["已注销", "Delisted"],
+};
+const LIST = { none: ["—", "—"], red: ["红榜", "Red list"], black: ["黑榜", "Black list"] };
+const SEVERITY = {
+  info: ["提示", "info"], low: ["低", "low"], medium: ["中", "medium"], high: ["高", "high"],
+  critical: ["严重", "critical"],
+};
+const FINDING_STATUS = {
+  open: ["待处理", "open"], confirmed: ["已确认", "confirmed"], dismissed: ["已排除", "dismissed"],
+};
+const KIND = {
+  "impact": ["冲击法（未稳定计价）", "Impact (unsettled sale)"],
+  "zero-offset": ["零点偏移", "Zero offset"],
+  "tare-omission": ["未去皮", "Tare omitted"],
+  "amount-mismatch": ["金额不符", "Amount mismatch"],
+  "price-decimal-trick": ["单价小数点作弊", "Price decimal trick"],
+  "price-mismatch": ["单价与登记不符", "Price mismatch"],
+  "scale-too-coarse": ["秤准确度不适合", "Scale too coarse"],
+  "calibration-change": ["计量参数变更", "Calibration change"],
+  "idle-while-peers-trade": ["溯源秤闲置", "Idle scale"],
+  "reweigh-short": ["复秤短秤", "Re-weigh short"],
+  "bad-signature": ["签名无效", "Bad signature"],
+  "sequence-gap": ["数据缺失（序号断档）", "Sequence gap"],
+  "identity-mismatch": ["设备身份不符", "Identity mismatch"],
+  "verification-overdue": ["检定过期", "Verification overdue"],
+  "residual-gain": ["残差：增益偏差", "Residual: gain"],
+  "residual-additive": ["残差：固定偏差", "Residual: additive"],
+  "residual-both": ["残差：增益与固定偏差", "Residual: gain + additive"],
+};
+const VERDICT = {
+  ok: ["合格", "ok"], violation: ["短秤超差", "violation"], no_rule: ["无适用规则", "no rule"],
+  unlinked: ["未关联交易", "unlinked"], pass: ["合格", "pass"], fail: ["不合格", "fail"],
+};
+const CATEGORY = {
+  grain: ["粮食", "grain"], vegetables: ["蔬菜", "vegetables"], fruit: ["水果", "fruit"],
+  meat: ["肉", "meat"], eggs: ["蛋", "eggs"], poultry: ["禽（已宰）", "poultry"],
+  aquatic_products: ["水产品", "aquatic products"], pastry: ["糕点", "pastry"],
+  candy: ["糖果", "candy"], condiments: ["调味品", "condiments"],
+  dried_vegetables: ["干菜", "dried vegetables"], delicacies: ["山（海）珍品", "delicacies"],
+  gold: ["金饰品", "gold"], silver: ["银饰品", "silver"], live_poultry: ["活禽", "live poultry"],
+  live_fish: ["活鱼", "live fish"], water_soaked: ["水发物", "water-soaked"],
+};
+const METHOD = {
+  original_scale: ["原计量器具", "original scale"],
+  more_accurate_scale: ["准确度更高的秤", "more accurate scale"],
+  equal_accuracy_scale: ["准确度相同的秤（公平秤）", "equal-accuracy scale (fair scale)"],
+};
+
+function pick(table, key) {
+  const v = table[key];
+  if (!v) return key === null || key === undefined ? "—" : String(key);
+  return lang() === "en" ? v[1] : v[0];
+}
+
+export const statusText = (k) => pick(STATUS, k);
+export const listText = (k) => pick(LIST, k);
+export const severityText = (k) => pick(SEVERITY, k);
+export const findingStatusText = (k) => pick(FINDING_STATUS, k);
+export const kindText = (k) => pick(KIND, k);
+export const verdictText = (k) => pick(VERDICT, k);
+export const categoryText = (k) => pick(CATEGORY, k);
+export const methodText = (k) => pick(METHOD, k);
+export const CATEGORIES = Object.keys(CATEGORY);

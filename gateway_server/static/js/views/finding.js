@@ -1,0 +1,66 @@
+// Finding detail: what was found, its legal basis, and its evidence formatted by unit
+// (…_mg as kg, …_fen as yuan, …_ms as a time or a duration); status changes.
+import { api } from "../api.js";
+import { badge, card, h, kv, link } from "../dom.js";
+import { dateTime, duration, fracKg, kg, yuan } from "../format.js";
+import { L, categoryText, findingStatusText, kindText, methodText, severityText } from "../i18n.js";
+
+const LABELS = {
+  seq: ["事件序号", "event seq"], net_mg: ["净重", "net"], settled_mg: ["稳定后重量", "settled"],
+  peak_mg: ["峰值", "peak"], gain_mg: ["多计重量", "gain"], e_mg: ["分度值 e", "e"],
+  mean_mg: ["空秤均值", "empty-pan mean"], spread_mg: ["波动", "spread"], limit_mg: ["允差", "limit"],
+  offset_e: ["偏移 (e)", "offset (e)"], duration_ms: ["时长", "duration"], window_ms: ["窗口", "window"],
+  unit_price_fen_per_kg: ["单价", "unit price"], registered_fen_per_kg: ["登记单价", "registered price"],
+  amount_fen: ["金额", "amount"], expected_amount_fen: ["应收金额", "expected amount"],
+  sold_mg: ["售出重量", "sold"], reference_mg: ["复秤重量", "re-weighed"], shortfall_mg: ["短少", "shortfall"],
+  trace_code: ["追溯码", "trace code"], method: ["复秤方法", "method"], category: ["商品类别", "category"],
+  stable_device: ["设备稳定标志", "device stable flag"], stable_software: ["软件判稳", "software stable"],
+  plu: ["PLU", "PLU"], pattern: ["模式", "pattern"], mpe_in_service_mg: ["使用中最大允许误差", "MPE in service"],
+  negative_deviation_mg: ["允许负偏差", "negative deviation"], sales: ["交易笔数", "sales"],
+  market_median: ["市场中位数", "market median"], first_missing: ["首个缺失序号", "first missing"],
+  last_missing: ["末个缺失序号", "last missing"], reason: ["原因", "reason"], sale_id: ["交易", "sale"],
+  name: ["参数", "parameter"], old: ["原值", "old"], new: ["新值", "new"],
+};
+
+/** One evidence value, formatted by the unit its key names. */
+export function evidenceValue(key, v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "boolean") return v ? L("是", "yes") : L("否", "no");
+  if (typeof v === "object") return JSON.stringify(v);
+  if (key.endsWith("_fen_per_kg")) return yuan(v) + " " + L("元/kg", "yuan/kg");
+  if (key.endsWith("_fen")) return yuan(v) + " " + L("元", "yuan");
+  if (key.endsWith("_mg")) return (typeof v === "string" ? fracKg(v) : kg(v, { sign: key === "gain_mg" || key === "shortfall_mg" || key === "mean_mg" })) + " kg";
+  if (key === "duration_ms" || key === "window_ms") return duration(v);
+  if (key.endsWith("_ms")) return dateTime(v);
+  if (key === "category") return categoryText(v);
+  if (key === "method") return methodText(v);
+  return String(v);
+}
+
+export async function render(root, [id]) {
+  const f = await api("/findings/" + encodeURIComponent(id));
+  const m = f.merchant_id !== null ? await api("/merchants/" + f.merchant_id) : null;
+  const status = h("span", { id: "finding-status" }, badge(findingStatusText(f.status), "st-" + f.status));
+  root.appendChild(h("div", { class: "title-row" }, h("h1", {}, L("问题 #", "Finding #"), String(f.id)),
+    badge(severityText(f.severity), "sev-" + f.severity), status));
+  root.appendChild(h("p", { class: "lead" }, f.title));
+  root.appendChild(h("div", { class: "grid2" },
+    card(L("概况", "Summary"), kv([
+      [L("类型", "Kind"), kindText(f.kind) + " (" + f.kind + ")"], [L("发生时间", "When"), dateTime(f.ts_ms)],
+      [L("发现时间", "Detected"), dateTime(f.created_ms)], [L("市场", "Market"), f.market],
+      [L("计量秤", "Scale"), f.device ? link(f.device, "scale", f.device) : "—"],
+      [L("商户", "Merchant"), m ? link(m.name, "merchant", m.id) : "—"],
+      [L("法律依据", "Legal basis"), f.legal_basis],
+    ])),
+    card(L("证据", "Evidence"), h("dl", { class: "kv evidence", id: "evidence" }, Object.entries(f.evidence).map(([k, v]) => [
+      h("dt", {}, LABELS[k] ? L(LABELS[k][0], LABELS[k][1]) : k, h("small", {}, " " + k)), h("dd", {}, evidenceValue(k, v))])))));
+  const setStatus = async (st) => {
+    const r = await api(`/findings/${f.id}/status`, { method: "POST", body: { status: st } });
+    status.replaceChildren(badge(findingStatusText(r.status), "st-" + r.status));
+  };
+  root.appendChild(h("div", { class: "actions bar" },
+    f.device ? h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(f.device) }, L("现场检查", "Inspect the scale")) : null,
+    h("button", { type: "button", class: "ghost", onclick: () => setStatus("confirmed") }, L("确认", "Confirm")),
+    h("button", { type: "button", class: "ghost", onclick: () => setStatus("dismissed") }, L("排除", "Dismiss")),
+    h("button", { type: "button", class: "ghost", onclick: () => setStatus("open") }, L("重新打开", "Reopen"))));
+}

@@ -1,0 +1,89 @@
+// Merchant detail: status and cards, red/black list, licences, bound scales, findings,
+// complaints, re-weighs, inspections; the trust page and the merchant's QR code.
+import { api, blobUrl } from "../api.js";
+import { badge, card, h, kv, link, table } from "../dom.js";
+import { date, dateTime, kg, yuan } from "../format.js";
+import { L, categoryText, listText, methodText, statusText, verdictText } from "../i18n.js";
+import { findingsTable, inspectionsTable } from "./scale.js";
+
+const STATUS_CLS = { normal: "ok", yellow: "card-yellow", red: "card-red", suspended: "card-red", delisted: "grey" };
+
+export function statusBadges(m) {
+  return [badge(statusText(m.status), STATUS_CLS[m.status] || ""),
+    m.list_status !== "none" ? badge(listText(m.list_status), m.list_status === "red" ? "list-red" : "list-black") : null];
+}
+
+export function reweighTable(items, id = "reweighs") {
+  return table([
+    { label: L("时间", "Time"), value: (r) => dateTime(r.ts_ms) },
+    { label: L("追溯码", "Trace code"), value: (r) => r.trace_code },
+    { label: L("售出 (kg)", "Sold (kg)"), cls: "num", value: (r) => kg(r.sold_mg) },
+    { label: L("复秤 (kg)", "Re-weighed (kg)"), cls: "num", value: (r) => kg(r.reference_mg) },
+    { label: L("短少 (kg)", "Short (kg)"), cls: "num", value: (r) => kg(r.shortfall_mg, { sign: true }) },
+    { label: L("限值 (kg)", "Limit (kg)"), cls: "num", value: (r) => kg(r.limit_mg) },
+    { label: L("方法", "Method"), value: (r) => (r.method ? methodText(r.method) : "—") },
+    { label: L("结论", "Verdict"), value: (r) => badge(verdictText(r.verdict), r.verdict === "violation" ? "sev-high" : r.verdict === "ok" ? "ok" : "grey") },
+    { label: L("销售秤", "Sold on"), value: (r) => (r.sale_device ? link(r.sale_device, "scale", r.sale_device) : "—") },
+  ], items, { empty: L("暂无复秤", "No re-weighs"), id });
+}
+
+export async function render(root, [id]) {
+  const m = await api("/merchants/" + encodeURIComponent(id));
+  const [findings, complaints, reweighs, inspections, register, prices] = await Promise.all([
+    api("/findings", { params: { merchant_id: m.id, limit: 500 } }), api("/complaints", { params: { merchant_id: m.id } }),
+    api("/reweighs", { params: { merchant_id: m.id } }), api("/inspections", { params: { merchant_id: m.id } }),
+    api("/registry/scales", { params: { market: m.market_id, limit: 1000 } }), api(`/merchants/${m.id}/prices`, { params: { at_ms: Date.now() } }),
+  ]);
+  const scales = register.items.filter((s) => s.merchant_id === m.id);
+  root.appendChild(h("div", { class: "title-row" }, h("h1", { id: "merchant-title" }, m.name), statusBadges(m)));
+  root.appendChild(h("p", { class: "muted" }, L("市场 ", "Market "), m.market_id, m.stall_no ? " · " + L("摊位 ", "stall ") + m.stall_no : ""));
+  const qrBox = h("div", { class: "qr-box" });
+  root.appendChild(h("div", { class: "grid2" },
+    card(L("商户信息", "Merchant"), kv([
+      [L("状态", "Status"), h("span", {}, statusBadges(m))],
+      [L("状态原因", "Reason"), m.status_reason || "—"], [L("变更时间", "Changed"), dateTime(m.status_ms)],
+      [L("统一社会信用代码", "Credit code"), m.credit_code || "—"], [L("电话", "Phone"), m.phone || "—"],
+      [L("经营类别", "Categories"), m.categories.join("、") || "—"],
+      ...m.licences.map((l) => [l.kind, `${l.number}${l.valid_until_ms ? " · " + L("有效期至 ", "valid until ") + date(l.valid_until_ms) : ""}`]),
+    ])),
+    card(L("放心消费诚信码", "Trust QR code"), qrBox,
+      h("p", {}, h("a", { href: "/m/" + encodeURIComponent(m.trust_token), target: "_blank", rel: "noopener", id: "trust-link" }, L("打开消费者页面", "Open the consumer page")), " · ",
+        h("button", { type: "button", class: "link", onclick: () => download(`/merchants/${m.id}/qr.svg`, `trust-qr-${m.id}.svg`) }, "SVG"), " · ",
+        h("button", { type: "button", class: "link", onclick: () => download(`/merchants/${m.id}/qr.png`, `trust-qr-${m.id}.png`, { scale: 20 }) }, "PNG")))));
+  blobUrl(`/merchants/${m.id}/qr.svg`).then((u) => qrBox.appendChild(h("img", { src: u, alt: L("诚信码", "trust QR code"), class: "qr" })));
+
+  root.appendChild(card(L("计量秤", "Scales"), table([
+    { label: L("设备", "Device"), value: (s) => link(s.device, "scale", s.device) },
+    { label: L("型号", "Model"), value: (s) => s.model || "—" },
+    { label: "Max / e (kg)", value: (s) => (s.max_mg ? `${kg(s.max_mg)} / ${kg(s.e_mg)}` : "—") },
+    { label: L("检定有效期至", "Verified until"), value: (s) => h("span", {}, date(s.due_on_ms), s.overdue ? [" ", badge(L("已过期", "overdue"), "sev-high")] : "") },
+    { label: L("状态", "State"), value: (s) => s.state },
+  ], scales, { empty: L("未绑定计量秤", "No scale bound"), id: "merchant-scales" })));
+  root.appendChild(card(L("问题", "Findings"), findingsTable(findings, "merchant-findings")));
+  root.appendChild(card(L("消费投诉", "Complaints"), table([
+    { label: L("时间", "Time"), value: (c) => dateTime(c.ts_ms) },
+    { label: L("渠道", "Channel"), value: (c) => c.channel },
+    { label: L("内容", "Text"), value: (c) => c.text },
+    { label: L("联系方式", "Contact"), value: (c) => c.contact || "—" },
+    { label: L("关联交易", "Linked sale"), value: (c) => (c.sale_id ? "#" + c.sale_id : "—") },
+    { label: L("赔偿 (元)", "Compensation (yuan)"), cls: "num", value: (c) => yuan(c.compensation_fen) },
+    { label: L("状态", "Status"), value: (c) => c.status },
+  ], complaints, { empty: L("暂无投诉", "No complaints"), id: "complaints" })));
+  root.appendChild(card(L("公平秤复秤", "Fair-scale re-weighs"), reweighTable(reweighs)));
+  root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "merchant-inspections")));
+  root.appendChild(card(L("登记价格（明码标价）", "Registered prices"), table([
+    { label: "PLU", value: (p) => p.plu }, { label: L("品名", "Name"), value: (p) => p.name },
+    { label: L("类别", "Category"), value: (p) => (p.category ? categoryText(p.category) : "—") },
+    { label: L("单价 (元/kg)", "Price (yuan/kg)"), cls: "num", value: (p) => yuan(p.unit_price_fen_per_kg) },
+    { label: L("生效", "Valid from"), value: (p) => date(p.valid_from_ms) },
+  ], prices, { empty: L("未登记价格", "No registered prices") })));
+}
+
+async function download(path, name, params = {}) {
+  const u = await blobUrl(path, params);
+  const a = h("a", { href: u, download: name });
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(u), 10000);
+}

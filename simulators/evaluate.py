@@ -1,0 +1,310 @@
+"""Score the gateway's findings against a fleet's ground truth.
+
+``scale-sim evaluate --truth truth.json --gateway URL`` fetches the findings (and the
+merchant ids, to attribute merchant-level findings) from the gateway API and scores:
+
+* **recall** per cheat type: a case (one scale with one injected cheat or fault) is
+  found when a finding of a kind that signals that type (:data:`KIND_MAP`) names the
+  scale (or its merchant) at or after the onset (less :data:`GRACE_MS`);
+* **time to detect**: the first such finding's event time minus the onset, in simulated
+  time (both are event times: the gateway judges by ``ts_ms``);
+* **re-weighs to detect** for gain cheats: the fair-scale re-weighs of the scale's sales
+  from the onset up to the detecting finding (a case with fewer than 10 re-weighs after
+  its onset that was not found is *censored*: the target cannot be judged on it);
+* **precision** per cheat type: of the scales flagged by the kinds that signal the type,
+  those with that type injected (TP) against those with nothing injected (FP); scales
+  with another injected problem are counted apart (``cross``);
+* **false flags** on honest merchants (no cheat or fault on any of their scales; benign
+  outages and clock skew allowed): merchants flagged, findings per merchant-month, and
+  the share of honest merchants flagged per 30 days (1 − (1 − p_day)^30).
+
+Findings the gateway has dismissed (e.g. a sequence gap later filled) do not count.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from simulators.fleet_config import CHEATS, FAULTS
+
+GRACE_MS = 60_000
+STREAM_VISIBLE = ("impact", "preset-base", "tray-not-tared", "price-trick", "recalibration")
+GAIN_CHEATS = ("remote-gain", "chip-gain", "recalibration")
+STREAM_TARGET_S = 300
+REWEIGH_TARGET = 10
+_WEIGHT = ("remote-gain", "chip-gain", "chip-additive", "recalibration", "preset-base",
+           "tray-not-tared", "impact", "drift")
+#: finding kind → the cheat types it is evidence of (docs/detection.md, fleet evaluation)
+KIND_MAP: dict[str, frozenset[str]] = {
+    "impact": frozenset({"impact"}),
+    "zero-offset": frozenset({"preset-base", "drift"}),
+    "tare-omission": frozenset({"tray-not-tared"}),
+    "price-decimal-trick": frozenset({"price-trick"}),
+    "price-mismatch": frozenset({"price-trick"}),
+    "amount-mismatch": frozenset({"price-trick"}),
+    "calibration-change": frozenset({"recalibration"}),
+    "reweigh-short": frozenset(_WEIGHT),
+    "residual-gain": frozenset({"remote-gain", "chip-gain", "recalibration", "drift"}),
+    "residual-additive": frozenset({"chip-additive", "preset-base", "tray-not-tared"}),
+    "residual-both": frozenset(_WEIGHT),
+    "idle-while-peers-trade": frozenset({"second-scale"}),
+    # integrity and configuration: no cheat type (a flag on an honest merchant is false)
+    "sequence-gap": frozenset(), "bad-signature": frozenset(),
+    "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),
+}
+
+
+def signals(kind: str) -> frozenset[str]:
+    if kind in KIND_MAP:
+        return KIND_MAP[kind]
+    if kind.startswith("residual"):  # a residual verdict not listed: any weight cheat
+        return frozenset(_WEIGHT)
+    return frozenset()
+
+
+def _q(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, round(p * (len(v) - 1)))]
+
+
+def _when(f: dict[str, Any], reweighs: list[list[Any]]) -> int:
+    """Event time a finding was warranted at.
+
+    A residual finding's ``ts_ms`` is that of the newest pair when the detector last ran
+    (it reruns per ingest batch); its ``flagged_at`` names the pair that crossed the
+    boundary, so the time is that re-weigh's (the truth lists the scale's re-weighs).
+    """
+    at = (f.get("evidence") or {}).get("flagged_at")
+    if f["kind"].startswith("residual") and isinstance(at, int) and 0 < at <= len(reweighs):
+        return int(reweighs[at - 1][0])
+    return int(f["ts_ms"])
+
+
+def score(truth: dict[str, Any], findings: list[dict[str, Any]],
+          merchant_codes: dict[int, str] | None = None) -> dict[str, Any]:
+    """Metrics of ``findings`` (API rows) against ``truth`` (the fleet's truth file)."""
+    scales, merchants = truth["scales"], truth["merchants"]
+    codes = merchant_codes or {}
+    problem = set(CHEATS + FAULTS)
+    by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    unattributed = 0
+    for f in findings:
+        if f.get("status") == "dismissed":
+            continue
+        devs = [f["device"]] if f.get("device") in scales else []
+        if not devs and f.get("merchant_id") in codes:
+            devs = merchants.get(codes[f["merchant_id"]], {}).get("devices", [])
+        if not devs:
+            unattributed += 1
+        for d in devs:
+            by_device[d].append(f)
+
+    def truth_kinds(dev: str) -> set[str]:
+        return {s["kind"] for s in scales[dev]["scenarios"] if s["kind"] in problem}
+
+    cases: list[dict[str, Any]] = []
+    for dev, s in sorted(scales.items()):
+        for sc in s["scenarios"]:
+            if sc["kind"] not in problem:
+                continue
+            onset = int(sc["onset_ms"])
+            all_rws = sorted(s.get("reweighs", []))
+            hits = [f for f in by_device.get(dev, ()) if sc["kind"] in signals(f["kind"])
+                    and _when(f, all_rws) >= onset - GRACE_MS]
+            first = min(hits, key=lambda f: _when(f, all_rws)) if hits else None
+            rws = [r for r in s.get("reweighs", []) if int(r[0]) >= onset]
+            case = {"device": dev, "merchant": s["merchant"], "kind": sc["kind"],
+                    "size": sc["size"], "onset_ms": onset, "effective": sc.get("effective", True),
+                    "cheated_sales": sc.get("cheated_sales", 0), "reweighs_after": len(rws),
+                    "detected": first is not None,
+                    "by": sorted({f["kind"] for f in hits})}
+            if first is not None:
+                t = _when(first, all_rws)
+                case["ttd_s"] = max(0.0, (t - onset) / 1000)
+                case["first_kind"] = first["kind"]
+                case["reweighs_to_detect"] = sum(1 for r in rws if int(r[0]) <= t)
+            cases.append(case)
+
+    # precision: scales flagged by the kinds that signal a type
+    flagged_by_kind: dict[str, set[str]] = defaultdict(set)
+    for dev, fs in by_device.items():
+        for f in fs:
+            flagged_by_kind[f["kind"]].add(dev)
+    per_kind = {}
+    for kind, devs in sorted(flagged_by_kind.items()):
+        sig = signals(kind)
+        tp = {d for d in devs if truth_kinds(d) & sig}
+        fp = {d for d in devs if not truth_kinds(d)}
+        per_kind[kind] = {"flagged": len(devs), "tp": len(tp), "fp": len(fp),
+                          "cross": len(devs) - len(tp) - len(fp),
+                          "findings": sum(1 for d in devs for f in by_device[d]
+                                          if f["kind"] == kind)}
+
+    types: dict[str, Any] = {}
+    for t in CHEATS + FAULTS:
+        cs = [c for c in cases if c["kind"] == t and c["effective"]]
+        flagged = set().union(*(flagged_by_kind[k] for k in flagged_by_kind if t in signals(k)))
+        tp = {d for d in flagged if t in truth_kinds(d)}
+        fp = {d for d in flagged if not truth_kinds(d)}
+        ttd = [c["ttd_s"] for c in cs if c["detected"]]
+        row: dict[str, Any] = {
+            "cases": len(cs), "not_effective": sum(1 for c in cases
+                                                   if c["kind"] == t and not c["effective"]),
+            "detected": sum(1 for c in cs if c["detected"]),
+            "recall": (sum(1 for c in cs if c["detected"]) / len(cs)) if cs else None,
+            "recall_5min": (sum(1 for c in cs if c["detected"] and c["ttd_s"] <= STREAM_TARGET_S)
+                            / len(cs)) if cs else None,
+            "ttd_median_s": statistics.median(ttd) if ttd else None,
+            "ttd_p90_s": _q(ttd, 0.9), "ttd_max_s": max(ttd) if ttd else None,
+            "precision": (len(tp) / (len(tp) + len(fp))) if (tp or fp) else None,
+            "tp_scales": len(tp), "fp_scales": len(fp), "cross_scales": len(flagged - tp - fp),
+            "by": dict(Counter(c.get("first_kind") for c in cs if c["detected"])),
+        }
+        if t in GAIN_CHEATS:
+            big = [c for c in cs if float(c["size"]) >= 0.05]
+            within = [c for c in big
+                      if c["detected"] and c["reweighs_to_detect"] <= REWEIGH_TARGET]
+            censored = [c for c in big
+                        if not c["detected"] and c["reweighs_after"] < REWEIGH_TARGET]
+            judged = len(big) - len(censored)
+            row.update({"gain_ge_5pct": len(big), "within_10_reweighs": len(within),
+                        "censored": len(censored),
+                        "recall_10_reweighs": (len(within) / judged) if judged else None,
+                        "reweighs_to_detect_max": max((c["reweighs_to_detect"] for c in big
+                                                       if c["detected"]), default=None)})
+        types[t] = row
+
+    honest = {c: m for c, m in merchants.items() if m["honest"]}
+    flagged_honest: dict[str, Counter[str]] = {}
+    for code, m in honest.items():
+        kinds = Counter(f["kind"] for d in m["devices"] for f in by_device.get(d, ()))
+        if kinds:
+            flagged_honest[code] = kinds
+    days = int(truth["fleet"].get("days", 1))
+    n_h = len(honest)
+    p_day = (len(flagged_honest) / n_h / days) if n_h else 0.0
+    fair = {mk["fair"] for mk in truth["markets"].values()}
+    false_findings = sum(sum(k.values()) for k in flagged_honest.values())
+    return {
+        "fleet": truth["fleet"],
+        "types": types,
+        "kinds": per_kind,
+        "cases": cases,
+        "false_flags": {
+            "honest_merchants": n_h, "flagged": len(flagged_honest),
+            "flagged_share": (len(flagged_honest) / n_h) if n_h else None,
+            "findings": false_findings,
+            "per_merchant_month": (false_findings / (n_h * days / 30)) if n_h else None,
+            "month_share_estimate": 1 - (1 - p_day) ** 30,
+            "by_kind": dict(sum((Counter(k) for k in flagged_honest.values()), Counter())),
+            "merchants": {c: dict(k) for c, k in sorted(flagged_honest.items())[:50]},
+        },
+        "fair_scale_findings": sum(len(by_device.get(d, ())) for d in fair),
+        "unattributed_findings": unattributed,
+        "findings_total": len(findings),
+    }
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _min(s: float | None) -> str:
+    return "–" if s is None else f"{s / 60:.1f}"
+
+
+def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
+    """The evaluation as Markdown tables (recall, time to detect, precision, false flags)."""
+    fl, ff = res["fleet"], res["false_flags"]
+    lines = []
+    if title:
+        lines += [title, ""]
+    lines += [
+        f"Fleet `{fl['name']}` (seed {fl['seed']}): {fl['scales']:,} scales, "
+        f"{fl['merchants']:,} merchants, {fl['markets']} markets, {fl['days']} simulated "
+        f"day(s) of {fl['trading_hours']:g} trading hours, {fl['events']:,} events; "
+        f"{res['findings_total']:,} findings fetched from the gateway.",
+        "",
+        "| cheat type | cases | found | recall | ≤ 5 min | TTD median / p90 / max (min) | "
+        "≤ 10 re-weighs (gain ≥ 5 %) | precision (TP/FP scales) | first found by |",
+        "|---|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for t, r in res["types"].items():
+        if not r["cases"] and not r["not_effective"]:
+            continue
+        rw = "–"
+        if "recall_10_reweighs" in r:
+            rw = (f"{r['within_10_reweighs']}/{r['gain_ge_5pct'] - r['censored']} = "
+                  f"{_pct(r['recall_10_reweighs'])}"
+                  + (f" ({r['censored']} censored)" if r["censored"] else ""))
+        mark = " ◆" if t in STREAM_VISIBLE else ""
+        by = ", ".join(f"{k} {v}" for k, v in sorted(r["by"].items(), key=lambda kv: -kv[1]))
+        lines.append(
+            f"| {t}{mark} | {r['cases']} | {r['detected']} | {_pct(r['recall'])} | "
+            f"{_pct(r['recall_5min'])} | {_min(r['ttd_median_s'])} / {_min(r['ttd_p90_s'])} / "
+            f"{_min(r['ttd_max_s'])} | {rw} | {_pct(r['precision'])} "
+            f"({r['tp_scales']}/{r['fp_scales']}) | {by or '–'} |")
+    lines += [
+        "",
+        "◆ stream-visible (target: recall ≥ 0.98 within 5 simulated minutes of onset).",
+        "",
+        f"**False flags on honest merchants**: {ff['flagged']} of {ff['honest_merchants']:,} "
+        f"honest merchants flagged ({_pct(ff['flagged_share'])} in the run), "
+        f"{ff['findings']} findings = {ff['per_merchant_month'] or 0:.3f} per honest "
+        f"merchant-month; estimated share flagged per 30 days "
+        f"{_pct(ff['month_share_estimate'])} (target ≤ 0.5 %)."
+        + (f" By kind: {', '.join(f'{k} {v}' for k, v in sorted(ff['by_kind'].items()))}."
+           if ff["by_kind"] else ""),
+        "",
+        "| finding kind | scales flagged | TP | FP (honest) | other problem | findings |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k, r in res["kinds"].items():
+        lines.append(f"| {k} | {r['flagged']} | {r['tp']} | {r['fp']} | {r['cross']} | "
+                     f"{r['findings']} |")
+    return "\n".join(lines) + "\n"
+
+
+def fetch(gateway: Any, truth: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Findings and merchant ids (gateway id → credit code) of the truth's markets."""
+    findings = gateway.pages("/api/v1/findings")
+    codes: dict[int, str] = {}
+    for market in truth["markets"]:
+        for m in gateway.pages("/api/v1/merchants", market=market):
+            if m.get("credit_code"):
+                codes[int(m["id"])] = m["credit_code"]
+    return findings, codes
+
+
+START, END = "<!-- fleet-eval:start -->", "<!-- fleet-eval:end -->"
+
+
+def write_docs_section(path: Path, body: str) -> None:
+    """Replace the text between the fleet-eval markers (created at the end when absent)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{START}\n{body.rstrip()}\n{END}"
+    if START in text and END in text:
+        a, b = text.index(START), text.index(END) + len(END)
+        text = text[:a] + block + text[b:]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def save(res: dict[str, Any], *, json_path: Path | None, md_path: Path | None) -> str:
+    md = to_markdown(res)
+    if json_path is not None:
+        json_path.write_text(json.dumps(res, ensure_ascii=False, indent=1, sort_keys=True) + "\n",
+                             encoding="utf-8")
+    if md_path is not None:
+        md_path.write_text(md, encoding="utf-8")
+    return md

@@ -1,0 +1,413 @@
+"""Fleet simulation: a whole trading day of many scales as signed wire events, with truth.
+
+Pure and deterministic: no sockets, no clock (``simulators.fleet_io`` does the I/O).
+:func:`generate` is a discrete-event simulation over simulated time: one heap of
+pending actions (sale, zero check, heartbeat, re-weigh, counter change, outage end)
+ordered by (time, scale index, per-scale serial). Every scale draws from its own
+``random.Random`` seeded with (seed, device), so the same seed gives the same event
+streams (byte for byte: keys are derived from the seed too) and the same ground truth.
+
+What a scale does (one emulated edge agent per scale, as its agent would report it):
+
+* **Sales** arrive as a Poisson process of ``sales_per_hour``, × ``peak_factor`` in the
+  morning peak, within trading hours. A sale is committed when the goods come off the
+  pan (``ts_ms`` = placing + load duration), with the fields its model can report
+  (PLU, unit price, amount, trace code, tare). Honest scales have a small fixed span
+  error (±0.05 %) and round to e; honest sellers tare trays.
+* **Zero checks**: each idle period (≥ 2 s) yields one, at its end or every
+  ``zero_report_s`` while it lasts (the real agent reports every 60 s; the fleet default
+  is 300 s to keep the volume of a 5,000-scale day manageable). The mean is what the
+  display shows (a multiple of e), so an honest scale reports 0.
+* **Re-weighs**: a ``reweigh_fraction`` of sales with a trace code is re-weighed at the
+  market's fair scale 2–20 min later (``ReweighEvent`` from the fair scale: the trace code
+  and the reference weight = true mass × (1 + the fair scale's own span error), rounded
+  to its e).
+* **Heartbeats** every ``heartbeat_s``.
+
+Scenarios (``fleet_config.KINDS``) change what is displayed, charged or sent; the truth
+records each one's onset (for per-sale cheats — impact, price trick, tray — the first
+cheated sale), size, and every short sale (sold − true mass) while it is active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from simulators import goods as gd
+from simulators.fleet_config import CHEATS, FAULTS, ScaleSpec, Scenario, World
+from weighing import wire
+from weighing.signing import sign_event
+from weighing.units import amount_fen
+
+AGENT_VERSION = "fleet-sim/1"
+HOUR_MS = 3_600_000
+MIN_IDLE_MS = 2_000  # the agent's zero_window_ms: a shorter idle period says nothing
+HONEST_SPAN_ERROR = 0.0005  # ±0.05 %: a verified scale well inside ±0.5 e at mid load
+
+
+def round_e(mass_mg: float, e_mg: int) -> int:
+    """Round half up to a whole number of e (what the display shows)."""
+    return math.floor(mass_mg / e_mg + 0.5) * e_mg
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    """One output of the simulation, in simulated (true) time order.
+
+    ``kind`` is ``"events"`` (``data`` = encoded signed events of ``device``, seq order)
+    or ``"state"`` (``data`` = ``b"online"`` / ``b"offline"``).
+    """
+
+    t_ms: int
+    kind: str
+    device: str
+    market: str
+    data: tuple[bytes, ...]
+
+
+@dataclass
+class _Scale:
+    spec: ScaleSpec
+    rng: random.Random
+    span_error: float
+    skew_ms: int = 0
+    seq: int = 0
+    sales: int = 0
+    serial: int = 0
+    cal_counter: int = 0
+    scenario: Scenario | None = None
+    outage: tuple[int, int] | None = None
+    held: list[bytes] = field(default_factory=list)
+    on_intervals: list[tuple[int, int]] = field(default_factory=list)
+    tricked_plu: str | None = None
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+class Simulation:
+    """The discrete-event simulation of one :class:`World`; iterate :meth:`run`."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.cfg = world.cfg
+        self.tr = world.cfg.trading
+        seed = world.cfg.fleet.seed
+        self.scales: dict[str, _Scale] = {}
+        for dev, spec in world.scales.items():
+            rng = random.Random(f"{seed}:{dev}")
+            st = _Scale(spec, rng, rng.uniform(-HONEST_SPAN_ERROR, HONEST_SPAN_ERROR))
+            st.cal_counter = rng.randint(1, 40)
+            for sc in world.scenarios.get(dev, ()):
+                self._arm(st, sc)
+            self.scales[dev] = st
+        self._heap: list[tuple[int, int, int, str, Any]] = []
+        self.events = 0
+        self.digest = hashlib.sha256()
+        self.reweighs: dict[str, list[list[Any]]] = {}  # selling device → [[ts, trace, fair]]
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _arm(self, st: _Scale, sc: Scenario) -> None:
+        rng = st.rng
+        if sc.kind == "clock-skew":
+            st.skew_ms = int(sc.size * 60_000)
+            return
+        if sc.kind == "outage":
+            st.outage = (sc.onset_ms, sc.onset_ms + int(sc.size * 60_000))
+            return
+        st.scenario = sc
+        if sc.kind == "remote-gain":  # gears switched on and off through the day
+            t, end = sc.onset_ms, self._close(sc.onset_ms)
+            while t < end:
+                on = int(rng.uniform(10, 40) * 60_000)
+                st.on_intervals.append((t, min(t + on, end)))
+                t += on + int(rng.uniform(20, 90) * 60_000)
+            sc.params["on_intervals"] = [list(i) for i in st.on_intervals]
+        if sc.kind == "price-trick":
+            merchant = self.world.merchants[st.spec.merchant or ""]
+            st.tricked_plu = rng.choice(sorted(merchant.prices))
+            sc.params["plu"] = st.tricked_plu
+        st.truth = {"kind": sc.kind, "activated_ms": sc.onset_ms, "onset_ms": sc.onset_ms,
+                    "size": sc.size, "params": sc.params, "effective": sc.kind not in (
+                        "impact", "price-trick", "tray-not-tared", "remote-gain"),
+                    "short_sales": [], "short_total_mg": 0, "cheated_sales": 0}
+
+    def _day_open(self, t_ms: int) -> int:
+        start = self.cfg.start_ms
+        return start + (t_ms - start) // 86_400_000 * 86_400_000
+
+    def _close(self, t_ms: int) -> int:
+        return self._day_open(t_ms) + int(self.tr.hours * HOUR_MS)
+
+    def _push(self, t_ms: int, dev: str, what: str, data: Any = None) -> None:
+        st = self.scales[dev]
+        st.serial += 1
+        heapq.heappush(self._heap, (t_ms, st.spec.index, st.serial, dev, what, data))
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> Iterator[Out]:
+        """All outputs of the simulated days, in time order."""
+        start = self.cfg.start_ms
+        for dev, st in self.scales.items():
+            for day in range(self.cfg.fleet.days):
+                open_ms = start + day * 86_400_000
+                self._push(open_ms + int(st.rng.uniform(0, self.tr.heartbeat_s) * 1000), dev,
+                           "hb")
+                if st.spec.role == "trade":
+                    self._push(open_ms + self._gap(st, open_ms), dev, "sale")
+            sc = st.scenario
+            if sc is not None and sc.kind == "recalibration":
+                self._push(sc.onset_ms, dev, "cal")
+            if st.outage:
+                self._push(st.outage[0], dev, "down")
+                self._push(st.outage[1], dev, "up")
+        handlers = {"sale": self._sale, "zero": self._zero, "hb": self._heartbeat,
+                    "rw": self._reweigh, "cal": self._calibration, "down": self._down,
+                    "up": self._up, "release": self._release}
+        while self._heap:
+            t, _, _, dev, what, data = heapq.heappop(self._heap)
+            out = handlers[what](t, self.scales[dev], data)
+            if out is not None:
+                yield out
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def _emit(self, t: int, st: _Scale, event: wire.Event) -> Out | None:
+        st.seq += 1
+        ev = msgspec.structs.replace(event, seq=st.seq, ts_ms=t + st.skew_ms)
+        dev = st.spec.device
+        body = wire.encode_event(sign_event(bytes.fromhex(st.spec.key_hex), dev, ev))
+        self.events += 1
+        self.digest.update(dev.encode() + b"\x00" + body + b"\n")
+        if st.held or (st.outage and st.outage[0] <= t < st.outage[1]):
+            st.held.append(body)  # the agent's outbox keeps it until the link is back
+            return None
+        return Out(t, "events", dev, st.spec.market, (body,))
+
+    def _down(self, t: int, st: _Scale, _: Any) -> Out:
+        return Out(t, "state", st.spec.device, st.spec.market, (b"offline",))
+
+    def _up(self, t: int, st: _Scale, _: Any) -> Out:
+        self._push(t, st.spec.device, "release")
+        return Out(t, "state", st.spec.device, st.spec.market, (b"online",))
+
+    def _release(self, t: int, st: _Scale, _: Any) -> Out | None:
+        held, st.held = tuple(st.held), []
+        return Out(t, "events", st.spec.device, st.spec.market, held) if held else None
+
+    # -- trading ------------------------------------------------------------------------------
+
+    def _rate_per_ms(self, st: _Scale, t: int) -> float:
+        h = (t - self._day_open(t)) / HOUR_MS
+        rate = self.tr.sales_per_hour
+        if self.tr.peak_start_h <= h < self.tr.peak_start_h + self.tr.peak_hours:
+            rate *= self.tr.peak_factor
+        sc = st.scenario
+        if sc is not None and sc.kind == "second-scale" and t >= sc.onset_ms:
+            rate *= sc.size  # the stall now trades on the untracked scale
+        return rate / HOUR_MS
+
+    def _gap(self, st: _Scale, t: int) -> int:
+        return int(st.rng.expovariate(self._rate_per_ms(st, t))) + 1
+
+    def _active(self, st: _Scale, t: int) -> Scenario | None:
+        sc = st.scenario
+        if sc is None or t < sc.onset_ms:
+            return None
+        if sc.kind == "remote-gain" and not any(a <= t < b for a, b in st.on_intervals):
+            return None
+        return sc
+
+    def _span(self, st: _Scale, t: int, sc: Scenario | None) -> tuple[float, float]:
+        """(gain, additive mg on a loaded pan) of the scale at ``t``."""
+        gain, add = 1.0 + st.span_error, 0.0
+        if sc is None:
+            return gain, add
+        if sc.kind in ("remote-gain", "chip-gain", "recalibration"):
+            gain += sc.size
+        elif sc.kind == "chip-additive":
+            add += sc.size * 1_000_000
+        elif sc.kind == "drift":
+            gain += sc.size * (t - sc.onset_ms) / (8 * HOUR_MS)
+        return gain, add
+
+    def _zero_mg(self, st: _Scale, t: int, sc: Scenario | None) -> int:
+        """What the empty pan shows (preset base; drift of 0.5 e per hour)."""
+        e = st.spec.m.e_mg
+        if sc is None:
+            return 0
+        if sc.kind == "preset-base":
+            return round_e(sc.size * 1_000_000, e)
+        if sc.kind == "drift":
+            return round_e(0.5 * e * (t - sc.onset_ms) / HOUR_MS, e)
+        return 0
+
+    def _sale(self, t: int, st: _Scale, _: Any) -> Out | None:
+        rng, spec = st.rng, st.spec
+        model, e = spec.m, spec.m.e_mg
+        merchant = self.world.merchants[spec.merchant or ""]
+        plu = rng.choice(sorted(merchant.prices))
+        goods = gd.BY_PLU[plu]
+        true_mg = gd.purchase_mg(goods, rng)
+        tray_mg = rng.randint(*gd.TRAY_WEIGHT_G) * 1000 if goods.tray else 0
+        duration = int(rng.uniform(2_000, 6_000))  # the load began this long before
+        commit_t = t  # a sale is emitted when the goods come off the pan
+        sc = self._active(st, t)
+        gain, add = self._span(st, t, sc)
+        zero = self._zero_mg(st, t, sc)
+        cheated = sc is not None and sc.kind not in ("second-scale", "impact", "price-trick",
+                                                     "tray-not-tared")
+
+        def shown(mass: float) -> int:
+            return round_e(mass * gain + add + zero, e)
+
+        tare = 0
+        untared = goods.tray and (
+            (sc is not None and sc.kind == "tray-not-tared")
+            or rng.random() < self.tr.honest_untared_tray_fraction)
+        if goods.tray and untared:
+            settled = shown(true_mg + tray_mg)
+            cheated = cheated or (sc is not None and sc.kind == "tray-not-tared")
+        elif goods.tray and model.can("tare"):
+            tare = round_e(tray_mg * gain + zero, e)  # tared with the tray on the pan
+            settled = shown(true_mg + tray_mg) - tare
+        else:
+            settled = shown(true_mg)
+        net, peak = settled, round_e(settled * rng.uniform(1.02, 1.10), e)
+        impact = sc is not None and sc.kind == "impact" and rng.random() < sc.size
+        if impact:
+            net = peak = max(settled + 2 * e, round_e(settled * rng.uniform(1.05, 1.30), e))
+            cheated = True
+        st.sales += 1
+        price = merchant.prices[plu]
+        if sc is not None and sc.kind == "price-trick" and plu == st.tricked_plu:
+            price = max(1, round(price * sc.size))
+            cheated = True
+        event = wire.SaleEvent(
+            seq=0, ts_ms=0, net_mg=net, settled_mg=settled, peak_mg=max(peak, net),
+            tare_mg=tare if model.can("tare") else 0, stable_device=not impact,
+            stable_software=not impact, unsettled_commit=impact, duration_ms=duration,
+            unit_price_fen_per_kg=price if model.can("unit_price") else None,
+            amount_fen=amount_fen(net, price) if model.can("amount") else None,
+            plu=plu if model.can("plu") else None,
+            trace_code=f"{spec.device}-{st.sales:06d}" if model.can("trace_code") else None)
+        out = self._emit(commit_t, st, event)
+        if cheated:
+            self._record_short(st, commit_t, event, net - true_mg)
+        # the idle period until the next sale: zero checks, then the next sale
+        nxt = commit_t + self._gap(st, commit_t) + 6_000
+        close = self._close(t)
+        idle_end = min(nxt - 6_000, close)  # the next load may begin up to 6 s before its sale
+        k, s = 1, commit_t
+        while s + MIN_IDLE_MS <= idle_end:
+            end = min(commit_t + int(k * self.tr.zero_report_s * 1000), idle_end)
+            self._push(end, spec.device, "zero", end - s)
+            s, k = end, k + 1
+        if nxt < close:
+            self._push(nxt, spec.device, "sale")
+        if event.trace_code and rng.random() < self.tr.reweigh_fraction:
+            lo, hi = self.tr.reweigh_delay_min
+            rw_t = commit_t + int(rng.uniform(lo, hi) * 60_000)
+            if rw_t < close:
+                fair = self.world.fair[spec.market]
+                self._push(rw_t, fair, "rw", (event.trace_code, true_mg, net, spec.device))
+        return out
+
+    def _record_short(self, st: _Scale, t: int, ev: wire.SaleEvent, short_mg: int) -> None:
+        tr = st.truth
+        if not tr["effective"]:
+            tr["effective"] = True
+            if tr["kind"] in ("impact", "price-trick", "tray-not-tared", "remote-gain"):
+                tr["onset_ms"] = t  # the cheat shows with its first cheated sale
+        tr["cheated_sales"] += 1
+        tr["short_sales"].append([st.seq, ev.trace_code, short_mg])
+        tr["short_total_mg"] += max(short_mg, 0)
+
+    def _zero(self, t: int, st: _Scale, duration_ms: int) -> Out | None:
+        mean = self._zero_mg(st, t, self._active(st, t))
+        e = st.spec.m.e_mg
+        spread = e if mean and st.rng.random() < 0.2 else 0
+        return self._emit(t, st, wire.ZeroCheckEvent(
+            seq=0, ts_ms=0, mean_mg=mean, spread_mg=spread,
+            n=max(1, duration_ms // 100), duration_ms=duration_ms))
+
+    def _reweigh(self, t: int, st: _Scale, data: Any) -> Out | None:
+        trace, true_mg, claimed, seller = data
+        e = st.spec.m.e_mg
+        reference = round_e(true_mg * (1 + st.span_error), e)
+        out = self._emit(t, st, wire.ReweighEvent(seq=0, ts_ms=0, trace_code=trace,
+                                                  reference_mg=reference, claimed_mg=claimed))
+        if self.scales[seller].scenario is not None:
+            self.reweighs.setdefault(seller, []).append([t, trace, st.spec.device, st.seq])
+        return out
+
+    def _calibration(self, t: int, st: _Scale, _: Any) -> Out | None:
+        old, st.cal_counter = st.cal_counter, st.cal_counter + 1
+        return self._emit(t, st, wire.CounterChangeEvent(
+            seq=0, ts_ms=0, name="cal_counter", old=str(old), new=str(st.cal_counter)))
+
+    def _heartbeat(self, t: int, st: _Scale, _: Any) -> Out | None:
+        if t < self._close(t):
+            self._push(t + int(self.tr.heartbeat_s * 1000), st.spec.device, "hb")
+        return self._emit(t, st, wire.HeartbeatEvent(
+            seq=0, ts_ms=0, queued=len(st.held), sent=st.seq,
+            uptime_s=max(0, (t - self.cfg.start_ms) // 1000 + 1800)))
+
+    # -- births and truth -------------------------------------------------------------------
+
+    def births(self) -> Iterator[tuple[ScaleSpec, bytes]]:
+        """The retained birth of every device, as its agent would publish it at start-up."""
+        for dev, st in self.scales.items():
+            m = st.spec.m
+            boot = hashlib.sha256(f"{self.cfg.fleet.seed}:boot:{dev}".encode()).hexdigest()[:16]
+            yield st.spec, wire.encode(wire.Birth(
+                device=dev, market=st.spec.market, role=wire.Role(st.spec.role),
+                profile=m.profile, protocol=m.protocol, max_mg=m.max_mg, e_mg=m.e_mg,
+                accuracy_class=wire.AccuracyClass(m.accuracy_class), serial=st.spec.serial,
+                capabilities=list(m.capabilities), agent_version=AGENT_VERSION, boot_id=boot,
+                ts_ms=self.cfg.start_ms - 1_800_000 + st.skew_ms))
+
+    def truth(self) -> dict[str, Any]:
+        """The ground truth (call after :meth:`run` is exhausted)."""
+        w, cfg = self.world, self.cfg
+        problem = CHEATS + FAULTS
+        scales: dict[str, Any] = {}
+        for dev, st in self.scales.items():
+            scen = []
+            for sc in w.scenarios.get(dev, ()):
+                if sc.kind in problem:
+                    scen.append(dict(st.truth))
+                else:
+                    scen.append({"kind": sc.kind, "onset_ms": sc.onset_ms, "size": sc.size,
+                                 "effective": True})
+            scales[dev] = {"market": st.spec.market, "merchant": st.spec.merchant,
+                           "model": st.spec.model, "role": st.spec.role,
+                           "clock_skew_ms": st.skew_ms, "sales": st.sales, "events": st.seq,
+                           "scenarios": scen, "reweighs": self.reweighs.get(dev, [])}
+        merchants = {}
+        for code, m in w.merchants.items():
+            kinds = [s["kind"] for d in m.devices for s in scales[d]["scenarios"]]
+            merchants[code] = {"name": m.name, "market": m.market, "stall": m.stall,
+                               "stall_no": m.stall_no, "devices": m.devices, "prices": m.prices,
+                               "honest": not any(k in problem for k in kinds)}
+        return {
+            "version": 1,
+            "fleet": {"name": cfg.fleet.name, "seed": cfg.fleet.seed, "start_ms": cfg.start_ms,
+                      "days": cfg.fleet.days, "trading_hours": cfg.trading.hours,
+                      "end_ms": cfg.start_ms + (cfg.fleet.days - 1) * 86_400_000
+                      + int(cfg.trading.hours * HOUR_MS),
+                      "markets": len(w.markets), "merchants": len(w.merchants),
+                      "scales": len(w.scales), "events": self.events,
+                      "stream_sha256": self.digest.hexdigest()},
+            "markets": {mk: {"fair": w.fair[mk]} for mk in w.markets},
+            "merchants": merchants,
+            "scales": scales,
+        }

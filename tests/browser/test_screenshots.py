@@ -1,0 +1,116 @@
+"""Every page renders without a console error; screenshots of each.
+
+``WRITE_SCREENSHOTS=1`` writes them to ``docs/screenshots/`` (committed, linked from
+docs/ui.md); otherwise they go to a temp dir, and the test still checks each page.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gw_browser import ROOT, Gateway, Pages, login
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.screenshots
+
+BAD_CSV = (
+    "设备编号,用途,型号,出厂编号,最大秤量,分度值,准确度等级,检定证书编号,检定日期,有效期至,商户名称,摊位号\n"
+    "s-9,计价,TM-A15,SN9,15 kg,5 g,III,JD-9,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+    "s-10,计价,TM-A15,SN10,15 公斤,5 g,III,JD-10,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+    "s 11,计价秤,TM-A15,SN11,15 kg,7 g,III,JD-11,2025-13-01,2026-02-28,张三蔬菜,A-01\n"
+    "s-12,秤,TM-A15,SN12,abc,5 g,V,JD-12,2025-03-01,2026-02-28,无此商户,Z-99\n"
+)
+
+
+def _out_dir(tmp_path: Path) -> Path:
+    if os.environ.get("WRITE_SCREENSHOTS") == "1":
+        out = ROOT / "docs" / "screenshots"
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    return tmp_path
+
+
+def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
+                                   tmp_path: Path) -> None:
+    out = _out_dir(tmp_path)
+    page = pages.page(browser, viewport={"width": 1366, "height": 900}, locale="zh-CN",
+                      timezone_id="Asia/Shanghai", accept_downloads=True)
+
+    def shot(name: str, full: bool = True) -> None:
+        # not "networkidle": the dashboard keeps its event stream open
+        page.wait_for_load_state("load")
+        page.evaluate("document.fonts.ready.then(() => true)")
+        page.mouse.move(2, 890)  # no hover highlight in the picture
+        page.wait_for_timeout(150)
+        page.screenshot(path=str(out / f"{name}.png"), full_page=full)
+
+    page.goto(gateway.url + "/login")
+    page.fill("#username", "admin1")
+    shot("login", full=False)
+    login(page, gateway, "admin1")
+    page.wait_for_selector("svg.chart .market-dot")
+    shot("dashboard-overview")
+
+    page.click("#nav a[href='#/queue']")
+    page.wait_for_selector("#queue tbody tr")
+    shot("inspection-queue")
+
+    page.goto(gateway.url + "/#/scale/s-1")
+    page.wait_for_selector(".view-scale svg.chart .envelope")
+    shot("scale-detail")
+
+    page.goto(gateway.url + f"/#/merchant/{gateway.ids['a']}")
+    page.wait_for_selector(".qr-box img")
+    shot("merchant-detail")
+
+    page.goto(gateway.url + "/#/queue")
+    page.wait_for_selector("#queue tbody tr")
+    page.locator("#queue a[href^='#/finding/']").first.click()
+    page.wait_for_selector("#evidence dd")
+    shot("finding-detail")
+
+    page.goto(gateway.url + "/#/inspect/s-2")
+    page.wait_for_selector("#inspection-form .load")
+    loads = page.locator("#inspection-form tbody tr")
+    for i in range(loads.count()):
+        expect(loads.nth(i).locator(".mpe")).to_contain_text("±")
+    for i in range(loads.count()):
+        row = loads.nth(i)
+        load = row.locator(".load").input_value()
+        whole, frac = load.split(".")
+        # every load reads 15 g light except the first, which is right
+        mg = int(whole) * 1_000_000 + int(frac.ljust(6, "0")) - (0 if i == 0 else 15_000)
+        row.locator(".indication").fill(f"{mg // 1_000_000}.{mg % 1_000_000:06d}")
+    page.click("#submit-inspection")
+    page.wait_for_selector("#verdict")
+    shot("inspection-form-verdicts")
+
+    page.goto(gateway.url + "/#/tolerance")
+    page.wait_for_selector("#mpe-out .big")
+    page.wait_for_selector("#rd-out .big")
+    shot("tolerance-calculator")
+
+    page.goto(gateway.url + "/#/registry/m1")
+    page.wait_for_selector("#merchants tbody tr")
+    page.set_input_files("#csv-file", files=[{"name": "register.csv", "mimeType": "text/csv",
+                                              "buffer": BAD_CSV.encode("utf-8")}])
+    page.click("#csv-import button[type=submit]")
+    page.wait_for_selector("#import-errors tbody tr")
+    shot("registry-csv-errors")
+
+    page.set_extra_http_headers({"Authorization": "Bearer " + page.evaluate(
+        "sessionStorage.getItem('gw.token')")})
+    page.goto(gateway.url + "/api/v1/markets/m1/qr-sheet")
+    page.wait_for_selector("svg.qr")
+    shot("qr-sheet")
+
+    p2 = pages.page(browser, viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                    is_mobile=True, has_touch=True, locale="zh-CN")
+    p2.goto(gateway.url + f"/m/{gateway.ids['a_token']}")
+    p2.wait_for_selector("#merchant-name")
+    p2.screenshot(path=str(out / "trust-page-phone.png"), full_page=True)
+    assert not pages.dialogs, pages.dialogs
+    assert not pages.errors, pages.errors

@@ -1,0 +1,126 @@
+"""Finding → task → inspection result → card / list status, through the API; the
+public trust-code data follows. Also the tolerance calculator."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import seed
+from fastapi.testclient import TestClient
+
+from gateway_server import registry as reg
+from gateway_server.pipeline import decode_message, store_batch
+from gateway_server.store import Store
+from weighing import wire
+
+
+def setup_scale_with_findings(store: Store) -> dict[str, object]:
+    now = time.time_ns() // 1_000_000
+    with store.engine.begin() as c:
+        ids = seed(c)
+        reg.register_scale(c, "s-1", market_id="m1", now_ms=now, max_mg=15_000_000,
+                           e_mg=5_000, accuracy_class="III", role="trade")
+        reg.bind(c, "s-1", ids["a"], at_ms=now - 60_000)
+        reg.register_scale(c, "s-2", market_id="m1", now_ms=now, max_mg=30_000_000,
+                           e_mg=10_000, accuracy_class="III", role="trade")
+        key = bytes.fromhex(reg.get_scale_row(c, "s-1")["key_hex"])
+    from weighing.signing import sign_event
+
+    evs = [
+        sign_event(key, "s-1", wire.SaleEvent(
+            seq=1, ts_ms=now - 1000, net_mg=198_000, settled_mg=155_000, peak_mg=198_000,
+            stable_device=False, stable_software=False, unsettled_commit=True)),
+        sign_event(key, "s-1", wire.ZeroCheckEvent(
+            seq=2, ts_ms=now - 500, mean_mg=100_000, spread_mg=0, n=40, duration_ms=8_000)),
+    ]
+    inc = decode_message("scales/v1/m1/s-1/events",
+                         wire.encode(wire.EventBatch(device="s-1", events=evs)), now)
+    with store.engine.begin() as c:
+        res = store_batch(c, [inc], now_ms=now)
+    assert len(res.new_findings) == 2, res
+    return ids
+
+
+def test_finding_task_result_cards_and_public_page(client: TestClient, store: Store,
+                                                   inspector: dict[str, str]) -> None:
+    ids = setup_scale_with_findings(store)
+    h = inspector
+    fs = client.get("/api/v1/findings", headers=h).json()
+    assert {f["kind"] for f in fs} == {"impact", "zero-offset"}
+    assert all(f["evidence"] and f["legal_basis"] for f in fs)
+    queue = client.get("/api/v1/inspection-queue", headers=h).json()
+    assert queue[0]["device"] == "s-1" and queue[0]["risk"] > 0
+    assert queue[0]["test_loads_mg"] == [100_000, 2_500_000, 10_000_000, 15_000_000]
+    assert {r["kind"] for r in queue[0]["reasons"]} == {"impact", "zero-offset"}
+    task = client.post("/api/v1/inspection-tasks", json={"device": "s-1"}, headers=h).json()
+    assert task["status"] == "open" and len(task["finding_ids"]) == 2
+    # 15 kg / 5 g in service: ±5 g to 2.5 kg, ±10 g to 10 kg; reads 100 g heavy at every load
+    loads = [{"load_mg": m, "indication_mg": m + 100_000} for m in task["test_loads_mg"]]
+    r = client.post("/api/v1/inspections", headers=h,
+                    json={"device": "s-1", "task_id": task["id"], "loads": loads})
+    assert r.status_code == 201, r.text
+    res = r.json()
+    assert res["verdict"] == "fail" and not any(c["ok"] for c in res["checks"])
+    assert res["checks"][1]["mpe_mg"] == "5000" and res["checks"][2]["mpe_mg"] == "10000"
+    assert res["merchant_status"] == {"status": "yellow", "list_status": "none"}
+    assert {f["status"] for f in client.get("/api/v1/findings", headers=h).json()} == {
+        "confirmed"}
+    assert client.get("/api/v1/inspection-tasks", headers=h).json() == []
+    # a second failure: red card and the black list, shown on the public trust-code data
+    r = client.post("/api/v1/inspections", headers=h, json={"device": "s-1", "loads": loads})
+    assert r.json()["merchant_status"] == {"status": "red", "list_status": "black"}
+    public = client.get(f"/api/v1/public/merchants/{ids['a_token']}").json()
+    assert public["status"] == "red" and public["list_status"] == "black"
+
+
+def test_passing_inspection_within_mpe(client: TestClient, store: Store,
+                                       inspector: dict[str, str]) -> None:
+    ids = setup_scale_with_findings(store)
+    loads = [{"load_mg": 2_500_000, "indication_mg": 2_505_000},  # +5 g = MPE: passes
+             {"load_mg": 10_000_000, "indication_mg": 9_990_000}]  # -10 g = MPE: passes
+    r = client.post("/api/v1/inspections", headers=inspector,
+                    json={"device": "s-1", "loads": loads}).json()
+    assert r["verdict"] == "pass" and all(c["ok"] for c in r["checks"])
+    kinds = {f["kind"]: f["status"] for f in client.get("/api/v1/findings",
+                                                        headers=inspector).json()}
+    # a passed weighing test refutes the zero-offset finding, not the impact one
+    assert kinds == {"zero-offset": "dismissed", "impact": "open"}
+    public = client.get(f"/api/v1/public/merchants/{ids['a_token']}").json()
+    assert public["status"] == "normal"
+
+
+def test_fraud_gives_compensation_on_linked_complaint(client: TestClient, store: Store,
+                                                      inspector: dict[str, str]) -> None:
+    ids = setup_scale_with_findings(store)
+    c = client.post("/api/v1/public/complaints",
+                    json={"trust_token": ids["a_token"], "text": "买的肉短秤了"})
+    assert c.status_code == 201 and "12315" in c.json()["message"]
+    r = client.post("/api/v1/inspections", headers=inspector, json={
+        "device": "s-1", "fraud": True, "loads": [{"load_mg": 2_500_000,
+                                                   "indication_mg": 2_500_000}]}).json()
+    assert r["merchant_status"] == {"status": "red", "list_status": "black"}
+    (complaint,) = client.get("/api/v1/complaints", headers=inspector).json()
+    assert complaint["merchant_id"] == ids["a"]
+    assert complaint["compensation_fen"] is None  # no sale linked: no price to multiply
+    bad = client.post("/api/v1/public/complaints", json={"trust_token": "x" * 20, "text": "hi"})
+    assert bad.status_code == 404
+
+
+def test_tolerance_calculator(client: TestClient, inspector: dict[str, str]) -> None:
+    q = {"load_mg": 2_500_000, "e_mg": 5_000, "max_mg": 15_000_000}
+    r = client.get("/api/v1/metrology/mpe", params=q, headers=inspector).json()
+    assert r["mpe_mg"] == "5000"
+    r = client.get("/api/v1/metrology/mpe", params=q | {"load_mg": 2_500_001},
+                   headers=inspector).json()
+    assert r["mpe_mg"] == "10000"
+    r = client.get("/api/v1/metrology/mpe", params=q | {"stage": "initial_verification"},
+                   headers=inspector).json()
+    assert r["mpe_mg"] == "2500"
+    assert client.get("/api/v1/metrology/mpe", params=q).status_code == 401
+    r = client.get("/api/v1/metrology/retail-deviation", headers=inspector,
+                   params={"weight_mg": 1_000_000, "category": "vegetables"}).json()
+    assert r["negative_deviation_mg"] == 20_000
+    assert r["reweigh_limit_mg"]["equal_accuracy_scale"] == 40_000
+    bad = client.get("/api/v1/metrology/mpe", headers=inspector,
+                     params={"load_mg": 1, "e_mg": 5_000, "max_mg": 15_000_001})
+    assert bad.status_code == 422

@@ -1,0 +1,177 @@
+"""Test support: real services on free loopback ports, never mocks.
+
+A test whose real service (mosquitto, socat, victoria-metrics, PostgreSQL) is missing
+is skipped on a developer machine, but fails in CI (``CI`` set), so a broken CI
+image can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+    if path:
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI but not installed (see .ci/run)")
+    pytest.skip(f"{name} not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def wait_until(pred, timeout_s: float = 20.0, interval_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``pred`` until it returns a truthy value; return it, or fail with ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value {last!r}")
+
+
+@dataclass
+class Mosquitto:
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+    binary: str
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+
+def start_mosquitto(tmp: Path, *, persistence: bool = True, extra: str = "") -> Mosquitto:
+    binary = require_binary("mosquitto")
+    port = free_port()
+    data = tmp / "mosquitto-data"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        f"persistence {'true' if persistence else 'false'}\n"
+        f"persistence_location {data}/\n"
+        # as root, mosquitto drops to the "mosquitto" user, who cannot read files in the
+        # test's private temporary folder (password files, ACLs): stay root
+        + ("user root\n" if os.geteuid() == 0 else "")
+        # bound the queues: an unbounded QoS 1 backlog grew to ~1 GB (stack-notes.md)
+        + "max_queued_messages 100000\n"
+        "max_inflight_messages 1000\n"
+        + extra
+    )
+    m = Mosquitto(port, None, conf, binary)  # type: ignore[arg-type]
+    m.start()
+    return m
+
+
+@dataclass
+class GatewayProc:
+    port: int
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+    log: Path
+    token: str | None = None  # bearer token of the "tester" account (inspector)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, **params):  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        r = httpx.get(self.url + path, params=params, headers=headers, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_gateway(tmp: Path, mqtt_url: str, *, db_url: str | None = None, port: int | None = None,
+                  client_id: str = "gw-test", extra_env: dict[str, str] | None = None) -> GatewayProc:
+    port = port or free_port()
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": db_url or f"sqlite:///{tmp}/gateway.db",
+        "MQTT_URL": mqtt_url,
+        "GATEWAY_HTTP_PORT": str(port),
+        "GATEWAY_MQTT_CLIENT_ID": client_id,
+        **(extra_env or {}),
+    })
+    log = tmp / f"gateway-{port}.log"
+    # an account for the API (every /api/v1 route but /public needs a bearer token)
+    password = secrets.token_urlsafe(16)
+    subprocess.run([str(BIN / "gateway-server"), "create-user", "--username", "tester",
+                    "--role", "inspector", "--if-exists", "update"], env=env, check=True,
+                   input=password + "\n", text=True, capture_output=True, timeout=60)
+    with log.open("ab") as out:
+        proc = subprocess.Popen([str(BIN / "gateway-server"), "serve"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    gw = GatewayProc(port, proc, env, log)
+    try:
+        wait_port(port, 20)
+    except TimeoutError:
+        gw.kill()
+        raise AssertionError("gateway did not start:\n" + log.read_text()[-3000:]) from None
+    r = httpx.post(gw.url + "/api/v1/auth/token",
+                   json={"username": "tester", "password": password}, timeout=10)
+    r.raise_for_status()
+    gw.token = r.json()["access_token"]
+    wait_until(lambda: gw.get("/healthz").get("mqtt_connected"), 10, what="gateway MQTT connect")
+    return gw
