@@ -5,23 +5,43 @@ another). A worker reads its frame source, feeds the weighing state machine, wri
 events and sample batches to the outbox and wakes its publisher. Any exception in a
 worker is caught by its supervisor loop, reported, and the worker restarts after a
 jittered exponential backoff (domain.md §5: an uncaught driver exception must never
-silently kill polling).
+silently kill polling). An agent-level supervisor thread checks every publisher's pump
+and restarts a dead one; :meth:`Agent.status` reports every task's state.
+
+Besides the state machine's events, a worker emits:
+
+* ``no-data`` faults: no frame for longer than ``no_data_s``, reported when data
+  resumes with the gap's duration (also across agent restarts: the time of the last
+  frame is kept in the outbox's state table);
+* ``CounterChangeEvent``s: counters, identity and calibration registers a Modbus
+  source reports in ``extras``, compared with the last values seen (kept across
+  restarts; the very first observation is reported with ``old = None``);
+* one ``outbox-full`` fault when the outbox raises its alarm;
+* ``transport-lost`` when a running source fails (once per outage, not per retry);
+* ``clock-skew`` when an authentic ``time-sync`` shows the clock off by more than
+  ``clock_skew_max_ms``.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from device_profiles.codecs import FrameError, make_codec
 from device_profiles.codecs.base import REQUEST_WEIGHT
 from device_profiles.schema import LinkKind, Profile, load_profile
 from edge_agent import __version__
-from edge_agent.config import AgentConfig, ScaleConfig
+from edge_agent.commands import CommandGate
+from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.statemachine import Params, WeighingStateMachine
@@ -29,6 +49,10 @@ from edge_agent.transport import FrameSource, SerialFrameSource, TransportError
 from weighing import wire
 
 log = logging.getLogger(__name__)
+
+_CHECKPOINT = "sm.load"
+_EXTRAS = "extras"
+_LAST_FRAME = "last_frame_ms"
 
 
 def now_ms() -> int:
@@ -59,6 +83,39 @@ def make_source(scale: ScaleConfig, profile: Profile) -> FrameSource:
     )
 
 
+def make_params(profile: Profile, scale: ScaleConfig) -> Params:
+    """State machine parameters: the profile's, with the scale's overrides."""
+    st, m, link = profile.stability, profile.metrology, profile.link
+    window_ms = scale.window_ms or st.window_ms
+    continuous = link.kind is LinkKind.SERIAL and link.mode == "continuous"
+    rate_hz = link.output_rate_hz if continuous else 1000 / link.poll_interval_ms
+    return Params(
+        e_mg=m.e_mg,
+        window_frames=int(window_ms * rate_hz / 1000),
+        window_ms=window_ms,
+        band_e=scale.band_e or st.band_e,
+        load_threshold_e=scale.load_threshold_e or st.load_threshold_e,
+        ranges=tuple((r.max_mg, r.e_mg) for r in m.ranges),
+    )
+
+
+def flatten_extras(extras: dict[str, Any]) -> dict[str, str]:
+    """Watched values of a Modbus source's ``extras`` as ``{name: text}``.
+
+    Raw AD changes with every reading and is not watched; calibration registers,
+    counters and identity registers are.
+    """
+    out: dict[str, str] = {}
+    for name in ("cal_zero", "cal_span"):
+        if extras.get(name) is not None:
+            out[name] = str(extras[name])
+    for group, prefix in (("counters", "counter."), ("identity", "identity.")):
+        for k, v in (extras.get(group) or {}).items():
+            if v is not None:
+                out[prefix + str(k)] = str(v)
+    return out
+
+
 @dataclass
 class WorkerStats:
     state: str = "starting"
@@ -68,6 +125,7 @@ class WorkerStats:
     restarts: int = 0
     last_error: str = ""
     last_frame_ms: int = 0
+    no_data_periods: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -76,7 +134,8 @@ class ScaleWorker:
 
     def __init__(
         self, cfg: ScaleConfig, *, market: str, outbox: Outbox, agent: AgentConfig,
-        source: FrameSource | None = None,
+        source: FrameSource | None = None, gate: CommandGate | None = None,
+        on_command: Any = None, clock: Any = None,
     ) -> None:
         self.cfg = cfg
         self.market = market
@@ -84,25 +143,26 @@ class ScaleWorker:
         self.agent_cfg = agent
         self.profile = load_profile(cfg.profile)
         self.source = source or make_source(cfg, self.profile)
-        st = self.profile.stability
-        self.sm = WeighingStateMachine(
-            Params(
-                e_mg=self.profile.metrology.e_mg,
-                window_ms=st.window_ms,
-                band_e=st.band_e,
-                load_threshold_e=st.load_threshold_e,
-            )
-        )
+        self.sm = WeighingStateMachine(make_params(self.profile, cfg))
         self.stats = WorkerStats()
         self.boot_id = uuid.uuid4().hex[:16]
+        self.gate = gate or CommandGate()
+        self._on_command = on_command  # (worker, command) -> None, from the agent
+        self._clock = clock  # the agent's ClockSync (offset reporting)
         self.publisher = Publisher(
-            agent.mqtt, market=market, device=cfg.device, outbox=outbox, birth=self.birth()
+            agent.mqtt, market=market, device=cfg.device, outbox=outbox, birth=self.birth(),
+            on_command=self._command,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples: tuple[list[int], list[int], list[int]] = ([], [], [])
-        self._last_samples_ms = 0
         self._last_heartbeat_ms = now_ms()
+        self._cp_version = self.sm.checkpoint_version
+        self._cp_written_ms = 0
+        self._extras_seen: dict[str, str] | None = None
+        self._last_frame_saved_ms = 0
+        self._outage_reported = False
+        self._restore()
 
     def birth(self) -> wire.Birth:
         m = self.profile.metrology
@@ -113,6 +173,18 @@ class ScaleWorker:
             serial=self.cfg.serial, capabilities=list(self.profile.capabilities),
             agent_version=__version__, boot_id=self.boot_id, ts_ms=now_ms(),
         )
+
+    def _restore(self) -> None:
+        dev = self.cfg.device
+        cp = self.outbox.get_state(dev, _CHECKPOINT)
+        if cp is not None:
+            if self.sm.restore(cp):
+                log.info("%s: resuming an unfinished load from the checkpoint", dev)
+            else:
+                log.warning("%s: unusable state machine checkpoint ignored", dev)
+        last = self.outbox.get_state(dev, _LAST_FRAME)
+        if last is not None:
+            self.stats.last_frame_ms = int(last)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -128,7 +200,13 @@ class ScaleWorker:
         if self._thread:
             self._thread.join(5)
         self._flush_samples(force=True)
+        self._save_checkpoint(force=True)
         self.publisher.stop()
+        self.stats.state = "stopped"
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     # -- supervision ------------------------------------------------------------------
 
@@ -145,12 +223,16 @@ class ScaleWorker:
                 self.stats.restarts += 1
                 self.stats.last_error = f"{type(err).__name__}: {err}"
                 self.stats.state = "backoff"
-                level = logging.WARNING if isinstance(err, TransportError) else logging.ERROR
-                log.log(level, "%s: worker failed (%s); restart in %.1f s",
-                        self.cfg.device, self.stats.last_error, backoff,
-                        exc_info=not isinstance(err, TransportError))
-                self._put(wire.FaultEvent(seq=0, ts_ms=now_ms(), code="worker-restart",
-                                          detail=self.stats.last_error[:1000]))
+                transport = isinstance(err, TransportError)
+                log.log(logging.WARNING if transport else logging.ERROR,
+                        "%s: worker failed (%s); restart in %.1f s",
+                        self.cfg.device, self.stats.last_error, backoff, exc_info=not transport)
+                if not self._outage_reported:  # once per outage, not once per retry
+                    self._outage_reported = True
+                    self._put(wire.FaultEvent(
+                        seq=0, ts_ms=now_ms(),
+                        code="transport-lost" if transport else "worker-restart",
+                        detail=self.stats.last_error[:1000]))
             finally:
                 self.source.close()
             # jittered exponential backoff: avoid every worker retrying in lockstep
@@ -158,34 +240,126 @@ class ScaleWorker:
             backoff = min(backoff * 2, 30.0)
         self.stats.state = "stopped"
 
+    def _pace_s(self) -> float:
+        """Least time between two reads of a serial source (Modbus sources pace themselves).
+
+        A continuous scale sends ~20 frames/s; waking once per frame costs more CPU than
+        the frames do, so the worker reads every ``read_interval_ms`` and takes the frames
+        that arrived meanwhile (they are back-dated at the line's nominal rate). A
+        request/response scale is asked once per ``link.poll_interval_ms``.
+        """
+        link = self.profile.link
+        if not isinstance(self.source, SerialFrameSource):
+            return 0.0
+        if link.mode == "request":
+            return link.poll_interval_ms / 1000
+        return self.agent_cfg.agent.read_interval_ms / 1000
+
     def _run(self) -> None:
+        period_ms = 1000.0 / self.profile.link.output_rate_hz
+        pace_s = self._pace_s()
+        next_read = 0.0
         while not self._stop.is_set():
-            polled = self.source.poll(0.05)
+            if pace_s:
+                wait = next_read - time.monotonic()
+                if wait > 0 and self._stop.wait(wait):
+                    break
+                next_read = time.monotonic() + pace_s
+            polled = self.source.poll(0.25)
             t_read = now_ms()
             for err in polled.errors:
                 self._frame_error(err)
             n = len(polled.frames)
-            # frames that arrived in one burst (the reader was late) are back-dated at the
-            # line's nominal rate, never earlier than the previous frame
-            period_ms = 1000.0 / self.profile.link.output_rate_hz
-            t = t_read
+            if n:
+                self._outage_reported = False
+                self._check_gap(t_read - int((n - 1) * period_ms))
+            # frames that arrived in one burst (the reader was late) are back-dated at
+            # the line's nominal rate, never earlier than the previous frame
+            take_samples = self.cfg.samples and not self.outbox.alarm
+            ts, ws, fs = self._samples
             for i, frame in enumerate(polled.frames):
                 t = max(t_read - int((n - 1 - i) * period_ms), self.stats.last_frame_ms)
                 self.stats.frames += 1
                 self.stats.last_frame_ms = t
-                for event in self.sm.feed(t, frame):
-                    self._put(event)
-                if self.cfg.samples:
-                    flags = (wire.SampleFlag.STABLE if frame.stable else 0) | (
-                        wire.SampleFlag.NET if frame.net else 0) | (
-                        wire.SampleFlag.OVERLOAD if frame.overload else 0) | (
-                        wire.SampleFlag.ZERO if frame.zero else 0)
-                    ts, ws, fs = self._samples
+                events = self.sm.feed(t, frame)
+                self._persist(events)
+                if take_samples:
                     ts.append(t)
                     ws.append(frame.weight_mg)
-                    fs.append(flags)
+                    fs.append(_flags(frame))
+            if n:
+                self._check_extras()
+                self._save_last_frame(t_read)
             self._flush_samples()
             self._heartbeat(t_read)
+
+    # -- per-frame bookkeeping ------------------------------------------------------------
+
+    def _persist(self, events: list[wire.Event]) -> None:
+        """Store the frame's events; the state machine checkpoint goes with the last one."""
+        changed = self.sm.checkpoint_version != self._cp_version
+        if not events:
+            if changed:
+                self._save_checkpoint()
+            return
+        for i, event in enumerate(events):
+            last = i == len(events) - 1
+            state = {_CHECKPOINT: self.sm.checkpoint()} if last and changed else None
+            self._put(event, state=state)
+        if changed:
+            self._cp_version = self.sm.checkpoint_version
+            self._cp_written_ms = now_ms()
+
+    def _save_checkpoint(self, *, force: bool = False) -> None:
+        if self.sm.checkpoint_version == self._cp_version:
+            return
+        t = now_ms()
+        # a settled reading that flickers within the band would write every frame:
+        # write at most once per stability window (what completes a load is written
+        # with its event, never late)
+        if not force and t - self._cp_written_ms < self.sm.params.window_ms:
+            return
+        self.outbox.set_state(self.cfg.device, {_CHECKPOINT: self.sm.checkpoint()})
+        self._cp_version = self.sm.checkpoint_version
+        self._cp_written_ms = t
+
+    def _check_gap(self, t_first: int) -> None:
+        last = self.stats.last_frame_ms
+        gap = t_first - last
+        if last and gap > self.cfg.no_data_s * 1000:
+            self.stats.no_data_periods += 1
+            self._put(wire.FaultEvent(
+                seq=0, ts_ms=t_first, code="no-data", duration_ms=gap,
+                detail=f"no frames for {gap / 1000:.1f} s (since {last} ms)"))
+
+    def _save_last_frame(self, t: int) -> None:
+        if t - self._last_frame_saved_ms >= 5000:
+            self._last_frame_saved_ms = t
+            self.outbox.set_state(self.cfg.device, {_LAST_FRAME: str(t).encode()})
+
+    def _check_extras(self) -> None:
+        extras = getattr(self.source, "extras", None)
+        if not extras:
+            return
+        now = flatten_extras(extras)
+        seen = self._extras_seen
+        if seen is None:
+            raw = self.outbox.get_state(self.cfg.device, _EXTRAS)
+            seen = msgspec.json.decode(raw, type=dict[str, str]) if raw else {}
+            self._extras_seen = seen
+        changes = [(k, seen.get(k), v) for k, v in now.items() if seen.get(k) != v]
+        if not changes:
+            return
+        merged = {**seen, **now}
+        t = now_ms()
+        for i, (name, old, new) in enumerate(changes):
+            state: dict[str, bytes | None] | None = (
+                {_EXTRAS: msgspec.json.encode(merged)} if i == len(changes) - 1 else None
+            )
+            self._put(wire.CounterChangeEvent(seq=0, ts_ms=t, name=name, old=old, new=new),
+                      state=state)
+            log.info("%s: %s changed: %s -> %s", self.cfg.device, name, old, new)
+        self._extras_seen = merged
 
     def _frame_error(self, err: FrameError) -> None:
         self.stats.frame_errors += 1
@@ -194,10 +368,19 @@ class ScaleWorker:
         log.warning("%s: rejected %d bytes at offset %d: %s",
                     self.cfg.device, err.length, err.offset, err.reason)
 
-    def _put(self, event: wire.Event) -> None:
-        seq = self.outbox.put_event(self.cfg.device, event, key=self.cfg.key_bytes)
+    def _put(self, event: wire.Event, *, state: dict[str, bytes | None] | None = None) -> None:
+        seq = self.outbox.put_event(self.cfg.device, event, key=self.cfg.key_bytes, state=state)
         if seq > 0:
             self.stats.events += 1
+        if self.outbox.take_alarm():
+            c = self.outbox.counters()
+            log.error("%s: outbox full (%d rows, bound %d): samples stop until the broker "
+                      "acknowledges", self.cfg.device, c["queued"], self.outbox.max_rows)
+            self._put(wire.FaultEvent(
+                seq=0, ts_ms=now_ms(), code="outbox-full",
+                detail=f"{c['queued']} rows queued, bound {self.outbox.max_rows}; only "
+                       f"never-dropped events remain; samples refused, "
+                       f"{c.get('dropped', 0)} rows dropped so far"))
         self.publisher.notify()
 
     def _flush_samples(self, *, force: bool = False) -> None:
@@ -217,44 +400,218 @@ class ScaleWorker:
         if t - self._last_heartbeat_ms < self.agent_cfg.agent.heartbeat_s * 1000:
             return
         self._last_heartbeat_ms = t
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Queue a heartbeat now (health counters, clock offset)."""
         c = self.outbox.counters()
+        offset = self._clock.offset_ms if self._clock is not None else None
         self._put(wire.HeartbeatEvent(
-            seq=0, ts_ms=t, queued=c.get("queued", 0), sent=c.get("sent", 0),
+            seq=0, ts_ms=now_ms(), queued=c.get("queued", 0), sent=c.get("sent", 0),
             dropped=c.get("dropped", 0), reconnects=self.publisher.stats.reconnects,
             frame_errors=self.stats.frame_errors, uptime_s=self.publisher.stats.uptime_s,
+            clock_offset_ms=offset, commands_rejected=self.gate.rejected(self.cfg.device),
         ))
+
+    # -- commands (paho's network thread) ----------------------------------------------
+
+    def _command(self, topic: str, payload: bytes) -> None:
+        cmd = self.gate.check(self.cfg.device, self.cfg.key_bytes, topic, payload,
+                              now_ms=now_ms())
+        if cmd is not None and self._on_command is not None:
+            self._on_command(self, cmd)
+
+    def status(self) -> dict[str, object]:
+        s, p = self.stats, self.publisher.stats
+        cs = self.gate.stats.get(self.cfg.device)
+        return {
+            "state": s.state, "alive": self.alive, "frames": s.frames,
+            "frame_errors": s.frame_errors, "events": s.events, "restarts": s.restarts,
+            "last_error": s.last_error, "last_frame_ms": s.last_frame_ms,
+            "no_data_periods": s.no_data_periods, "phase": self.sm.phase.value,
+            "publisher": {
+                "state": p.state, "connected": p.connected, "connects": p.connects,
+                "reconnects": p.reconnects, "connect_failures": p.connect_failures,
+                "tls_errors": p.tls_errors, "published_msgs": p.published_msgs,
+                "acked_rows": p.acked_rows, "inflight": p.inflight,
+                "pump_state": p.pump_state, "pump_failures": p.pump_failures,
+                "pump_restarts": p.pump_restarts, "last_error": p.last_error,
+            },
+            "commands": {
+                "accepted": cs.accepted if cs else 0, "rejected": cs.rejected if cs else 0,
+                "last_rejection": cs.last_rejection if cs else "",
+            },
+        }
+
+
+def _flags(frame: Any) -> int:
+    return ((wire.SampleFlag.STABLE if frame.stable else 0)
+            | (wire.SampleFlag.NET if frame.net else 0)
+            | (wire.SampleFlag.OVERLOAD if frame.overload else 0)
+            | (wire.SampleFlag.UNDERLOAD if frame.underload else 0)
+            | (wire.SampleFlag.ZERO if frame.zero else 0))
+
+
+class ClockSync:
+    """The offset (server − agent clock) learnt from authentic ``time-sync`` commands."""
+
+    def __init__(self) -> None:
+        self.offset_ms: int | None = None
+        self.synced_at_ms: int | None = None
 
 
 class Agent:
     """All scales of one configuration file."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, *, config_path: str | Path | None = None) -> None:
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path else None
         self.outbox = Outbox(cfg.agent.outbox, max_rows=cfg.agent.outbox_max_rows)
-        self.workers = [
-            ScaleWorker(s, market=cfg.agent.market, outbox=self.outbox, agent=cfg)
-            for s in cfg.scale
-        ]
+        c = self.outbox.counters()
+        if c["queued"]:
+            log.info("outbox %s: %d rows from a previous run to publish", cfg.agent.outbox,
+                     c["queued"])
+        self.gate = CommandGate()
+        self.clock = ClockSync()
+        self.workers = [self._worker(s) for s in cfg.scale]
+        self.reloads = 0
+        self.last_reload_error = ""
+        self._control: queue.Queue[tuple[ScaleWorker, wire.Command] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()  # guards self.workers against a concurrent reload
+
+    def _worker(self, s: ScaleConfig) -> ScaleWorker:
+        return ScaleWorker(s, market=self.cfg.agent.market, outbox=self.outbox, agent=self.cfg,
+                           gate=self.gate, on_command=self._enqueue, clock=self.clock)
 
     def start(self) -> None:
         for w in self.workers:
             w.start()
+        for target, name in ((self._supervise, "agent-supervisor"),
+                             (self._control_loop, "agent-control")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
+        self._stop.set()
+        self._control.put(None)
+        for t in self._threads:
+            t.join(5)
+        with self._lock:
+            for w in self.workers:
+                w.stop()
         self.outbox.close()
 
+    # -- supervision --------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                for w in self.workers:
+                    w.publisher.check()
+
+    # -- commands -----------------------------------------------------------------------
+
+    def _enqueue(self, worker: ScaleWorker, cmd: wire.Command) -> None:
+        self._control.put((worker, cmd))
+
+    def _control_loop(self) -> None:
+        while True:
+            item = self._control.get()
+            if item is None or self._stop.is_set():
+                return
+            worker, cmd = item
+            try:
+                if cmd.name is wire.CommandName.TIME_SYNC:
+                    self.time_sync(worker, cmd)
+                elif cmd.name is wire.CommandName.CONFIG_RELOAD:
+                    self.reload()
+            except Exception:  # a failed command must not end command handling
+                log.exception("command %s failed", cmd.name.value)
+
+    def time_sync(self, worker: ScaleWorker, cmd: wire.Command) -> None:
+        """Record the clock offset; device times stay the agent's clock (it is reported)."""
+        if cmd.server_ms is None:
+            log.warning("%s: time-sync without server_ms ignored", worker.cfg.device)
+            return
+        t = now_ms()
+        offset = cmd.server_ms - t
+        self.clock.offset_ms, self.clock.synced_at_ms = offset, t
+        log.info("clock offset to the server: %+d ms", offset)
+        if abs(offset) > self.cfg.agent.clock_skew_max_ms:
+            worker._put(wire.FaultEvent(
+                seq=0, ts_ms=t, code="clock-skew",
+                detail=f"agent clock differs from the server's by {-offset:+d} ms "
+                       f"(server − agent = {offset:+d} ms); event times are the agent's"))
+        worker.heartbeat()
+
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file; restart the workers whose scale section changed.
+
+        ``[mqtt]`` or ``[agent]`` changes (besides ``market`` and ``outbox``, which need a
+        restart and are refused) restart every worker. Returns what was done.
+        """
+        if self.config_path is None:
+            raise ConfigError("the agent was not started from a config file")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as err:
+            self.last_reload_error = str(err)
+            log.error("config-reload refused: %s", err)
+            raise
+        old = self.cfg
+        if (new.agent.market, new.agent.outbox) != (old.agent.market, old.agent.outbox):
+            msg = "agent.market / agent.outbox changes need a restart; reload refused"
+            self.last_reload_error = msg
+            log.error("config-reload: %s", msg)
+            raise ConfigError(msg)
+        everything = new.mqtt != old.mqtt or new.agent != old.agent
+        done: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
+        with self._lock:
+            self.cfg = new
+            by_dev = {w.cfg.device: w for w in self.workers}
+            wanted = {s.device: s for s in new.scale}
+            keep: list[ScaleWorker] = []
+            for dev, w in by_dev.items():
+                s = wanted.get(dev)
+                if s is None:
+                    w.stop()
+                    done["removed"].append(dev)
+                elif s == w.cfg and not everything:
+                    w.agent_cfg = new
+                    keep.append(w)
+                    done["kept"].append(dev)
+                else:
+                    w.stop()
+            workers = []
+            for s in new.scale:
+                w2 = next((w for w in keep if w.cfg.device == s.device), None)
+                if w2 is None:
+                    w2 = self._worker(s)
+                    w2.start()
+                    done["restarted" if s.device in by_dev else "added"].append(s.device)
+                workers.append(w2)
+            self.workers = workers
+        self.reloads += 1
+        self.last_reload_error = ""
+        log.info("config reloaded: %s", done)
+        return done
+
+    # -- status -------------------------------------------------------------------------
+
     def status(self) -> dict[str, object]:
+        """Every task's state: workers, publishers (and pumps), outbox, commands, clock."""
+        with self._lock:
+            workers = list(self.workers)
         return {
-            "outbox": self.outbox.counters(),
-            "scales": {
-                w.cfg.device: {
-                    "state": w.stats.state, "frames": w.stats.frames,
-                    "frame_errors": w.stats.frame_errors, "events": w.stats.events,
-                    "restarts": w.stats.restarts, "connected": w.publisher.stats.connected,
-                    "last_error": w.stats.last_error,
-                }
-                for w in self.workers
-            },
+            "version": __version__,
+            "outbox": {**self.outbox.counters(), "alarm": self.outbox.alarm,
+                       "max_rows": self.outbox.max_rows},
+            "supervisor": "running" if any(t.is_alive() for t in self._threads) else "stopped",
+            "clock_offset_ms": self.clock.offset_ms,
+            "reloads": self.reloads,
+            "last_reload_error": self.last_reload_error,
+            "scales": {w.cfg.device: w.status() for w in workers},
         }

@@ -80,16 +80,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.config import load_config
 
     cfg = load_config(args.config)
-    agent = Agent(cfg)
+    agent = Agent(cfg, config_path=args.config)
     stop = threading.Event()
+    reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def on_hup(*_: object) -> None:  # the conventional "re-read your config"
+        reload.set()
+        stop.set()
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, on_hup)
     agent.start()
     logging.getLogger("edge_agent").info(
         "edge agent %s: %d scale(s) in market %s", __version__, len(agent.workers), cfg.agent.market
     )
+    interval = args.status_interval or 3600
     try:
-        while not stop.wait(args.status_interval or 3600):
+        while True:
+            woke = stop.wait(interval)
+            if reload.is_set():
+                reload.clear()
+                stop.clear()
+                try:
+                    agent.reload()
+                except GatewayError:
+                    pass  # logged; the running configuration stays
+                continue
+            if woke:
+                break
             if args.status_interval:
                 print(json.dumps(agent.status()), flush=True)
     finally:

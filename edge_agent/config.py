@@ -11,6 +11,7 @@ Example (one agent, several scales; see docs/edge-agent.md)::
     url = "mqtt://127.0.0.1:1883"      # mqtts:// for TLS
     # ca = "ca.pem"  cert = "dev.pem"  key = "dev.key"  username = ""  password = ""
 
+Relative paths (outbox, ca, cert, key, a profile ``*.toml``) are relative to the file.
     [[scale]]
     device = "s-0001"
     profile = "toledo-15kg-5g"          # shipped id or a path to a .toml profile
@@ -25,7 +26,14 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from weighing.errors import GatewayError
 from weighing.wire import Role, check_id
@@ -50,6 +58,19 @@ class MqttConfig(_Strict):
     batch_size: int = Field(50, ge=1, le=5000)
     max_delay_ms: int = Field(200, ge=0, le=60_000)
     inflight: int = Field(20, ge=1, le=1000)
+    reconnect_max_s: int = Field(30, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttConfig:
+        if not self.tls and (self.ca or self.cert or self.key):
+            # a CA or client certificate with a plaintext URL is a mistake that would
+            # send data in the clear: refuse it instead of guessing
+            raise ValueError("ca / cert / key are set but url is not mqtts:// (TLS)")
+        if self.key and not self.cert:
+            raise ValueError("key is set without cert")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set without username")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -81,6 +102,12 @@ class ScaleConfig(_Strict):
     key: str | None = None  # hex
     serial: str | None = None
     samples: bool = True
+    #: overrides of the profile's software stability window (profile [stability])
+    window_ms: int | None = Field(None, ge=50, le=10_000)
+    band_e: float | None = Field(None, gt=0, le=10)
+    load_threshold_e: int | None = Field(None, ge=1, le=1000)
+    #: a gap without frames longer than this is reported (fault ``no-data``) when data resumes
+    no_data_s: float = Field(10.0, gt=0, le=86_400)
 
     @field_validator("device")
     @classmethod
@@ -106,6 +133,10 @@ class AgentSection(_Strict):
     outbox_max_rows: int = Field(100_000, ge=10)
     heartbeat_s: float = Field(30, gt=0)
     samples_interval_s: float = Field(1.0, gt=0)
+    #: least time between two reads of a continuous-output serial scale (CPU vs latency)
+    read_interval_ms: int = Field(200, ge=0, le=1000)
+    #: a clock offset (from ``time-sync``) beyond this is reported as fault ``clock-skew``
+    clock_skew_max_ms: int = Field(2000, ge=0)
 
     @field_validator("market")
     @classmethod
@@ -138,4 +169,26 @@ def load_config(path: str | Path) -> AgentConfig:
     devices = [s.device for s in cfg.scale]
     if len(set(devices)) != len(devices):
         raise ConfigError(f"{p}: scale.device: duplicate device ids")
-    return cfg
+    return _resolve_paths(cfg, p.parent)
+
+
+def _resolve_paths(cfg: AgentConfig, base: Path) -> AgentConfig:
+    """Relative file paths in the config file are relative to the file itself."""
+
+    def rel(path: Path | None) -> Path | None:
+        return None if path is None or path.is_absolute() else base / path
+
+    m = cfg.mqtt
+    for name in ("ca", "cert", "key"):
+        path = getattr(m, name)
+        if path is not None and not (rel(path) or path).exists():
+            raise ConfigError(f"{base}: mqtt.{name}: no such file {rel(path) or path}")
+    mqtt = m.model_copy(update={k: rel(getattr(m, k)) or getattr(m, k)
+                                for k in ("ca", "cert", "key") if getattr(m, k)})
+    agent = cfg.agent.model_copy(update={"outbox": rel(cfg.agent.outbox) or cfg.agent.outbox})
+    scales = [
+        s.model_copy(update={"profile": str(base / s.profile)})
+        if s.profile.endswith(".toml") and not Path(s.profile).is_absolute() else s
+        for s in cfg.scale
+    ]
+    return cfg.model_copy(update={"mqtt": mqtt, "agent": agent, "scale": scales})

@@ -9,9 +9,17 @@ Rules (architecture.md §4, domain.md §5 lessons from thingsboard-gateway / tel
 * Bounded by ``max_rows``. When full: raw samples go first (oldest first), then
   heartbeats and zero checks; **sale, re-weigh, counter and fault events are never
   dropped**: when only they remain the outbox accepts them beyond the bound, raises
-  ``alarm`` (reported in the heartbeat and as a fault event) and the agent stops
-  taking samples until there is room again.
-* Every drop is counted (``dropped``) and reported.
+  ``alarm`` (reported in the heartbeat and, once per episode, as an ``outbox-full``
+  fault event: :meth:`Outbox.take_alarm`) and refuses samples until acknowledged rows
+  make room again. A heartbeat always gets in (it is how the alarm is seen): when
+  nothing may be evicted for it, it replaces the device's queued heartbeats, so at most
+  one per device lies beyond the bound.
+* Every drop is counted (``dropped``, and by class) and reported.
+* A small key/value table (``state``) holds what the agent must remember across
+  restarts besides events: the weighing state machine's checkpoint of an unfinished
+  load and the last-seen counter / identity / calibration registers. A checkpoint can
+  be written in the same transaction as the event that completes it, so a crash
+  between the two can neither lose nor repeat the sale.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ _PRIORITY = {
     "zero": LOW, "heartbeat": LOW,
 }
 
+#: how an encoded heartbeat begins (msgspec writes the tag field first)
+_HEARTBEAT_HEAD = b'{"kind":"heartbeat"'
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,8 +54,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL          -- one encoded event, or one whole samples payload
 );
 CREATE INDEX IF NOT EXISTS outbox_dev ON outbox(device, channel, id);
+CREATE INDEX IF NOT EXISTS outbox_prio ON outbox(priority, id);
 CREATE TABLE IF NOT EXISTS seqs (device TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    device TEXT NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (device, name)
+);
 """
 
 
@@ -73,6 +89,7 @@ class Outbox:
         self._db.executescript(_SCHEMA)
         self._rows = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         self.alarm = False
+        self._alarm_pending = False  # raised, not yet reported by take_alarm()
 
     # -- counters ---------------------------------------------------------------------
 
@@ -91,14 +108,24 @@ class Outbox:
 
     # -- writes -----------------------------------------------------------------------
 
-    def put_event(self, device: str, event: wire.Event, *, key: bytes | None = None) -> int:
-        """Assign the next seq of ``device``, sign, store; return the seq."""
+    def put_event(
+        self, device: str, event: wire.Event, *, key: bytes | None = None,
+        state: dict[str, bytes | None] | None = None,
+    ) -> int:
+        """Assign the next seq of ``device``, sign, store; return the seq (-1: dropped).
+
+        ``state`` entries (``None`` deletes) are written in the same transaction.
+        """
         kind = type(event).__struct_config__.tag
         prio = _PRIORITY.get(str(kind), LOW)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if not self._make_room(prio):
+                if state:
+                    self._write_state(device, state)
+                if not self._make_room(prio) and not (
+                    kind == "heartbeat" and self._replace_heartbeats(device)
+                ):
                     self._bump("dropped")
                     self._bump(f"dropped_{kind}")
                     self._db.execute("COMMIT")
@@ -122,6 +149,10 @@ class Outbox:
                 )
                 self._rows += 1
                 self._bump("accepted")
+                if prio == KEEP and self._rows >= self.max_rows and self._db.execute(
+                    "SELECT 1 FROM outbox WHERE priority > ? LIMIT 1", (KEEP,)
+                ).fetchone() is None:
+                    self._raise_alarm()  # at the bound, and nothing left that may give way
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -156,9 +187,9 @@ class Outbox:
             self.alarm = False
             return True
         # evict the oldest row of the least important class present, but only rows less
-        # important than (or, for samples and low events, as important as) the newcomer
+        # important than, or as important as, the newcomer (KEEP rows are never victims)
         for victim in (SAMPLE, LOW):
-            if victim < prio or (victim == prio and prio != KEEP):
+            if victim < prio:
                 continue
             row = self._db.execute(
                 "SELECT id FROM outbox WHERE priority = ? ORDER BY id LIMIT 1", (victim,)
@@ -172,11 +203,65 @@ class Outbox:
             return True
         if prio == KEEP:
             # only events that must never be dropped remain: keep it, raise the alarm
-            if not self.alarm:
-                self._bump("alarms")
-            self.alarm = True
+            self._raise_alarm()
             return True
         return False
+
+    def _raise_alarm(self) -> None:
+        if not self.alarm:
+            self._bump("alarms")
+            self._alarm_pending = True
+        self.alarm = True
+
+    def _replace_heartbeats(self, device: str) -> bool:
+        """Make way for a heartbeat beyond the bound by dropping the device's queued ones."""
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE device = ? AND channel = 'events' AND priority = ? "
+            "AND substr(payload, 1, ?) = ?",
+            (device, LOW, len(_HEARTBEAT_HEAD), _HEARTBEAT_HEAD),
+        )
+        if cur.rowcount:
+            self._rows -= cur.rowcount
+            self._bump("dropped", cur.rowcount)
+            self._bump("dropped_low", cur.rowcount)
+        return True
+
+    def take_alarm(self) -> bool:
+        """True once each time the alarm is raised (to emit one ``outbox-full`` event)."""
+        with self._lock:
+            pending, self._alarm_pending = self._alarm_pending, False
+            return pending
+
+    # -- persistent agent state -------------------------------------------------------
+
+    def _write_state(self, device: str, entries: dict[str, bytes | None]) -> None:
+        for name, value in entries.items():
+            if value is None:
+                self._db.execute("DELETE FROM state WHERE device = ? AND name = ?", (device, name))
+            else:
+                self._db.execute(
+                    "INSERT INTO state(device, name, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT(device, name) DO UPDATE SET value = excluded.value",
+                    (device, name, value),
+                )
+
+    def set_state(self, device: str, entries: dict[str, bytes | None]) -> None:
+        """Write (``None``: delete) state entries of ``device`` in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_state(device, entries)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get_state(self, device: str, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM state WHERE device = ? AND name = ?", (device, name)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
 
     # -- reads and acknowledgement ----------------------------------------------------
 
@@ -208,10 +293,10 @@ class Outbox:
     def depth(self, device: str | None = None) -> int:
         with self._lock:
             if device is None:
-                return self._rows
-            return self._db.execute(
+                return int(self._rows)
+            return int(self._db.execute(
                 "SELECT count(*) FROM outbox WHERE device = ?", (device,)
-            ).fetchone()[0]
+            ).fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

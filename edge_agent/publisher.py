@@ -12,16 +12,26 @@ Rules (architecture.md §4):
 * Events are batched (up to ``batch_size`` per message, measured ×15 the throughput
   of one per message), never held longer than ``max_delay_ms``; at most ``inflight``
   unacknowledged messages per device.
-* TLS verifies the broker's certificate; a TLS failure is an error and there is no
-  plaintext fallback.
+* TLS verifies the broker's certificate (and its host name); a TLS failure is an
+  error: counted (``tls_errors``), reported in ``state`` / ``last_error``, logged, retried
+  with backoff over TLS again. There is no plaintext fallback, ever.
+* Commands: on every connect the publisher subscribes (QoS 1) to the device's
+  ``.../cmd/+`` topics and hands each message to ``on_command`` (the agent checks its
+  signature; nothing is trusted here).
+* The pump thread is supervised: an exception is counted and reported and the pump
+  goes on after a jittered exponential backoff; :meth:`Publisher.check` restarts a pump
+  thread that died anyway.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -37,12 +47,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class PublisherStats:
     connected: bool = False
+    #: connecting | connected | disconnected | tls-error | connect-error | refused | stopped
+    state: str = "connecting"
     reconnects: int = 0
     published_msgs: int = 0
     acked_rows: int = 0
     last_error: str = ""
     connects: int = 0
+    connect_failures: int = 0
+    tls_errors: int = 0
     inflight: int = 0
+    pump_state: str = "starting"  # running | backoff | dead | stopped
+    pump_failures: int = 0
+    pump_restarts: int = 0
+    commands_received: int = 0
     _t0: float = field(default_factory=time.monotonic)
 
     @property
@@ -50,13 +68,62 @@ class PublisherStats:
         return int(time.monotonic() - self._t0)
 
 
+class _Client(mqtt.Client):
+    """paho's client, reporting *why* a (re)connection failed.
+
+    paho swallows the ``OSError`` of a failed connect in its network loop and calls
+    ``on_connect_fail`` without it; a TLS verification failure must be reported as
+    such (domain.md §5), so the exception is caught on its way through here.
+    """
+
+    connect_error: Callable[[OSError, bool], None] | None = None
+    _in_handshake_error = False
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._in_handshake_error = False
+        try:
+            return super().reconnect()
+        except OSError as err:
+            if self.connect_error is not None:
+                # an error in the TLS handshake is a TLS failure whatever its type (a
+                # plaintext server answers a ClientHello by resetting the connection)
+                tls = self._in_handshake_error or isinstance(err, ssl.SSLError)
+                self.connect_error(err, tls)
+            raise
+
+    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
+        # paho leaves the socket of a failed handshake open (one leaked descriptor per
+        # retry until the garbage collector runs): close it. Host-name checking is the
+        # context's (PROTOCOL_TLS_CLIENT: check_hostname on), so nothing else is lost.
+        ctx = self._ssl_context
+        if ctx is None or not ctx.check_hostname:
+            return super()._ssl_wrap_socket(tcp_sock)
+        try:
+            ssl_sock = ctx.wrap_socket(
+                tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+            )
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            self._in_handshake_error = True
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
 class Publisher:
     """Publishes one device's outbox rows; thread-safe ``notify()`` wakes it."""
 
     def __init__(
-        self, cfg: MqttConfig, *, market: str, device: str, outbox: Outbox, birth: wire.Birth
+        self, cfg: MqttConfig, *, market: str, device: str, outbox: Outbox, birth: wire.Birth,
+        on_command: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.on_command = on_command
         self.market = market
         self.device = device
         self.outbox = outbox
@@ -70,7 +137,7 @@ class Publisher:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(
+        c = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.device,
             clean_session=True,
@@ -78,10 +145,11 @@ class Publisher:
         )
         c.max_inflight_messages_set(self.cfg.inflight)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(1, 30)
+        c.reconnect_delay_set(1, self.cfg.reconnect_max_s)
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password)
         if self.cfg.tls:
+            # verification on: CERT_REQUIRED and host-name checking (never tls_insecure)
             c.tls_set(
                 ca_certs=str(self.cfg.ca) if self.cfg.ca else None,
                 certfile=str(self.cfg.cert) if self.cfg.cert else None,
@@ -89,6 +157,8 @@ class Publisher:
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
+            c.tls_insecure_set(False)
+        c.connect_error = self._on_connect_error
         c.will_set(
             self.topic(wire.Channel.STATE),
             wire.encode(wire.State(state=wire.DeviceState.OFFLINE)),
@@ -98,6 +168,7 @@ class Publisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         return c
 
     def topic(self, channel: wire.Channel) -> str:
@@ -108,14 +179,27 @@ class Publisher:
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
+        self._start_pump()
+
+    def _start_pump(self) -> None:
         self._thread = threading.Thread(
             target=self._pump, name=f"pub-{self.device}", daemon=True
         )
         self._thread.start()
 
+    def check(self) -> None:
+        """Supervisor hook: restart the pump thread if it died (it should not)."""
+        if self._stop.is_set() or self._thread is None or self._thread.is_alive():
+            return
+        self.stats.pump_restarts += 1
+        self.stats.pump_state = "dead"
+        log.error("%s: publisher pump thread died; restarting it", self.device)
+        self._start_pump()
+
     def stop(self, *, timeout_s: float = 2.0) -> None:
         """Publish ``offline``, wait briefly for outstanding acks, disconnect."""
         self._stop.set()
+        self.stats.pump_state = "stopped"
         self._wake.set()
         if self._thread:
             self._thread.join(timeout_s)
@@ -131,19 +215,40 @@ class Publisher:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        self.stats.state = "stopped"
 
     def notify(self) -> None:
         self._wake.set()
 
     # -- callbacks (paho's network thread) ---------------------------------------------
 
+    def _on_connect_error(self, err: OSError, tls: bool) -> None:
+        self.stats.connect_failures += 1
+        if tls:
+            self.stats.tls_errors += 1
+            self.stats.state = "tls-error"
+            self.stats.last_error = f"TLS: {err}"
+            level = logging.ERROR
+        else:
+            self.stats.state = "connect-error"
+            self.stats.last_error = f"connect: {err}"
+            level = logging.WARNING
+        if self.stats.connect_failures <= 3 or self.stats.connect_failures % 100 == 0:
+            log.log(level, "%s: cannot connect to %s:%s: %s (failure %d; retrying, never "
+                    "in plaintext)", self.device, self.cfg.host, self.cfg.port, err,
+                    self.stats.connect_failures)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
             self.stats.last_error = f"connect refused: {reason_code}"
+            self.stats.state = "refused"
+            self.stats.connect_failures += 1
             log.error("%s: broker refused the connection: %s", self.device, reason_code)
             return
         self.stats.connected = True
+        self.stats.state = "connected"
         self.stats.connects += 1
+        client.subscribe(f"{wire.TOPIC_ROOT}/{self.market}/{self.device}/cmd/+", qos=1)
         birth = wire.encode(self.birth)
         client.publish(self.topic(wire.Channel.BIRTH), birth, qos=1, retain=True)
         client.publish(
@@ -159,6 +264,16 @@ class Publisher:
             self.stats.reconnects += 1
             log.warning("%s: disconnected (%s); will reconnect", self.device, reason_code)
         self.stats.connected = False
+        if not self._stop.is_set():
+            self.stats.state = "disconnected"
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        self.stats.commands_received += 1
+        if self.on_command is not None:
+            try:
+                self.on_command(message.topic, bytes(message.payload))
+            except Exception:  # a bad command must never kill paho's network thread
+                log.exception("%s: command handler failed", self.device)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         # called by paho under its out-message mutex, like the registration in _publish_ready
@@ -172,18 +287,28 @@ class Publisher:
     # -- the pump ---------------------------------------------------------------------
 
     def _pump(self) -> None:
-        delay = self.cfg.max_delay_ms / 1000
+        # every outbox write, acknowledgement and (re)connection wakes the pump; the
+        # timeout is only a safety net, so an idle pump costs nothing
+        idle_s = max(self.cfg.max_delay_ms / 1000, 1.0)
+        backoff = 0.2
+        self.stats.pump_state = "running"
         while not self._stop.is_set():
-            self._wake.wait(timeout=max(delay, 0.05))
+            self._wake.wait(timeout=idle_s)
             self._wake.clear()
             if not self.stats.connected:
                 continue
             try:
                 self._publish_ready()
-            except Exception as err:  # never let the pump die; the supervisor reports it
-                self.stats.last_error = repr(err)
-                log.exception("%s: publishing failed", self.device)
-                time.sleep(0.5)
+                backoff = 0.2
+            except Exception as err:  # never let the pump die: report, back off, go on
+                self.stats.pump_failures += 1
+                self.stats.pump_state = "backoff"
+                self.stats.last_error = f"publish: {type(err).__name__}: {err}"
+                log.exception("%s: publishing failed; retry in %.1f s", self.device, backoff)
+                self._stop.wait(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 10.0)
+                self.stats.pump_state = "running"
+                self._wake.set()
 
     def _publish_ready(self) -> None:
         for channel in ("events", "samples"):

@@ -10,18 +10,33 @@ States::
       └──── pan back below threshold (unloaded): the load's event is emitted ────┘
 
 * A load begins when the reading exceeds ``load_threshold_e`` × e and ends when it
-  falls back below it. One event is emitted per load, at unloading, so that the
+  falls back below it. One event is emitted per commit, at unloading, so that the
   weight the pan finally settled to is known.
+* **e** is the scale's e, or on a multi-range / multi-interval scale the e of the
+  range the reading is in (``Params.ranges``): the stability band and the "above the
+  settled weight by more than 1 e" test use it; the load threshold uses the first
+  (finest) range's e, since it sits near zero.
 * **Software stability**: every reading of the last ``window_ms`` lies within
   ``band_e`` × e of the others. Where the device signals stability its flag must
-  agree; no existing gateway checks stability in software (domain.md §5).
+  agree; no existing gateway checks stability in software (domain.md §5). The window
+  counts as filled when its readings span 90 % of ``window_ms``, or when it holds 90 %
+  of the ``window_frames`` the device sends in that time: a reader that was late gets
+  a burst of frames whose times are squeezed together, which must not hide a plateau.
 * **Commit**: a transaction / print frame (``print_request``) commits the sale at its
   weight; without one, the last settled plateau of the load is the committed weight.
+  The print flag is edge-triggered (a flag held for several frames is one commit); a
+  second print in the same load counts as a new sale only after the pan moved in
+  between (goods added or swapped without emptying the pan): the first is then emitted.
 * **Unsettled commit** (impact cheat, domain.md §4): a commit taken while the device
   or the software judged the pan moving, or above the following settled weight by
   more than 1 e.
 * **Zero checks**: each idle (empty-pan) period of at least ``zero_window_ms`` yields
-  its mean and spread, so the server can see a preset base or drift.
+  the mean and spread of its device-stable readings (so the server sees a preset base
+  or drift); a long idle period reports every ``zero_report_ms``.
+* **Overload / underload**: one ``FaultEvent`` per episode; such frames carry no weight.
+* **Checkpoint**: :meth:`checkpoint` serialises an unfinished load (settled weight,
+  peak, commit) so that an agent killed mid-load can :meth:`restore` it and still emit
+  the sale: the agent stores it with the event that completes the load, atomically.
 
 Events are returned with ``seq = 0``; the outbox assigns the real sequence number.
 """
@@ -31,6 +46,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import msgspec
 
 from device_profiles.codecs import WeightFrame
 from weighing import wire
@@ -49,6 +66,22 @@ class Params:
     band_e: float = 1.0
     load_threshold_e: int = 10
     zero_window_ms: int = 2000
+    zero_report_ms: int = 60_000
+    #: ``(max_mg, e_mg)`` of each range, ascending; empty for a single-range scale
+    ranges: tuple[tuple[int, int], ...] = ()
+    #: readings that fill the window at the device's nominal rate (0: judge by time only)
+    window_frames: int = 0
+
+    def e_at(self, weight_mg: int) -> int:
+        """The e of the range a reading is in (the last range's beyond Max)."""
+        w = abs(weight_mg)
+        for max_mg, e_mg in self.ranges:
+            if w <= max_mg:
+                return e_mg
+        return self.e_mg
+
+    def band_at(self, weight_mg: int) -> int:
+        return int(self.band_e * self.e_at(weight_mg))
 
     @property
     def band_mg(self) -> int:
@@ -56,7 +89,8 @@ class Params:
 
     @property
     def threshold_mg(self) -> int:
-        return self.load_threshold_e * self.e_mg
+        e = self.ranges[0][1] if self.ranges else self.e_mg
+        return self.load_threshold_e * e
 
 
 @dataclass
@@ -69,6 +103,16 @@ class _Load:
     commit: WeightFrame | None = None
     commit_stable_software: bool = False
     settled_after_commit_mg: int | None = None
+    moved_since_commit: bool = False
+    restored: bool = False
+
+
+class _Checkpoint(msgspec.Struct, frozen=True):
+    v: int
+    load: _Load
+
+
+_CHECKPOINT_V = 1
 
 
 @dataclass
@@ -81,11 +125,14 @@ class WeighingStateMachine:
     _load: _Load | None = None
     _idle_start_ms: int | None = None
     _idle_sum: int = 0
-    _idle_sq: int = 0
     _idle_n: int = 0
     _idle_min: int = 0
     _idle_max: int = 0
+    _last_print: bool = False
+    _overload: bool = False
     frames_seen: int = 0
+    #: bumped whenever the checkpoint's content changes (the agent persists it then)
+    checkpoint_version: int = 0
 
     def feed(self, t_ms: int, frame: WeightFrame) -> list[wire.Event]:
         """Advance by one frame; return the events it completes (usually none)."""
@@ -95,17 +142,27 @@ class WeighingStateMachine:
         out: list[wire.Event] = []
         if frame.overload or frame.underload:
             self._window.clear()
+            if not self._overload:
+                self._overload = True
+                what = "overload" if frame.overload else "underload"
+                out.append(wire.FaultEvent(seq=0, ts_ms=t_ms, code=what,
+                                           detail=f"device signalled {what}"))
             return out
+        self._overload = False
         self._window.append((t_ms, w))
         while self._window and self._window[0][0] < t_ms - p.window_ms:
             self._window.popleft()
         sw_stable = self._software_stable(t_ms)
 
+        if self._load is not None and self._load.restored:
+            out.extend(self._resume(t_ms, w))
+
         if w <= p.threshold_mg:
             if self._load is not None:
                 out.extend(self._finish_load(t_ms))
             self.phase = Phase.EMPTY
-            self._idle(t_ms, w)
+            self._last_print = False
+            out.extend(self._idle(t_ms, w, frame.stable))
             return out
 
         # loaded
@@ -117,18 +174,31 @@ class WeighingStateMachine:
         load.peak_mg = max(load.peak_mg, w)
         if frame.tare_mg:
             load.tare_mg = frame.tare_mg
-        device_ok = frame.stable is not False
-        if sw_stable and device_ok:
+        if sw_stable and frame.stable is not False:
             self.phase = Phase.SETTLED
+            if load.settled_mg != w:
+                self.checkpoint_version += 1
             load.settled_mg = w
             load.settled_device_stable = frame.stable
-            if load.commit is not None:
+            if load.commit is not None and not frame.print_request:
+                if load.settled_after_commit_mg != w:
+                    self.checkpoint_version += 1
                 load.settled_after_commit_mg = w
         else:
             self.phase = Phase.LOADING
-        if frame.print_request and load.commit is None:
-            load.commit = frame
-            load.commit_stable_software = sw_stable
+            if load.commit is not None and not frame.print_request:
+                load.moved_since_commit = True
+        if frame.print_request and not self._last_print:
+            if load.commit is not None and load.moved_since_commit:
+                out.extend(self._emit_commit(t_ms, load))  # a second sale in one load
+                load.commit = None
+            if load.commit is None:
+                load.commit = frame
+                load.commit_stable_software = sw_stable
+                load.settled_after_commit_mg = None
+                load.moved_since_commit = False
+                self.checkpoint_version += 1
+        self._last_print = frame.print_request
         return out
 
     def flush(self, t_ms: int) -> list[wire.Event]:
@@ -137,67 +207,135 @@ class WeighingStateMachine:
             return self._finish_load(t_ms)
         return self._end_idle(t_ms)
 
+    # -- checkpoint ---------------------------------------------------------------------
+
+    def checkpoint(self) -> bytes | None:
+        """The unfinished load, serialised; ``None`` when the pan is empty."""
+        if self._load is None:
+            return None
+        return msgspec.json.encode(_Checkpoint(_CHECKPOINT_V, self._load))
+
+    def restore(self, data: bytes) -> bool:
+        """Take up an unfinished load from :meth:`checkpoint`; False if unusable.
+
+        On the next frame: an empty pan finishes the load (its event is emitted), a
+        reading near the load's settled weight continues it, any other reading means the
+        pan changed while nobody watched: the load is emitted and a new one begins.
+        """
+        try:
+            cp = msgspec.json.decode(data, type=_Checkpoint)
+        except msgspec.DecodeError:
+            return False
+        if cp.v != _CHECKPOINT_V:
+            return False
+        self._load = cp.load
+        self._load.restored = True
+        self.phase = Phase.LOADING
+        return True
+
+    def _resume(self, t_ms: int, w: int) -> list[wire.Event]:
+        load = self._load
+        assert load is not None
+        load.restored = False
+        ref = load.settled_after_commit_mg or load.settled_mg
+        if w <= self.params.threshold_mg or ref is None:
+            return []  # finished (or continued, if never settled) by the normal path
+        if abs(w - ref) <= 2 * self.params.band_at(ref):
+            return []
+        events = self._finish_load(t_ms)
+        self._window.clear()
+        self._window.append((t_ms, w))
+        return events
+
     # -- internals --------------------------------------------------------------------
 
     def _software_stable(self, t_ms: int) -> bool:
         win = self._window
-        if len(win) < 2 or t_ms - win[0][0] < self.params.window_ms * 0.9:
+        p = self.params
+        if len(win) < 2:
             return False
-        ws = [w for _, w in win]
-        return max(ws) - min(ws) <= self.params.band_mg
+        if t_ms - win[0][0] >= p.window_ms * 0.9 and self._within_band(win, 0):
+            return True
+        # by count: the last frames the device sends in a window (times may be squeezed)
+        k = max(2, int(p.window_frames * 0.9)) if p.window_frames else 0
+        return bool(k) and len(win) >= k and self._within_band(win, len(win) - k)
+
+    def _within_band(self, win: deque[tuple[int, int]], start: int) -> bool:
+        lo = hi = win[start][1]
+        for i in range(start + 1, len(win)):
+            w = win[i][1]
+            if w < lo:
+                lo = w
+            elif w > hi:
+                hi = w
+        return hi - lo <= self.params.band_at(hi)
 
     def _finish_load(self, t_ms: int) -> list[wire.Event]:
         load = self._load
         self._load = None
         assert load is not None
-        e = self.params.e_mg
-        duration = t_ms - load.start_ms
+        self.checkpoint_version += 1
         if load.commit is not None:
-            c = load.commit
-            settled = load.settled_after_commit_mg
-            if settled is None:
-                settled = load.settled_mg if load.settled_mg is not None else c.weight_mg
-            stable_device = c.stable is not False
-            unsettled = (
-                not stable_device
-                or not load.commit_stable_software
-                or c.weight_mg > settled + e
-            )
-            return [
-                wire.SaleEvent(
-                    seq=0, ts_ms=t_ms, net_mg=c.weight_mg, settled_mg=settled,
-                    peak_mg=load.peak_mg, tare_mg=c.tare_mg or load.tare_mg,
-                    stable_device=stable_device, stable_software=load.commit_stable_software,
-                    unsettled_commit=unsettled, duration_ms=duration,
-                    unit_price_fen_per_kg=c.unit_price_fen_per_kg, amount_fen=c.amount_fen,
-                    plu=c.plu, trace_code=c.trace_code,
-                )
-            ]
+            return self._emit_commit(t_ms, load)
+        duration = t_ms - load.start_ms
         if load.settled_mg is None:
             return [
                 wire.FaultEvent(
                     seq=0, ts_ms=t_ms, code="unsettled-load",
                     detail=f"load of peak {load.peak_mg} mg never settled in {duration} ms",
+                    duration_ms=max(duration, 0),
                 )
             ]
         return [
             wire.SaleEvent(
                 seq=0, ts_ms=t_ms, net_mg=load.settled_mg, settled_mg=load.settled_mg,
-                peak_mg=load.peak_mg, tare_mg=load.tare_mg,
+                peak_mg=max(load.peak_mg, load.settled_mg), tare_mg=load.tare_mg,
                 stable_device=load.settled_device_stable is not False, stable_software=True,
-                duration_ms=duration,
+                duration_ms=max(duration, 0),
             )
         ]
 
-    def _idle(self, t_ms: int, w: int) -> None:
+    def _emit_commit(self, t_ms: int, load: _Load) -> list[wire.Event]:
+        c = load.commit
+        assert c is not None
+        settled = load.settled_after_commit_mg
+        if settled is None:
+            settled = load.settled_mg if load.settled_mg is not None else c.weight_mg
+        stable_device = c.stable is not False
+        unsettled = (
+            not stable_device
+            or not load.commit_stable_software
+            or c.weight_mg > settled + self.params.e_at(settled)
+        )
+        return [
+            wire.SaleEvent(
+                seq=0, ts_ms=t_ms, net_mg=c.weight_mg, settled_mg=settled,
+                peak_mg=max(load.peak_mg, c.weight_mg), tare_mg=c.tare_mg or load.tare_mg,
+                stable_device=stable_device, stable_software=load.commit_stable_software,
+                unsettled_commit=unsettled, duration_ms=max(t_ms - load.start_ms, 0),
+                unit_price_fen_per_kg=c.unit_price_fen_per_kg, amount_fen=c.amount_fen,
+                plu=c.plu, trace_code=c.trace_code,
+            )
+        ]
+
+    def _idle(self, t_ms: int, w: int, stable: bool | None) -> list[wire.Event]:
+        out: list[wire.Event] = []
+        if self._idle_start_ms is not None and t_ms - self._idle_start_ms >= (
+            self.params.zero_report_ms
+        ):
+            out.extend(self._end_idle(t_ms))  # a long idle period reports periodically
         if self._idle_start_ms is None:
             self._idle_start_ms = t_ms
-            self._idle_sum = self._idle_sq = self._idle_n = 0
+            self._idle_sum = self._idle_n = 0
+        if stable is False:
+            return out  # a moving empty pan (goods just lifted off) says nothing of zero
+        if self._idle_n == 0:
             self._idle_min = self._idle_max = w
         self._idle_sum += w
         self._idle_n += 1
         self._idle_min = min(self._idle_min, w)
         self._idle_max = max(self._idle_max, w)
+        return out
 
     def _end_idle(self, t_ms: int) -> list[wire.Event]:
         start, n = self._idle_start_ms, self._idle_n

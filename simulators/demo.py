@@ -56,8 +56,28 @@ def _register(store: Store, keys: dict[str, str]) -> None:
             reg.bind(c, device, ids[i % len(ids)], at_ms=now - 1)
 
 
+def _run_fleet(url: str, mqtt_url: str, admin_password: str, var: Path) -> None:
+    """The simulated fleet of simulators/fleets/demo.toml, starting now, in direct mode."""
+    from datetime import UTC, datetime
+
+    from simulators.fleet_config import build_world, load_fleet_config
+    from simulators.fleet_io import GatewayClient, run_direct
+
+    try:
+        cfg = load_fleet_config(Path(__file__).with_name("fleets") / "demo.toml")
+        cfg.fleet.start = datetime.now(tz=UTC)
+        world = build_world(cfg)
+        admin = GatewayClient(url, username="admin", password=admin_password)
+        (var / "fleet").mkdir(parents=True, exist_ok=True)
+        admin.register(world, var / "fleet")
+        run_direct(world, mqtt_url, gateway=admin, progress=False, client_prefix="demo-fleet")
+        log.info("the simulated trading day is over; the dashboard keeps its findings")
+    except Exception:  # the demo goes on with the emulated scales
+        log.exception("the simulated fleet stopped")
+
+
 def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) -> int:
-    for noisy in ("amqtt", "transitions"):
+    for noisy in ("amqtt", "transitions", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True, exist_ok=True)
@@ -101,15 +121,21 @@ def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) ->
         "scale": scale_cfgs,
     }))
     agent.start()
-
+    admin_password = secrets.token_urlsafe(12)
+    ensure_user(store, "admin", admin_password, "admin")
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{http_port}"
+    fleet = threading.Thread(target=_run_fleet, args=(url, mqtt_url, admin_password, var),
+                             name="demo-fleet", daemon=True)
+    fleet.start()
     print(f"\n  智慧计量秤网关 demo running — dashboard: {url}\n"
           f"  login 登录: inspector / {password}\n"
           f"  API: {url}/api/v1/weighings   OpenAPI: {url}/docs\n"
-          f"  {scales} emulated scale(s) in market {MARKET}; MQTT {mqtt_url}\n"
+          f"  {scales} emulated scale(s) on ptys with a real edge agent in market {MARKET};\n"
+          f"  a simulated fleet (~50 scales, 2 markets, fair scales, a few cheaters, 60x "
+          f"time) joins in a few seconds; MQTT {mqtt_url}\n"
           f"  Press Ctrl-C to stop.\n", flush=True)
     try:
         while not stop.wait(0.5):

@@ -63,8 +63,10 @@ def test_full_outbox_drops_samples_first_and_never_sales(tmp_path: Path) -> None
         assert ob.put_event("a", sale()) > 0
     c = ob.counters()
     assert c["dropped_samples"] == 6 and c["dropped_low"] == 4
-    assert not ob.alarm
-    # only sales remain: the next sale is kept beyond the bound and the alarm is raised
+    # the last row that could give way is gone: full of sales, the alarm is raised once
+    assert ob.alarm and ob.counters()["alarms"] == 1
+    assert ob.take_alarm() and not ob.take_alarm()
+    # the next sale is kept beyond the bound; still one alarm
     assert ob.put_event("a", sale()) > 0
     assert ob.alarm and ob.counters()["alarms"] == 1
     assert ob.depth() == 11
@@ -75,3 +77,39 @@ def test_full_outbox_drops_samples_first_and_never_sales(tmp_path: Path) -> None
     ob.ack([r.id for r in ob.peek("a", "events", limit=5)])
     assert not ob.alarm and ob.put_samples("a", samples())
     assert ob.counters()["dropped"] == 6 + 4 + 1
+
+
+def test_samples_evict_the_oldest_samples(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_rows=10)
+    for i in range(15):
+        assert ob.put_samples("a", samples(i + 1))
+    left = [wire.decode("scales/v1/m/d/samples", r.payload)[1] for r in ob.peek("a", "samples")]
+    assert [len(b.t_ms) for b in left] == list(range(6, 16))  # type: ignore[union-attr]
+    assert ob.counters()["dropped_samples"] == 5
+
+
+def test_a_heartbeat_always_gets_in_and_replaces_the_queued_one(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_rows=10)
+    for _ in range(10):
+        ob.put_event("a", sale())
+    assert ob.alarm
+    first = ob.put_event("a", wire.HeartbeatEvent(seq=0, ts_ms=1, queued=10))
+    second = ob.put_event("a", wire.HeartbeatEvent(seq=0, ts_ms=2, queued=11))
+    assert first > 0 and second > first
+    beats = [r.seq for r in ob.peek("a", "events") if b'"heartbeat"' in r.payload]
+    assert beats == [second]  # at most one per device beyond the bound
+    assert ob.depth() == 11 and ob.counters()["dropped_low"] == 1
+    # the heartbeat row does not lift the alarm for a sale that comes next
+    assert ob.put_event("a", sale()) > 0 and ob.alarm
+
+
+def test_state_is_written_with_the_event_that_completes_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox(path)
+    ob.set_state("a", {"sm.load": b"settled 1 kg"})
+    assert ob.get_state("a", "sm.load") == b"settled 1 kg"
+    seq = ob.put_event("a", sale(), state={"sm.load": None})
+    ob.close()
+    ob = Outbox(path)
+    assert ob.get_state("a", "sm.load") is None
+    assert [r.seq for r in ob.peek("a", "events")] == [seq]

@@ -105,3 +105,76 @@ def test_scripted_load_with_explicit_peak() -> None:
     loads = [Load(mass_mg=2_000_000, peak_mg=2_600_000)]
     (sale,) = sales(run(list(timeline(loads, e_mg=E, frame_rate_hz=20))))
     assert sale.peak_mg == 2_600_000 and sale.net_mg == 2_000_000
+
+
+def _plateau(w: int, n: int, t0: int, *, stable: bool = True) -> list[tuple[int, WeightFrame]]:
+    return [(t0 + 50 * i, WeightFrame(weight_mg=w, stable=stable)) for i in range(n)]
+
+
+def test_a_killed_agent_resumes_a_settled_load_from_its_checkpoint() -> None:
+    sm = WeighingStateMachine(Params(e_mg=E))
+    for t, f in _plateau(0, 10, 0) + _plateau(1_000_000, 20, 500):
+        assert not sales(sm.feed(t, f))
+    cp = sm.checkpoint()
+    assert cp is not None
+    # a new process: the pan is already empty when it starts reading
+    sm2 = WeighingStateMachine(Params(e_mg=E))
+    assert sm2.restore(cp)
+    (sale,) = sales(sm2.feed(5_000, WeightFrame(weight_mg=0, stable=True)))
+    assert sale.net_mg == 1_000_000 and sale.duration_ms == 4_500
+    assert sm2.checkpoint() is None
+    # the same goods still on the pan: the load goes on, one sale at unloading
+    sm3 = WeighingStateMachine(Params(e_mg=E))
+    assert sm3.restore(cp)
+    events = [e for t, f in _plateau(1_000_000, 5, 6_000) for e in sm3.feed(t, f)]
+    assert not sales(events)
+    assert [s.net_mg for s in sales(sm3.feed(7_000, WeightFrame(weight_mg=0, stable=True)))] == [
+        1_000_000]
+    # other goods on the pan: the old load is emitted, the new one starts
+    sm4 = WeighingStateMachine(Params(e_mg=E))
+    assert sm4.restore(cp)
+    events = [e for t, f in _plateau(2_500_000, 20, 6_000) for e in sm4.feed(t, f)]
+    events += sm4.feed(8_000, WeightFrame(weight_mg=0, stable=True))
+    assert [s.net_mg for s in sales(events)] == [1_000_000, 2_500_000]
+    assert not WeighingStateMachine(Params(e_mg=E)).restore(b"garbage")
+
+
+def test_print_flag_held_for_frames_is_one_sale_and_a_reprint_after_moving_is_another() -> None:
+    frames = _plateau(0, 10, 0)
+    frames += [(500 + 50 * i, WeightFrame(weight_mg=1_000_000, stable=True,
+                                          print_request=10 <= i < 13)) for i in range(20)]
+    frames += [(1_500, WeightFrame(weight_mg=1_300_000, stable=False))]  # goods added
+    frames += [(1_550 + 50 * i, WeightFrame(weight_mg=1_500_000, stable=True,
+                                            print_request=i == 12)) for i in range(20)]
+    frames += _plateau(0, 5, 2_600)
+    got = sales(run(frames))
+    assert [s.net_mg for s in got] == [1_000_000, 1_500_000]
+    assert not any(s.unsettled_commit for s in got)
+
+
+def test_overload_is_one_fault_per_episode() -> None:
+    frames = _plateau(0, 5, 0)
+    frames += [(250 + 50 * i, WeightFrame(weight_mg=0, overload=True)) for i in range(10)]
+    frames += _plateau(0, 5, 800)
+    frames += [(1_100 + 50 * i, WeightFrame(weight_mg=0, overload=True)) for i in range(3)]
+    faults = [e for e in run(frames) if isinstance(e, wire.FaultEvent)]
+    assert [f.code for f in faults] == ["overload", "overload"]
+
+
+def test_long_idle_reports_zero_periodically_from_stable_readings_only() -> None:
+    frames = [(50 * i, WeightFrame(weight_mg=0 if i % 10 else 40_000, stable=i % 10 != 0))
+              for i in range(1, 500)]
+    zeros = [e for e in run(frames, zero_report_ms=10_000) if isinstance(e, wire.ZeroCheckEvent)]
+    # every 10 s of a 25 s idle pan, and the rest when the stream ends
+    assert [z.duration_ms for z in zeros] == [10_000, 10_000, 4_901]
+    assert all(z.mean_mg == 0 and z.spread_mg == 0 for z in zeros)  # moving readings left out
+
+
+def test_a_late_reader_squeezing_frame_times_still_sees_the_plateau() -> None:
+    # 10 frames of a plateau stamped within 100 ms (read in one late burst): the device
+    # sent them over 500 ms, which fills a 400 ms window of a 20 frames/s device
+    frames = _plateau(0, 5, 0) + [(300 + 10 * i, WeightFrame(weight_mg=1_000_000, stable=True))
+                                  for i in range(10)]
+    frames += [(420, WeightFrame(weight_mg=0, stable=True))]
+    assert not sales(run(frames))
+    assert [s.net_mg for s in sales(run(frames, window_frames=8))] == [1_000_000]

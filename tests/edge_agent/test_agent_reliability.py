@@ -1,0 +1,226 @@
+"""The edge agent never loses a sale: broker outages, SIGKILL, a full outbox.
+
+Real parts only: Mosquitto on a free loopback port, scales emulated on ptys, the agent
+in-process or as an ``edge-agent run`` subprocess. The subscriber keeps a persistent
+session (QoS 1), so what it records is what a server would receive; deduplication on
+(device, seq) is the server's job and is done here the same way.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from edge_helpers import KEY_HEX, Collector, write_config
+from support import BIN, Mosquitto, start_mosquitto, wait_until
+
+from device_profiles.schema import load_profile
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
+from simulators.emulator import SerialEmulator
+from simulators.script import Load, random_script
+from weighing import wire
+
+PROFILE = "toledo-15kg-5g"
+DEV = "s-0001"
+
+
+def start_broker(tmp: Path) -> Mosquitto:
+    """Mosquitto with persistence, so the subscriber's session survives a restart."""
+    return start_mosquitto(tmp, persistence=True)
+
+
+def make_agent(tmp: Path, url: str, port: str, **agent_kw: object) -> Agent:
+    cfg = AgentConfig.model_validate({
+        "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60,
+                  **agent_kw},
+        "mqtt": {"url": url, "max_delay_ms": 50, "reconnect_max_s": 1},
+        "scale": [{"device": DEV, "profile": PROFILE, "port": port, "key": KEY_HEX}],
+    })
+    return Agent(cfg)
+
+
+def record_seqs(agent: Agent) -> list[tuple[str, int, wire.Event]]:
+    """Instrument the outbox: every (kind, seq, event) the agent assigns."""
+    assigned: list[tuple[str, int, wire.Event]] = []
+    put = agent.outbox.put_event
+
+    def spy(device, event, **kw):  # type: ignore[no-untyped-def]
+        seq = put(device, event, **kw)
+        if seq > 0:
+            assigned.append((str(type(event).__struct_config__.tag), seq, event))
+        return seq
+
+    agent.outbox.put_event = spy  # type: ignore[method-assign]
+    return assigned
+
+
+def test_broker_outage_while_selling_loses_and_reorders_nothing(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path)
+    profile = load_profile(PROFILE)
+    loads = random_script(profile, 6, seed=21, fast=True)
+    col = Collector(broker.port)
+    try:
+        with SerialEmulator(profile, loads) as emu:
+            agent = make_agent(tmp_path, broker.url, emu.path)
+            assigned = record_seqs(agent)
+            agent.start()
+            try:
+                wait_until(lambda: col.sales(DEV), 20, what="the first sale")
+                broker.stop()
+                n_before = sum(k == "sale" for k, _, _ in assigned)
+                # the scale keeps selling while the broker is down
+                wait_until(lambda: sum(k == "sale" for k, _, _ in assigned) >= n_before + 2, 20,
+                           what="two more sales committed during the outage")
+                assert not agent.workers[0].publisher.stats.connected
+                assert agent.outbox.depth() > 0
+                broker.start()
+                wait_until(lambda: len(col.sales(DEV)) >= len(loads), 30, what="every sale")
+                wait_until(lambda: agent.outbox.depth() == 0, 10, what="outbox drained")
+                status = agent.status()
+            finally:
+                agent.stop()
+    finally:
+        col.close()
+        broker.stop()
+    sale_seqs = {seq for kind, seq, _ in assigned if kind == "sale"}
+    received = col.by_seq(DEV)
+    # every seq the agent assigned (sales and all else) arrived, at least once
+    assert {seq for _, seq, _ in assigned} <= set(received)
+    assert sale_seqs <= set(received)
+    # after dedup on seq: each load exactly once, with its weight, in order
+    assert [s.net_mg for s in col.sales(DEV)] == [ld.mass_mg for ld in loads]
+    # first arrivals are in seq order (per device)
+    firsts = col.first_arrival_seqs(DEV)
+    assert firsts == sorted(firsts)
+    pub = status["scales"][DEV]["publisher"]  # type: ignore[index]
+    assert pub["reconnects"] >= 1 and pub["connected"]
+
+
+def _loads_for_kill() -> list[Load]:
+    return [Load(mass_mg=m, idle_ms=1200, settle_ms=400, hold_ms=2500, remove_ms=300)
+            for m in (1_250_000, 2_400_000, 3_115_000, 640_000)]
+
+
+def _spawn_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([str(BIN / "edge-agent"), "run", "--config", str(cfg)],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_stream_loses_and_duplicates_no_sale(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path)
+    profile = load_profile(PROFILE)
+    loads = _loads_for_kill()
+    col = Collector(broker.port)
+    log = tmp_path / "agent.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    # the emulator (and so the pty) lives in this process: killing the agent leaves the
+    # scale talking, as a real scale would
+    emu = SerialEmulator(profile, loads, lead_ms=1000)
+    cfg = write_config(
+        tmp_path / "agent.toml",
+        agent={"market": "m-test", "outbox": str(tmp_path / "outbox.db"), "heartbeat_s": 60},
+        mqtt_={"url": broker.url, "max_delay_ms": 50, "reconnect_max_s": 1},
+        scales=[{"device": DEV, "profile": PROFILE, "port": emu.path, "key": KEY_HEX}],
+    )
+    try:
+        procs.append(_spawn_agent(cfg, log))
+        time.sleep(1.0)  # let the agent open the port before the scale starts talking
+        emu.start()
+        t0 = time.monotonic()
+        period = [ld.idle_ms + ld.settle_ms + ld.hold_ms + ld.remove_ms for ld in loads]
+
+        def at(i: int, phase: str) -> float:
+            """Seconds after start when load i reaches phase ('removal', 'end')."""
+            start = emu.lead_ms + sum(period[:i])
+            ld = loads[i]
+            off = {"removal": ld.idle_ms + ld.settle_ms + ld.hold_ms, "end": period[i]}[phase]
+            return t0 + (start + off) / 1000
+
+        wait_until(lambda: col.sales(DEV), 20, what="the first sale")
+        # kill 1: broker down, load 2's sale committed to the outbox but never acknowledged
+        broker.stop()
+        time.sleep(max(0.0, at(1, "end") - time.monotonic()) + 0.3)
+        procs[-1].send_signal(signal.SIGKILL)
+        procs[-1].wait(5)
+        broker.start()
+        procs.append(_spawn_agent(cfg, log))
+        # kill 2: late in load 3's plateau, so the restarted agent never sees the pan
+        # settle: only the persisted checkpoint of the settled load can give the sale
+        time.sleep(max(0.0, at(2, "removal") - 0.3 - time.monotonic()))
+        procs[-1].send_signal(signal.SIGKILL)
+        procs[-1].wait(5)
+        procs.append(_spawn_agent(cfg, log))
+        wait_until(lambda: len(col.sales(DEV)) >= len(loads), 30, what="every sale")
+        time.sleep(0.5)
+    except AssertionError:
+        print(log.read_text()[-4000:])
+        print(sorted(col.by_seq(DEV).items()))
+        raise
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        emu.stop()
+        col.close()
+        broker.stop()
+    sales = col.sales(DEV)
+    assert [s.net_mg for s in sales] == [ld.mass_mg for ld in loads], log.read_text()[-3000:]
+    seqs = [s.seq for s in sales]
+    assert len(set(seqs)) == len(seqs) == len(loads)
+    firsts = col.first_arrival_seqs(DEV)
+    assert firsts == sorted(firsts)
+    # the third agent took up load 3 from the checkpoint its killed predecessor stored
+    assert "resuming an unfinished load" in log.read_text()
+    # the broker published the last will on each SIGKILL (the state went offline)
+    assert ("s-0001", "offline") in col.states
+
+
+def test_full_outbox_follows_the_policy_and_says_so(tmp_path: Path) -> None:
+    broker = start_broker(tmp_path)
+    broker.stop()  # the broker is away from the start: everything piles up
+    profile = load_profile(PROFILE)
+    loads = [Load(mass_mg=(20 + 7 * i) * 5_000 * 10, idle_ms=250, settle_ms=150, hold_ms=900,
+                  remove_ms=100) for i in range(12)]
+    col: Collector | None = None
+    with SerialEmulator(profile, loads, lead_ms=500) as emu:
+        agent = make_agent(tmp_path, broker.url, emu.path, outbox_max_rows=10,
+                           samples_interval_s=0.2, heartbeat_s=1)
+        assigned = record_seqs(agent)
+        agent.start()
+        try:
+            wait_until(lambda: agent.outbox.alarm, 30, what="the outbox alarm")
+            c = agent.outbox.counters()
+            assert c["dropped_samples"] > 0  # samples went first
+            assert c["queued"] >= agent.outbox.max_rows  # full of never-dropped events
+            assert not agent.outbox.put_samples(DEV, wire.SampleBatch(
+                device=DEV, t_ms=[1], net_mg=[0], flags=[0]))  # samples refused
+            wait_until(emu.done.is_set, 30, what="the script played")
+            time.sleep(1.5)  # a heartbeat or two while full
+            broker.start()
+            col = Collector(broker.port)  # retained nothing: only the drained outbox
+            wait_until(lambda: len(col.sales(DEV)) >= len(loads), 20, what="every sale")
+            wait_until(lambda: not agent.outbox.alarm, 10, what="the alarm cleared")
+            status = agent.status()
+        finally:
+            agent.stop()
+            if col is not None:
+                col.close()
+            broker.stop()
+    assert col is not None
+    # no sale was dropped, each arrived with its weight
+    assert [s.net_mg for s in col.sales(DEV)] == [ld.mass_mg for ld in loads]
+    assert all(k != "sale" or seq in col.by_seq(DEV) for k, seq, _ in assigned)
+    # one outbox-full alarm event
+    (full,) = col.faults(DEV, "outbox-full")
+    assert "bound 10" in full.detail
+    # the heartbeat sent while full shows the backlog and the drops
+    beats = col.events(DEV, wire.HeartbeatEvent)
+    assert any(h.queued > 10 and h.dropped > 0 for h in beats), beats
+    out = status["outbox"]  # type: ignore[index]
+    assert out["dropped_samples"] > 0 and out["alarms"] == 1 and not out["alarm"]
+    assert "dropped_sale" not in out
