@@ -268,6 +268,13 @@ class Publisher:
             self.stats.state = "disconnected"
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        # a broker may deliver what the subscription does not match (amqtt hands retained
+        # births of other devices to a ".../cmd/#" subscription): not a command, ignore it
+        prefix = wire.topic(self.market, self.device, wire.Channel.CMD, "x")[:-1]
+        if not message.topic.startswith(prefix):
+            log.debug("%s: ignoring %s: outside our command topics", self.device,
+                      message.topic)
+            return
         self.stats.commands_received += 1
         if self.on_command is not None:
             try:

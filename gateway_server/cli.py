@@ -28,7 +28,7 @@ def build_server(settings: Settings):  # type: ignore[no-untyped-def]
     from gateway_server.tssink import TimeSeriesSink
 
     store = Store.from_url(settings.database_url)
-    store.create_all()
+    store.migrate()
     ingestor = Ingestor(settings, store)
     ingestor.sink = TimeSeriesSink.from_settings(settings)  # None: no time-series store
     app = create_app(store, ingestor, settings)
@@ -96,7 +96,7 @@ def cmd_api(args: argparse.Namespace) -> int:
                                    "http_port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
     store = Store.from_url(settings.database_url)
-    store.create_all()
+    store.migrate()
     uvicorn.run(create_app(store, None, settings), host=settings.http_host,
                 port=settings.http_port, log_level="warning", access_log=False)
     return 0
@@ -106,8 +106,8 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     from gateway_server.store import Store
 
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
-    Store.from_url(settings.database_url).create_all()
-    print(f"initialised {settings.database_url}")
+    Store.from_url(settings.database_url).migrate()
+    print(f"initialised {settings.database_url} (schema at the newest migration)")
     return 0
 
 
@@ -119,7 +119,7 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     store = Store.from_url(settings.database_url)
     try:
-        store.create_all()
+        store.migrate()
         yield store.engine
     finally:
         store.engine.dispose()

@@ -92,7 +92,7 @@ class Worker:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.store.create_all()
+        self.store.migrate()
         with self.store.engine.begin() as c:
             t = now_ms()
             c.execute(_ins(c, workers_table).values(
