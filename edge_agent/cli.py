@@ -96,6 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("edge_agent").info(
         "edge agent %s: %d scale(s) in market %s", __version__, len(agent.workers), cfg.agent.market
     )
+    metrics = None
+    if args.metrics_port is not None:
+        from edge_agent.metrics import MetricsServer
+
+        metrics = MetricsServer(agent.status, host=args.metrics_host,
+                                port=args.metrics_port).start()
+        logging.getLogger("edge_agent").info(
+            "metrics: http://%s:%d/metrics", args.metrics_host, metrics.port)
     interval = args.status_interval or 3600
     try:
         while True:
@@ -113,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.status_interval:
                 print(json.dumps(agent.status()), flush=True)
     finally:
+        if metrics is not None:
+            metrics.stop()
         agent.stop()
     return 0
 
@@ -135,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--status-interval", type=float, default=0,
                    help="print a JSON status line every N seconds")
+    r.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this port (0: a free one)")
+    r.add_argument("--metrics-host", default="127.0.0.1")
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("decode", help="decode bytes from stdin with one protocol")
     d.add_argument("--protocol", required=True, choices=sorted(CODECS))
