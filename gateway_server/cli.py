@@ -23,12 +23,14 @@ def build_server(settings: Settings):  # type: ignore[no-untyped-def]
     import uvicorn
 
     from gateway_server.api import create_app
+    from gateway_server.auth import bootstrap_admin
     from gateway_server.ingest import Ingestor
     from gateway_server.store import Store
     from gateway_server.tssink import TimeSeriesSink
 
     store = Store.from_url(settings.database_url)
     store.migrate()
+    bootstrap_admin(store, settings)  # GATEWAY_FIRST_ADMIN_USERNAME / _PASSWORD, if set
     ingestor = Ingestor(settings, store)
     ingestor.sink = TimeSeriesSink.from_settings(settings)  # None: no time-series store
     app = create_app(store, ingestor, settings)

@@ -75,7 +75,8 @@ _LOGIN_BODY = {"requestBody": {"required": True, "content": {
     "/token", response_model=TokenPublic, summary="Log in: get a bearer token",
     description="Exchange a username and password for a bearer token (valid "
     "`settings.token_ttl_s`). JSON or OAuth2 password form. Rate limited per client IP.",
-    responses={401: {"description": "Wrong username or password"}, **R429},
+    responses={401: {"description": "Wrong username or password"},
+               422: {"description": "Neither JSON nor a password form"}, **R429},
     openapi_extra=_LOGIN_BODY, dependencies=[Depends(login_rate_limit)],
 )
 def login(body: Annotated[LoginRequest, Depends(login_body)], conn: ConnDep,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-
 from support import wait_until
+
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig

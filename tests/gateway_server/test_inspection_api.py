@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import seed
 from fastapi.testclient import TestClient
 
+from conftest import seed
 from gateway_server import registry as reg
 from gateway_server.pipeline import decode_message, store_batch
 from gateway_server.store import Store

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from support import start_mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert
+from support import start_mosquitto
 
 from gateway_server.mosquitto_export import export, mosquitto_hash
 from gateway_server.store import Store

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from support import BIN, start_gateway, start_mosquitto, wait_until
+
 from simulators.evaluate import score
 from simulators.fleet_config import build_world, load_fleet_config
 from simulators.fleet_fullpath import full_path_world, run_full_path
