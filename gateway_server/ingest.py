@@ -195,7 +195,8 @@ class Ingestor:
         windows = dict(self._windows)
         with self.store.engine.begin() as conn:
             res = store_batch(conn, batch, now_ms=t,
-                              unknown_devices=self.settings.unknown_devices, windows=windows)
+                              unknown_devices=self.settings.unknown_devices,
+                              windows=windows if self.settings.idle_scale_rule else None)
         self._windows = windows  # only once committed
         return res
 
