@@ -4,11 +4,8 @@ a fair-scale re-weigh is linked to its sale whichever arrives first."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from pgutil import fresh_pg_database
 from sqlalchemy import insert, select
 
 from gateway_server.pipeline import decode_message, store_batch
@@ -20,19 +17,7 @@ from weighing import wire
 T0 = 1_790_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-        s.create_all()
-        yield s
-        s.engine.dispose()
-    else:
-        with fresh_pg_database() as url:
-            s = Store.from_url(url)
-            s.create_all()
-            yield s
-            s.engine.dispose()
+# ``store``: tests/gateway_server/conftest.py, on SQLite and on PostgreSQL
 
 
 @pytest.fixture

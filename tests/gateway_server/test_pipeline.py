@@ -4,11 +4,7 @@ gaps, merchant linkage across a re-binding, dead letters — nothing valid lost 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from pgutil import fresh_pg_database
 from sqlalchemy import insert, select
 
 from gateway_server.pipeline import Incoming, decode_message, store_batch
@@ -31,19 +27,7 @@ KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 T0 = 1_790_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-        s.create_all()
-        yield s
-        s.engine.dispose()
-    else:
-        with fresh_pg_database() as url:
-            s = Store.from_url(url)
-            s.create_all()
-            yield s
-            s.engine.dispose()
+# ``store``: tests/gateway_server/conftest.py, on SQLite and on PostgreSQL
 
 
 def register(store: Store, device: str = "s-1", *, key: bytes | None = KEY) -> None:

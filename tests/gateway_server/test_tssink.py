@@ -13,58 +13,23 @@ stands in for the store: every assertion reads back from VictoriaMetrics.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from support import free_port, require_binary, wait_until
 
 from gateway_server.settings import Settings
 from gateway_server.tssink import TimeSeriesSink, sale_line, sample_lines
-
-# The helpers below repeat three of tests/conftest.py's on purpose: a sibling
-# tests/gateway_server/conftest.py shadows ``import conftest`` in this directory.
-
-
-def require_binary(name: str) -> str:
-    """The binary's path; skip without it on a developer machine, fail in CI."""
-    path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
-    if path:
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI but not installed")
-    pytest.skip(f"{name} not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(pred: Callable[[], object], timeout_s: float = 20.0, interval_s: float = 0.05,
-               what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value {last!r}")
-
 
 T0 = 1_700_000_000_000  # Nov 2023: kept because the store runs with -retentionPeriod=100y
 FAST = {"backoff_min_s": 0.05, "backoff_max_s": 0.3, "flush_ms": 50}
