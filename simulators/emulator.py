@@ -75,7 +75,13 @@ class SerialEmulator:
         self.stats = EmulatorStats()
         self.done = threading.Event()
         self._stop = threading.Event()
-        self._current = WeightFrame(weight_mg=0, stable=True, tare_mg=0, zero=True)
+        # Frames state the unit the scale displays: MT-SICS writes the frame's unit with
+        # the profile's decimals (a 0.01 g balance cannot encode kg frames); an A12
+        # tonne display is still written from kg frames.
+        unit = str(profile.codec.get("unit", "kg"))
+        self._unit = "kg" if unit == "t" else unit
+        self._current = WeightFrame(weight_mg=0, stable=True, tare_mg=0, zero=True,
+                                    unit=self._unit)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no line discipline: bytes pass unchanged
         tty.setraw(self._master)
@@ -121,7 +127,7 @@ class SerialEmulator:
                 if self._stop.is_set():
                     return
                 due = t0 + t_ms / 1000 / self.speed
-                frame = self._perturb(frame, t_ms, e)
+                frame = self._perturb(replace(frame, unit=self._unit), t_ms, e)
                 while True:
                     if request_mode:
                         self._answer_requests()
