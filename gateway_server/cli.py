@@ -215,6 +215,27 @@ def cmd_export_mosquitto(args: argparse.Namespace) -> int:
     return 0
 
 
+def openapi_document() -> dict[str, object]:
+    """The OpenAPI document of the HTTP API (no database touched)."""
+    from gateway_server.api import create_app
+    from gateway_server.store import Store
+
+    return create_app(Store.from_url("sqlite://"), None, Settings()).openapi()
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-server", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -272,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--market", help="only this market's devices")
     em.add_argument("--database-url")
     em.set_defaults(func=cmd_export_mosquitto)
+    oa = sub.add_parser("openapi", help="write the OpenAPI document of the HTTP API")
+    oa.add_argument("--output", "-o", help="file (default stdout), e.g. docs/openapi.json")
+    oa.set_defaults(func=cmd_openapi)
     return p
 
 

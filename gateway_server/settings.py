@@ -6,10 +6,12 @@ passed down (style.md: settings and engines are never module globals).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 MIN_PASSWORD_LENGTH = 10
 _WEAK_PASSWORDS = frozenset({
@@ -28,14 +30,31 @@ def check_password_strength(password: str) -> str:
 
 
 class Settings(BaseSettings):
+    """Gateway settings. Precedence: arguments > environment (``GATEWAY_*``,
+    ``DATABASE_URL``, ``MQTT_URL``) > the TOML file named by ``GATEWAY_CONFIG`` (keys are
+    the field names, e.g. ``database_url = "postgresql://…"``) > defaults."""
+
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(  # type: ignore[no-untyped-def]
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings,
+    ):
+        path = os.environ.get("GATEWAY_CONFIG")
+        if not path:
+            return init_settings, env_settings, file_secret_settings
+        if not Path(path).is_file():
+            raise ValueError(f"GATEWAY_CONFIG={path}: no such file")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+        return init_settings, env_settings, toml, file_secret_settings
 
     database_url: str = Field(
         "sqlite:///var/gateway.db",
-        validation_alias="DATABASE_URL",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://...",
     )
-    mqtt_url: str = Field("mqtt://127.0.0.1:1883", validation_alias="MQTT_URL")
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883",
+                          validation_alias=AliasChoices("MQTT_URL", "mqtt_url"))
     mqtt_client_id: str = "gateway-ingest-1"
     markets: str = Field("+", description="comma-separated market ids this worker ingests")
     http_host: str = "127.0.0.1"
