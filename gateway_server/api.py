@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DataError
 
 from gateway_server.auth import require_user
 from gateway_server.ingest import Ingestor
@@ -34,6 +35,16 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
     app.state.store = store
     app.state.ingestor = ingestor
     app.state.settings = settings or Settings()
+
+    @app.exception_handler(DataError)
+    def data_error(request: Request, err: DataError) -> JSONResponse:
+        # a value the database refuses (PostgreSQL: a NUL character in a text, a number out
+        # of range): bad input, so a 422 saying why, not a 500; the transaction rolled back
+        reason = str(err.orig).splitlines()[0] if err.orig is not None else "invalid value"
+        return JSONResponse({"detail": [{"loc": ["request"], "type": "value_error",
+                                         "msg": f"value not storable: {reason}"}]},
+                            status_code=422)
+
     # every /api/v1 route needs a bearer token except /auth/token and /public/*
     app.include_router(events_routes.router, dependencies=[Depends(require_user)],
                        responses={401: {"description": "Not authenticated"}})

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 
 from gateway_server.settings import Settings
 from gateway_server.store import Store
+from gateway_server.tables import BIGINT_MAX
 
 
 def get_store(request: Request) -> Store:
@@ -29,3 +30,9 @@ def get_settings(request: Request) -> Settings:
 StoreDep = Annotated[Store, Depends(get_store)]
 IngestorDep = Annotated[Any, Depends(get_ingestor)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+# integer parameters that reach the database (BIGINT): out of range is a 422, not a 500
+RowIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=BIGINT_MAX)]
+MsQuery = Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="UTC ms")]
+OffsetQuery = Annotated[int, Query(ge=0, le=BIGINT_MAX)]

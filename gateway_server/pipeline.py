@@ -32,7 +32,6 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway_server.detection import detect, idle_scale_findings
-from gateway_server.detectors.stream import DetectorParams
 from gateway_server.tables import (
     bindings,
     dead_letters,
@@ -229,7 +228,8 @@ def store_batch(
     return res
 
 
-IDLE_WINDOW_MS = DetectorParams().idle_window_ms
+IDLE_STEP_MS = 3_600_000
+IDLE_GRACE_MS = 2 * 3_600_000
 
 
 def _closed_windows(conn: Connection, res: BatchResult, new_event_rows: list[dict[str, Any]],
@@ -245,7 +245,9 @@ def _closed_windows(conn: Connection, res: BatchResult, new_event_rows: list[dic
         latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
     out: list[dict[str, Any]] = []
     for market, ts in latest.items():
-        end = (ts // IDLE_WINDOW_MS - 1) * IDLE_WINDOW_MS  # closed a full window ago
+        # windows slide by an hour and are judged two hours after they end, so data
+        # delayed by an outage of up to two hours is in
+        end = (ts - IDLE_GRACE_MS) // IDLE_STEP_MS * IDLE_STEP_MS
         if end <= windows.get(market, 0):
             continue
         windows[market] = end

@@ -36,7 +36,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from gateway_server import uscc
-from gateway_server.tables import bindings, markets, merchants, plu_prices, sales, scales
+from gateway_server.tables import (
+    BIGINT_MAX,
+    bindings,
+    markets,
+    merchants,
+    plu_prices,
+    sales,
+    scales,
+)
 from weighing.errors import GatewayError, UnitError
 from weighing.units import MassUnit, decimal_to_mg, mg_to_decimal, yuan_to_fen
 from weighing.wire import AccuracyClass, Role
@@ -84,6 +92,7 @@ class ListStatus(StrEnum):
 
 _MASS_UNITS = {"mg": MassUnit.MG, "毫克": MassUnit.MG, "g": MassUnit.G, "克": MassUnit.G,
                "kg": MassUnit.KG, "千克": MassUnit.KG, "公斤": MassUnit.KG}
+MAX_QUANTITY_TEXT = 64  # longer texts are refused before int() (which stops at 4300 digits)
 _MASS_RE = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]+)?)\s*([^\s0-9.+-]*)$")
 
 
@@ -93,6 +102,8 @@ def parse_mass_mg(value: int | str, *, field: str = "mass") -> int:
         raise RegistryError(f"{field}: give a string with a unit or an integer in mg", field=field)
     if isinstance(value, int):
         mg = value
+    elif len(value) > MAX_QUANTITY_TEXT:
+        raise RegistryError(f"{field}: too long", field=field)
     else:
         m = _MASS_RE.match(value.strip())
         if not m:
@@ -113,6 +124,8 @@ def parse_mass_mg(value: int | str, *, field: str = "mass") -> int:
                 raise RegistryError(f"{field}: {err}", field=field) from err
     if mg <= 0:
         raise RegistryError(f"{field}: must be positive", field=field)
+    if mg > BIGINT_MAX:
+        raise RegistryError(f"{field}: too large", field=field)
     return mg
 
 
@@ -135,6 +148,8 @@ def parse_fen(value: int | str, *, field: str = "price") -> int:
                             field=field)
     if isinstance(value, int):
         fen = value
+    elif len(value) > MAX_QUANTITY_TEXT:
+        raise RegistryError(f"{field}: too long", field=field)
     else:
         text = value.strip().lstrip("¥￥").removesuffix("元").strip()
         try:
@@ -143,24 +158,36 @@ def parse_fen(value: int | str, *, field: str = "price") -> int:
             raise RegistryError(f"{field}: {err}", field=field) from err
     if fen < 0:
         raise RegistryError(f"{field}: must not be negative", field=field)
+    if fen > BIGINT_MAX:
+        raise RegistryError(f"{field}: too large", field=field)
     return fen
 
 
 _DATE_RE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+# dates the register takes (and format_date can show): 1900-01-01 to 9999-12-31 CST
+DATE_MIN_MS, DATE_MAX_MS = -2_209_017_600_000, 253_402_271_999_999
 
 
 def parse_date_ms(value: int | str, *, field: str = "date") -> int:
     """``"2025-03-01"`` (also ``2025/3/1``, ``2025年3月1日``, ``20250301``) → ms of 00:00 CST.
 
-    An integer (or a string of more than 8 digits) is taken as UTC milliseconds.
+    An integer (or a string of more than 8 digits) is taken as UTC milliseconds. Dates
+    from 1900 to 9999 only.
     """
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise RegistryError(f"{field}: give a date YYYY-MM-DD or UTC ms", field=field)
+    ms = _date_ms(value, field)
+    if not DATE_MIN_MS <= ms <= DATE_MAX_MS:
+        raise RegistryError(f"{field}: {value!r} is not a date from 1900 to 9999", field=field)
+    return ms
+
+
+def _date_ms(value: int | str, field: str) -> int:
     if isinstance(value, int):
         return value
     text = value.strip()
-    if text.isdigit() and len(text) > 8:
-        return int(text)
+    if text.isdecimal() and len(text) > 8:  # isdigit() would take "²", which int() refuses
+        return int(text) if len(text) <= 19 else DATE_MAX_MS + 1
     m = _DATE_RE.match(text) or (re.match(r"^(\d{4})(\d{2})(\d{2})$", text))
     if not m:
         raise RegistryError(f"{field}: not a date: {value!r} (YYYY-MM-DD)", field=field)
@@ -271,6 +298,8 @@ def list_markets(conn: Connection) -> list[dict[str, Any]]:
 def update_market(conn: Connection, market_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
     get_market(conn, market_id)
     values = _only(changes, MARKET_FIELDS)
+    if "name" in values and not values["name"]:
+        raise RegistryError("name: must not be empty", field="name")
     if values:
         conn.execute(markets.update().where(markets.c.id == market_id).values(**values))
     return get_market(conn, market_id)

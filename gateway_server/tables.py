@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+BIGINT_MAX = 2**63 - 1  # largest BigInteger (and SQLite INTEGER): API inputs are bounded by it
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
 
 # -- registry (登记造册) ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from gateway_server.deps import IngestorDep, StoreDep
+from gateway_server.deps import IngestorDep, MsQuery, OffsetQuery, RowIdQuery, StoreDep
 
 T = TypeVar("T")
 router = APIRouter(prefix="/api/v1")
@@ -86,11 +86,11 @@ def list_weighings(
     store: StoreDep,
     market: str | None = None,
     device: str | None = None,
-    merchant_id: int | None = None,
-    since_ms: Annotated[int | None, Query(ge=0)] = None,
-    until_ms: Annotated[int | None, Query(ge=0)] = None,
+    merchant_id: RowIdQuery = None,
+    since_ms: MsQuery = None,
+    until_ms: MsQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> dict[str, Any]:
     items, total = store.list_sales(
         market=market, device=device, merchant_id=merchant_id, since_ms=since_ms,

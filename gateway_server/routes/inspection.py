@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from gateway_server import inspection as insp
 from gateway_server.auth import AdminUser, CurrentUser, now_ms
-from gateway_server.deps import StoreDep
+from gateway_server.deps import OffsetQuery, RowIdPath, RowIdQuery, StoreDep
 from gateway_server.ratelimit import public_rate_limit
-from gateway_server.tables import findings, merchants, sales, scales
+from gateway_server.tables import BIGINT_MAX, findings, merchants, sales, scales
 from gateway_server.tables_workflow import (
     complaints,
     inspection_results,
@@ -60,10 +60,10 @@ def _finding(r: dict[str, Any]) -> dict[str, Any]:
 @router.get("/findings", response_model=list[FindingOut], tags=["findings"],
             summary="Findings, newest first (filters: market, device, merchant, kind, status)")
 def list_findings(store: StoreDep, market: str | None = None, device: str | None = None,
-                  merchant_id: int | None = None, kind: str | None = None,
+                  merchant_id: RowIdQuery = None, kind: str | None = None,
                   status: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                  offset: OffsetQuery = 0) -> list[dict[str, Any]]:
     q = select(findings)
     for col, val in ((findings.c.market, market), (findings.c.device, device),
                      (findings.c.merchant_id, merchant_id), (findings.c.kind, kind),
@@ -86,7 +86,7 @@ def findings_summary(store: StoreDep, market: str | None = None) -> dict[str, in
 
 @router.get("/findings/{finding_id}", response_model=FindingOut, tags=["findings"],
             responses={404: {"description": "no such finding"}})
-def get_finding(store: StoreDep, finding_id: int) -> dict[str, Any]:
+def get_finding(store: StoreDep, finding_id: RowIdPath) -> dict[str, Any]:
     with store.engine.connect() as c:
         r = c.execute(select(findings).where(findings.c.id == finding_id)).first()
     if r is None:
@@ -99,7 +99,7 @@ class FindingStatusIn(BaseModel):
 
 
 @router.post("/findings/{finding_id}/status", response_model=FindingOut, tags=["findings"])
-def set_finding_status(store: StoreDep, user: CurrentUser, finding_id: int,
+def set_finding_status(store: StoreDep, user: CurrentUser, finding_id: RowIdPath,
                        body: FindingStatusIn) -> dict[str, Any]:
     with store.engine.begin() as c:
         n = c.execute(findings.update().where(findings.c.id == finding_id)
@@ -186,7 +186,7 @@ class LoadIn(BaseModel):
 
 class InspectionIn(BaseModel):
     device: str
-    task_id: int | None = None
+    task_id: int | None = Field(None, ge=1, le=BIGINT_MAX)
     loads: list[LoadIn] = Field(min_length=1, max_length=50)
     fraud: bool = Field(False, description="cheating established (作弊): red card, black list")
     notes: str = Field("", max_length=4000)
@@ -203,13 +203,15 @@ def record_inspection(store: StoreDep, user: CurrentUser, body: InspectionIn) ->
                                    notes=body.notes)
         except LookupError as err:
             raise HTTPException(404, str(err)) from err
+        except mt.MetrologyError as err:  # a load beyond the scale's table, a class without one
+            raise HTTPException(422, str(err)) from err
     r.pop("loads", None)
     return r
 
 
 @router.get("/inspections", tags=["inspection"])
 def list_inspections(store: StoreDep, device: str | None = None,
-                     merchant_id: int | None = None) -> list[dict[str, Any]]:
+                     merchant_id: RowIdQuery = None) -> list[dict[str, Any]]:
     q = select(inspection_results).order_by(inspection_results.c.ts_ms.desc())
     if device:
         q = q.where(inspection_results.c.device == device)
@@ -223,7 +225,7 @@ def list_inspections(store: StoreDep, device: str | None = None,
 
 
 @router.get("/reweighs", tags=["inspection"], summary="Fair-scale re-weighs and their verdicts")
-def list_reweighs(store: StoreDep, merchant_id: int | None = None, device: str | None = None,
+def list_reweighs(store: StoreDep, merchant_id: RowIdQuery = None, device: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
     q = select(reweighs).order_by(reweighs.c.ts_ms.desc()).limit(limit)
     if merchant_id is not None:
@@ -237,7 +239,7 @@ def list_reweighs(store: StoreDep, merchant_id: int | None = None, device: str |
 class RepairIn(BaseModel):
     device: str
     kind: Literal["repair", "verification"]
-    ts_ms: int = Field(ge=0)
+    ts_ms: int = Field(ge=0, le=BIGINT_MAX)
     by: str = Field("", max_length=128)
     note: str = Field("", max_length=2000)
 
@@ -289,7 +291,7 @@ def create_complaint(store: StoreDep, body: ComplaintIn) -> dict[str, Any]:
 
 
 @router.get("/complaints", tags=["inspection"])
-def list_complaints(store: StoreDep, merchant_id: int | None = None) -> list[dict[str, Any]]:
+def list_complaints(store: StoreDep, merchant_id: RowIdQuery = None) -> list[dict[str, Any]]:
     q = select(complaints, sales.c.amount_fen).join(
         sales, sales.c.id == complaints.c.sale_id, isouter=True).order_by(
         complaints.c.ts_ms.desc())

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from gateway_server import qr
 from gateway_server import registry as reg
 from gateway_server.auth import R401, R404, ConnDep, require_user
-from gateway_server.deps import SettingsDep
+from gateway_server.deps import RowIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1", tags=["qr"], dependencies=[Depends(require_user)],
                    responses={**R401, **R404})
@@ -31,7 +31,7 @@ def _url(conn: ConnDep, merchant_id: int, settings: SettingsDep) -> tuple[str, i
             response_class=Response,
             responses={200: {"content": {"image/png": {}},
                              "description": "encodes {public_base_url}/m/{trust_token}"}})
-def merchant_qr_png(merchant_id: int, conn: ConnDep, settings: SettingsDep,
+def merchant_qr_png(merchant_id: RowIdPath, conn: ConnDep, settings: SettingsDep,
                     scale: Annotated[int, Query(ge=1, le=qr.PNG_SCALE_MAX,
                                                 description="pixels per module")] =
                     qr.PNG_SCALE_DEFAULT) -> Response:
@@ -45,7 +45,7 @@ def merchant_qr_png(merchant_id: int, conn: ConnDep, settings: SettingsDep,
             response_class=Response,
             responses={200: {"content": {"image/svg+xml": {}},
                              "description": "encodes {public_base_url}/m/{trust_token}"}})
-def merchant_qr_svg(merchant_id: int, conn: ConnDep, settings: SettingsDep) -> Response:
+def merchant_qr_svg(merchant_id: RowIdPath, conn: ConnDep, settings: SettingsDep) -> Response:
     url, mid = _url(conn, merchant_id, settings)
     return Response(qr.svg(url), media_type="image/svg+xml", headers={
         "Content-Disposition": f'inline; filename="trust-qr-{mid}.svg"',

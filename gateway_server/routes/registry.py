@@ -30,6 +30,8 @@ from gateway_server.auth import (
     now_ms,
     require_user,
 )
+from gateway_server.deps import MsQuery, OffsetQuery, RowIdPath
+from gateway_server.tables import BIGINT_MAX
 from weighing.metrology import GoodsCategory
 from weighing.wire import AccuracyClass, Role
 
@@ -55,7 +57,9 @@ DateIn = Annotated[int, BeforeValidator(reg.parse_date_ms), WithJsonSchema({
 DeviceId = Annotated[str, Field(pattern=reg.ID_RE.pattern, examples=["s-0001"])]
 
 
-def _credit_code(v: str | None) -> str | None:
+def _credit_code(v: Any) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise ValueError("credit_code: give the code as a string")
     if v is None or not v.strip():
         return None
     try:
@@ -77,8 +81,10 @@ class MarketBase(BaseModel):
     district: str | None = Field(None, max_length=128)
     address: str | None = Field(None, max_length=512)
     operator: str | None = Field(None, max_length=256, description="市场开办者")
-    lat_e6: int | None = Field(None, description="WGS-84 latitude × 10^6")
-    lon_e6: int | None = Field(None, description="WGS-84 longitude × 10^6")
+    lat_e6: int | None = Field(None, ge=-90_000_000, le=90_000_000,
+                               description="WGS-84 latitude × 10^6")
+    lon_e6: int | None = Field(None, ge=-180_000_000, le=180_000_000,
+                               description="WGS-84 longitude × 10^6")
 
 
 class MarketCreate(MarketBase):
@@ -91,8 +97,8 @@ class MarketUpdate(BaseModel):
     district: str | None = None
     address: str | None = None
     operator: str | None = None
-    lat_e6: int | None = None
-    lon_e6: int | None = None
+    lat_e6: int | None = Field(None, ge=-90_000_000, le=90_000_000)
+    lon_e6: int | None = Field(None, ge=-180_000_000, le=180_000_000)
 
 
 class MarketPublic(MarketBase):
@@ -196,7 +202,7 @@ class MerchantPage(BaseModel):
 def list_merchants(
     conn: ConnDep, market: str | None = None, status: reg.MerchantStatus | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: OffsetQuery = 0,
 ) -> dict[str, Any]:
     items, total = reg.list_merchants(conn, market_id=market, status=status, q=q, limit=limit,
                                       offset=offset)
@@ -213,13 +219,13 @@ def create_merchant(body: MerchantCreate, conn: ConnDep, _: AdminUser) -> dict[s
 
 @router.get("/merchants/{merchant_id}", response_model=MerchantPublic, tags=["registry"],
             summary="Get a merchant", responses=R404)
-def get_merchant(merchant_id: int, conn: ConnDep) -> dict[str, Any]:
+def get_merchant(merchant_id: RowIdPath, conn: ConnDep) -> dict[str, Any]:
     return reg.get_merchant(conn, merchant_id)
 
 
 @router.patch("/merchants/{merchant_id}", response_model=MerchantPublic, tags=["registry"],
               summary="Update a merchant's details", responses={**ADMIN, **R404, **R409})
-def update_merchant(merchant_id: int, body: MerchantUpdate, conn: ConnDep,
+def update_merchant(merchant_id: RowIdPath, body: MerchantUpdate, conn: ConnDep,
                     _: AdminUser) -> dict[str, Any]:
     return reg.update_merchant(conn, merchant_id, body.model_dump(exclude_unset=True),
                                now_ms=now_ms())
@@ -229,7 +235,7 @@ def update_merchant(merchant_id: int, body: MerchantUpdate, conn: ConnDep,
              tags=["registry"], summary="Change a merchant's status or red/black-list status",
              description="Yellow/red card, suspension (经营异常), delisting; 红黑榜. The reason "
              "is kept with the time of the change.", responses={**ADMIN, **R404})
-def change_status(merchant_id: int, body: MerchantStatusChange, conn: ConnDep,
+def change_status(merchant_id: RowIdPath, body: MerchantStatusChange, conn: ConnDep,
                   _: AdminUser) -> dict[str, Any]:
     return reg.set_merchant_status(conn, merchant_id, status=body.status,
                                    list_status=body.list_status, reason=body.reason,
@@ -239,7 +245,7 @@ def change_status(merchant_id: int, body: MerchantStatusChange, conn: ConnDep,
 @router.post("/merchants/{merchant_id}/trust-token", response_model=MerchantPublic,
              tags=["registry"], summary="Issue a new trust QR token (the old QR stops working)",
              responses={**ADMIN, **R404})
-def rotate_trust_token(merchant_id: int, conn: ConnDep, _: AdminUser) -> dict[str, Any]:
+def rotate_trust_token(merchant_id: RowIdPath, conn: ConnDep, _: AdminUser) -> dict[str, Any]:
     return reg.rotate_trust_token(conn, merchant_id, now_ms=now_ms())
 
 
@@ -268,15 +274,15 @@ class PricePublic(BaseModel):
             tags=["registry"], summary="Registered PLU prices (明码标价)",
             description="All versions, or with `at_ms` the version valid then of each PLU.",
             responses=R404)
-def list_prices(merchant_id: int, conn: ConnDep, plu: str | None = None,
-                at_ms: int | None = None) -> list[dict[str, Any]]:
+def list_prices(merchant_id: RowIdPath, conn: ConnDep, plu: str | None = None,
+                at_ms: MsQuery = None) -> list[dict[str, Any]]:
     return reg.list_prices(conn, merchant_id, plu=plu, at_ms=at_ms)
 
 
 @router.post("/merchants/{merchant_id}/prices", response_model=PricePublic, status_code=201,
              tags=["registry"], summary="Register a PLU price version",
              responses={**ADMIN, **R404, **R409})
-def add_price(merchant_id: int, body: PriceCreate, conn: ConnDep, response: Response,
+def add_price(merchant_id: RowIdPath, body: PriceCreate, conn: ConnDep, response: Response,
               _: AdminUser) -> dict[str, Any]:
     row, created = reg.add_price(
         conn, merchant_id, plu=body.plu, name=body.name,
@@ -309,7 +315,8 @@ class ScaleCreate(ScaleFields):
     market_id: str
     key_hex: str | None = Field(None, description="HMAC key (hex, ≥ 16 bytes); generated "
                                 "when absent; returned once in the answer")
-    merchant_id: int | None = Field(None, description="bind to this merchant from now")
+    merchant_id: int | None = Field(None, ge=1, le=BIGINT_MAX,
+                                    description="bind to this merchant from now")
 
     @field_validator("key_hex")
     @classmethod
@@ -374,8 +381,8 @@ def _scale(conn: Any, row: dict[str, Any], t: int) -> dict[str, Any]:
             "`due_before_ms` (verification due before then: 检定到期). Keys are never listed.")
 def list_scales(
     conn: ConnDep, market: str | None = None, role: Role | None = None,
-    due_before_ms: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    due_before_ms: MsQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: OffsetQuery = 0,
 ) -> dict[str, Any]:
     rows, total = reg.list_register(conn, market_id=market, role=role,
                                     due_before_ms=due_before_ms, limit=limit, offset=offset)
@@ -424,8 +431,10 @@ def rotate_key(device: str, conn: ConnDep, _: AdminUser,
 
 
 class BindingCreate(BaseModel):
-    merchant_id: int | None = Field(description="merchant to bind; null unbinds")
-    at_ms: int | None = Field(None, ge=0, description="from when (UTC ms); default now")
+    merchant_id: int | None = Field(ge=1, le=BIGINT_MAX,
+                                    description="merchant to bind; null unbinds")
+    at_ms: int | None = Field(None, ge=0, le=BIGINT_MAX,
+                              description="from when (UTC ms); default now")
 
 
 class BindingPublic(BaseModel):

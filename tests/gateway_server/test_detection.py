@@ -163,7 +163,7 @@ def test_honest_reweighs_raise_no_residual_finding(store: Store, market: int) ->
 
 
 def test_idle_traceability_scale_among_busy_peers(store: Store, market: int) -> None:
-    """Second untracked scale: s-4 is on (zero checks) but sells nothing while peers trade."""
+    """Second untracked scale: s-4 is on (zero checks) but its sales stop while peers trade."""
     H = 3_600_000
     t0 = (T0 // H + 1) * H
     with store.engine.begin() as c:
@@ -171,21 +171,24 @@ def test_idle_traceability_scale_among_busy_peers(store: Store, market: int) -> 
             {"device": f"s-{i}", "market": "m1", "registered": True, "role": "trade",
              "max_mg": 15_000_000, "e_mg": 5_000, "accuracy_class": "III", "state": "online"}
             for i in (2, 3, 4)])
+
+    def sales_of(d: str, first_seq: int, start: int, n: int, step: int):  # type: ignore[no-untyped-def]
+        return events(d, [sale(first_seq + i, ts_ms=start + i * step, plu=None,
+                               unit_price_fen_per_kg=None, amount_fen=None)
+                          for i in range(n)])
+
     windows: dict[str, int] = {}
-    batch = []
-    for d in ("s-1", "s-2", "s-3"):
-        batch.append(events(d, [sale(i + 1, ts_ms=t0 + i * 120_000, plu=None,
-                                     unit_price_fen_per_kg=None, amount_fen=None)
-                                for i in range(20)]))
-    batch.append(events("s-4", [wire.ZeroCheckEvent(seq=1, ts_ms=t0 + 600_000, mean_mg=0,
+    batch = [sales_of(d, 1, t0, 20, 9 * 60_000) for d in ("s-1", "s-2", "s-3", "s-4")]
+    batch += [sales_of(d, 21, t0 + 3 * H, 20, 9 * 60_000) for d in ("s-1", "s-2", "s-3")]
+    batch.append(events("s-4", [wire.ZeroCheckEvent(seq=21, ts_ms=t0 + 4 * H, mean_mg=0,
                                                     spread_mg=0, n=50, duration_ms=60_000)]))
     with store.engine.begin() as c:
         store_batch(c, batch, now_ms=t0, windows=windows)
     assert [f for f in all_findings(store) if f["kind"] == "idle-while-peers-trade"] == []
-    # two hours later (event time) the window [t0, t0 + 1 h) is closed and judged
-    later = events("s-1", [sale(100, ts_ms=t0 + 2 * H + 1, plu=None,
-                                unit_price_fen_per_kg=None, amount_fen=None)])
+    # two hours after the window [t0 + 3 h, t0 + 6 h) ended (event time) it is judged
+    later = sales_of("s-1", 41, t0 + 8 * H + 1, 1, 1)
     with store.engine.begin() as c:
-        store_batch(c, [later], now_ms=t0 + 2 * H, windows=windows)
+        store_batch(c, [later], now_ms=t0 + 8 * H, windows=windows)
     (f,) = [f for f in all_findings(store) if f["kind"] == "idle-while-peers-trade"]
-    assert f["device"] == "s-4" and json.loads(f["evidence"])["market_median"] == 20
+    ev = json.loads(f["evidence"])
+    assert f["device"] == "s-4" and ev["sales"] == 0 and ev["baseline_sales"] == 20

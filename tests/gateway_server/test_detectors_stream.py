@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gateway_server.detectors.stream import (
-    DetectorParams,
     RegisteredPrice,
     ScaleCtx,
     check_counter,
@@ -96,10 +95,31 @@ def test_counter_change_needs_a_registered_repair() -> None:
         "calibration-change"]
 
 
-def test_idle_scale_among_busy_peers() -> None:
-    scales = {f"s-{i}": ScaleCtx(f"s-{i}", "m1", 5_000, 15_000_000) for i in range(5)}
-    counts = {"s-0": 40, "s-1": 35, "s-2": 50, "s-3": 44, "s-4": 1}
-    (f,) = check_idle_scales(counts, scales, window_end_ms=T)
-    assert f.device == "s-4" and f.evidence["market_median"] == 40
-    quiet = dict.fromkeys(scales, 2)
-    assert check_idle_scales(quiet, scales, window_end_ms=T, params=DetectorParams()) == []
+def test_idle_scale_judged_against_its_own_share() -> None:
+    scales = {f"s-{i}": ScaleCtx(f"s-{i}", "m1", 5_000, 15_000_000) for i in range(6)}
+    before = {"s-0": 30, "s-1": 28, "s-2": 31, "s-3": 12, "s-4": 30, "s-5": 4}
+    # s-4 stops selling (its stall trades on another scale); s-3 always sells little;
+    # s-5 has too little history to judge
+    now = {"s-0": 29, "s-1": 30, "s-2": 33, "s-3": 10, "s-4": 0, "s-5": 0}
+    (f,) = check_idle_scales(now, before, scales, window_end_ms=T)
+    assert f.device == "s-4" and f.evidence["sales"] == 0 and f.evidence["expected"] > 12
+    assert float(f.evidence["p_value"]) < 1e-6
+    # the whole market slowing down (closing time) flags nobody
+    quiet = {d: n // 6 for d, n in before.items()}
+    assert check_idle_scales(quiet, before, scales, window_end_ms=T) == []
+
+
+def test_poisson_tail() -> None:
+    from gateway_server.detectors.stream import poisson_cdf
+
+    assert abs(poisson_cdf(0, 2.0) - 0.1353352832366127) < 1e-12
+    assert abs(poisson_cdf(3, 2.0) - 0.8571234604985472) < 1e-12
+    assert poisson_cdf(5, 0.0) == 1.0
+
+
+def test_binomial_tail() -> None:
+    from gateway_server.detectors.stream import binomial_cdf
+
+    assert abs(binomial_cdf(0, 20, 0.5) - 0.5**20) < 1e-18
+    assert abs(binomial_cdf(20, 20, 0.3) - 1.0) < 1e-12
+    assert abs(binomial_cdf(2, 5, 0.5) - 0.5) < 1e-12
