@@ -67,9 +67,9 @@ class Settings(BaseSettings):
     )
     idle_scale_rule: bool = Field(
         False,
-        description="opt-in window rule 'idle while the market's peers trade' (second, "
-        "untracked scale). Off by default: on the 5,000-scale evaluation it found 2 of 30 "
-        "such cheats at the cost of 1.6 % honest merchants flagged (docs/detection.md)",
+        description="opt-in window rule 'sales collapse while the market trades' (second, "
+        "untracked scale). Off by default: on the 5,000-scale evaluation it found 1 of 30 "
+        "such cheats (1 honest merchant of 3,495 flagged); see docs/detection.md",
     )
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
     ingest_max_delay_ms: int = Field(50, ge=1)
