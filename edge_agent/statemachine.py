@@ -130,6 +130,7 @@ class WeighingStateMachine:
     _idle_max: int = 0
     _last_print: bool = False
     _overload: bool = False
+    _last_record: tuple[object, ...] | None = None
     frames_seen: int = 0
     #: bumped whenever the checkpoint's content changes (the agent persists it then)
     checkpoint_version: int = 0
@@ -149,6 +150,8 @@ class WeighingStateMachine:
                                            detail=f"device signalled {what}"))
             return out
         self._overload = False
+        if _is_record(frame):
+            return self._record(t_ms, frame)
         self._window.append((t_ms, w))
         while self._window and self._window[0][0] < t_ms - p.window_ms:
             self._window.popleft()
@@ -318,6 +321,32 @@ class WeighingStateMachine:
             )
         ]
 
+    def _record(self, t_ms: int, frame: WeightFrame) -> list[wire.Event]:
+        """A transaction record (trace-record line, printed label) is a sale by itself.
+
+        Traceability and label scales report each committed sale as one record, often with
+        nothing in between; the plateau logic does not apply. A record repeated unchanged
+        (the device re-sends its last one) is the same sale; an empty record (no weight, no
+        amount) is an idle pan.
+        """
+        w = frame.weight_mg
+        if w <= self.params.threshold_mg and not frame.amount_fen:
+            self._last_record = None
+            return self._idle(t_ms, w, frame.stable)
+        key = (frame.trace_code, frame.plu, w, frame.tare_mg, frame.unit_price_fen_per_kg,
+               frame.amount_fen, frame.ts_text)
+        if key == self._last_record:
+            return []
+        self._last_record = key
+        out = self._end_idle(t_ms)
+        stable = frame.stable is not False
+        out.append(wire.SaleEvent(
+            seq=0, ts_ms=t_ms, net_mg=w, settled_mg=w, peak_mg=w, tare_mg=frame.tare_mg or 0,
+            stable_device=stable, stable_software=False, unsettled_commit=not stable,
+            unit_price_fen_per_kg=frame.unit_price_fen_per_kg, amount_fen=frame.amount_fen,
+            plu=frame.plu, trace_code=frame.trace_code))
+        return out
+
     def _idle(self, t_ms: int, w: int, stable: bool | None) -> list[wire.Event]:
         out: list[wire.Event] = []
         if self._idle_start_ms is not None and t_ms - self._idle_start_ms >= (
@@ -348,3 +377,9 @@ class WeighingStateMachine:
                 spread_mg=self._idle_max - self._idle_min, n=n, duration_ms=t_ms - start,
             )
         ]
+
+
+def _is_record(frame: WeightFrame) -> bool:
+    """A committed transaction record rather than a reading: it names the goods or the
+    receipt (PLU or traceability code) and is flagged as printed."""
+    return frame.print_request and (frame.trace_code is not None or frame.plu is not None)

@@ -178,3 +178,27 @@ def test_a_late_reader_squeezing_frame_times_still_sees_the_plateau() -> None:
     frames += [(420, WeightFrame(weight_mg=0, stable=True))]
     assert not sales(run(frames))
     assert [s.net_mg for s in sales(run(frames, window_frames=8))] == [1_000_000]
+
+
+def _record(code: str | None, w: int, *, plu: str | None = "101") -> WeightFrame:
+    return WeightFrame(weight_mg=w, stable=True, print_request=True, trace_code=code, plu=plu,
+                       unit_price_fen_per_kg=1_200 if w else None,
+                       amount_fen=(w * 1_200 + 500_000) // 1_000_000 if w else None)
+
+
+def test_transaction_records_alone_are_one_sale_each() -> None:
+    """A traceability scale that sends only its sale records, nothing in between."""
+    frames = [(i * 1000, _record(f"T{i}", 1_000_000 + i * 5_000)) for i in range(3)]
+    got = sales(run(frames))
+    assert [s.trace_code for s in got] == ["T0", "T1", "T2"]
+    assert [s.net_mg for s in got] == [1_000_000, 1_005_000, 1_010_000]
+    assert all(s.amount_fen and s.plu == "101" and not s.unsettled_commit for s in got)
+
+
+def test_repeated_record_is_one_sale_and_empty_records_are_an_idle_pan() -> None:
+    frames = [(i * 50, _record(None, 0, plu="0")) for i in range(10)]
+    frames += [(500 + i * 50, _record(None, 2_000_000, plu="0")) for i in range(20)]
+    frames += [(1500 + i * 50, _record(None, 0, plu="0")) for i in range(10)]
+    frames += [(2000 + i * 50, _record(None, 2_000_000, plu="0")) for i in range(20)]
+    got = sales(run(frames))
+    assert [s.net_mg for s in got] == [2_000_000, 2_000_000]  # two loads of equal mass
