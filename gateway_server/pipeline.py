@@ -28,10 +28,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, func, select
 
 from gateway_server.detection import detect, idle_scale_findings
+from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
     dead_letters,
@@ -81,10 +81,6 @@ class BatchResult:
     new_findings: list[dict[str, Any]] = field(default_factory=list)
     latest: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     sample_batches: list[tuple[str, str, wire.SampleBatch]] = field(default_factory=list)
-
-
-def _ins(conn: Connection, table: Any) -> Any:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def _dead(res: BatchResult, inc: Incoming, reason: str, device: str | None = None) -> None:
@@ -188,7 +184,7 @@ def store_batch(
     _link_merchants(conn, sale_rows)
     new_seqs: dict[str, list[int]] = defaultdict(list)
     if sale_rows:
-        stmt = (_ins(conn, sales).on_conflict_do_nothing(index_elements=["device", "seq"])
+        stmt = (dialect_insert(conn, sales).on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(sales.c.device, sales.c.seq, sales.c.id))
         got = {(r.device, r.seq): r.id for r in conn.execute(stmt, sale_rows)}
         for r in sale_rows:
@@ -198,7 +194,8 @@ def store_batch(
                 new_seqs[r["device"]].append(r["seq"])
         res.duplicates += len(sale_rows) - len(got)
     if event_rows:
-        stmt = (_ins(conn, events).on_conflict_do_nothing(index_elements=["device", "seq"])
+        stmt = (dialect_insert(conn, events)
+                .on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(events.c.device, events.c.seq))
         got_ev = {(r.device, r.seq) for r in conn.execute(stmt, event_rows)}
         res.new_events = len(got_ev)
@@ -223,7 +220,7 @@ def store_batch(
         # every row with every column: executemany needs one shape
         cols = [c.name for c in findings.columns if c.name != "id"]
         res.new_findings = [{k: f.get(k) for k in cols} for f in res.new_findings]
-        stmt = _ins(conn, findings).on_conflict_do_nothing(index_elements=["dedup_key"])
+        stmt = dialect_insert(conn, findings).on_conflict_do_nothing(index_elements=["dedup_key"])
         conn.execute(stmt, res.new_findings)
     return res
 
@@ -258,7 +255,7 @@ def _closed_windows(conn: Connection, res: BatchResult, new_event_rows: list[dic
 def _new_scale(conn: Connection, device: str, market: str, ts: int, accept: bool) -> dict[str, Any]:
     row = {"device": device, "market": market, "registered": False, "quarantined": not accept,
            "state": "unknown", "created_ms": ts, "last_seen_ms": ts}
-    conn.execute(_ins(conn, scales).values(**row).on_conflict_do_nothing(
+    conn.execute(dialect_insert(conn, scales).values(**row).on_conflict_do_nothing(
         index_elements=["device"]))
     return {"device": device, "market": market, "registered": False, "key_hex": None,
             "last_seq": None, "max_mg": None, "e_mg": None}
@@ -386,7 +383,7 @@ def _rollups(conn: Connection, res: BatchResult) -> None:
         return
     rows = [{"device": d, "minute_ms": m, "market": markets[d], "n": a[0], "min_mg": a[1],
              "max_mg": a[2], "sum_mg": a[3], "stable_n": a[4]} for (d, m), a in acc.items()]
-    ins = _ins(conn, rollups)
+    ins = dialect_insert(conn, rollups)
     stmt = ins.on_conflict_do_update(
         index_elements=["device", "minute_ms"],
         set_={
@@ -401,14 +398,10 @@ def _rollups(conn: Connection, res: BatchResult) -> None:
 
 
 def _least(conn: Connection, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
-
     return func.least(a, b) if conn.dialect.name == "postgresql" else func.min(a, b)
 
 
 def _greatest(conn: Connection, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
-
     return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
 
 

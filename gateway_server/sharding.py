@@ -31,12 +31,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Table, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, or_, select, update
 
 from gateway_server.ingest import Ingestor
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store import Store, dialect_insert
 from gateway_server.tables import markets
 from gateway_server.tables_workflow import market_leases, workers_table
 
@@ -57,13 +56,9 @@ def rendezvous_owner(market: str, workers: list[str]) -> str | None:
     return max(workers, key=lambda w: hashlib.sha256(f"{w}|{market}".encode()).digest())
 
 
-def _ins(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-
-
 def try_take(conn: Connection, market: str, worker_id: str, *, now: int, lease_ms: int) -> bool:
     """Take or renew the lease of ``market``; True when ``worker_id`` holds it now."""
-    conn.execute(_ins(conn, market_leases).values(
+    conn.execute(dialect_insert(conn, market_leases).values(
         market=market, worker_id=worker_id, expires_ms=now + lease_ms, taken_ms=now,
     ).on_conflict_do_nothing(index_elements=["market"]))
     res = conn.execute(update(market_leases).where(
@@ -95,7 +90,7 @@ class Worker:
         self.store.migrate()
         with self.store.engine.begin() as c:
             t = now_ms()
-            c.execute(_ins(c, workers_table).values(
+            c.execute(dialect_insert(c, workers_table).values(
                 worker_id=self.worker_id, host=socket.gethostname(), started_ms=t,
                 heartbeat_ms=t).on_conflict_do_update(
                 index_elements=["worker_id"], set_={"heartbeat_ms": t, "started_ms": t}))

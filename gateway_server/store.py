@@ -44,6 +44,14 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def dialect_insert(conn: Any, table: Table) -> Any:
+    """``INSERT`` for the connection's dialect, so ``on_conflict_do_*`` is available on
+    both SQLite and PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
 class Store:
     """All database access of the gateway."""
 

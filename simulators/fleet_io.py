@@ -34,6 +34,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway_server.broker import free_port
 from simulators import goods as gd
 from simulators.fleet import Simulation
 from simulators.fleet_config import World
@@ -368,14 +369,6 @@ def write_truth(sim: Simulation, path: Path) -> dict[str, Any]:
 # -- a private stack: Mosquitto + gateway-server on free loopback ports ------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, timeout_s: float = 20.0) -> None:
     import socket
 
@@ -410,7 +403,7 @@ class LocalStack:
 
         self.work.mkdir(parents=True, exist_ok=True)
         binary = shutil.which(mosquitto) or "/usr/sbin/mosquitto"
-        mport = _free_port()
+        mport = free_port()
         conf = self.work / "mosquitto.conf"
         # bounded queues (stack-notes.md): the fleet's backpressure keeps them short
         conf.write_text(f"listener {mport} 127.0.0.1\nallow_anonymous true\n"
@@ -420,7 +413,7 @@ class LocalStack:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait_port(mport)
         self.mqtt_url = f"mqtt://127.0.0.1:{mport}"
-        hport = _free_port()
+        hport = free_port()
         env = dict(os.environ)
         env.update({"DATABASE_URL": database_url or f"sqlite:///{self.work}/gateway.db",
                     "MQTT_URL": self.mqtt_url, "GATEWAY_HTTP_PORT": str(hport),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -52,18 +51,12 @@ from device_profiles.modbus_map import (
     steps_to_mg,
 )
 from device_profiles.schema import Profile, load_profile
+from gateway_server.broker import free_port
 from simulators.script import Load, random_script, round_to_e, timeline
 
 _FC_FUNCTION = {3: Function.HOLDING, 6: Function.HOLDING, 16: Function.HOLDING,
                 23: Function.HOLDING, 4: Function.INPUT}
 FACTORY_ZERO_AD = 120_000  # AD counts of the empty pan
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
