@@ -5,6 +5,9 @@ the batch (duplicates never reach a detector twice). It gathers what the pure ru
 ``detectors.stream`` need (scale characteristics, registered prices, registered
 repairs) in a few queries per batch, runs them, and returns finding rows.
 
+Re-weighs (核称) named by the stall's trust code instead (no receipt) are matched against
+the merchant's sales by weight and time in :mod:`gateway_server.untraced`.
+
 Re-weighs (核称): a fair scale's ``ReweighEvent`` names the receipt's traceability code;
 the sale carrying that code is looked up, the re-weigh method follows from the two
 scales' e (a finer fair scale is "more accurate": 1× the negative deviation; an equal
@@ -93,6 +96,8 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
            new_events: list[dict[str, Any]], now_ms: int,
            params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
     """Findings (as rows) for what this batch stored; also stores re-weigh verdicts."""
+    from gateway_server import untraced  # it builds on this module's queries
+
     ctx = scale_contexts(conn, {r["device"] for r in new_sales} | {r["device"] for r in new_events})
     price_keys = {(r["merchant_id"], r["plu"]) for r in new_sales
                   if r.get("merchant_id") is not None and r.get("plu")}
@@ -120,9 +125,15 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
         elif e["kind"] == "counter" and sc is not None:
             found += check_counter(body, sc, repair_times_ms=repair_times[e["device"]],
                                    params=params)
-        elif e["kind"] == "reweigh":
+        elif e["kind"] == "reweigh" and body.get("trace_code") is not None:
             found += _reweigh(conn, e, body, ctx)
+        elif e["kind"] == "reweigh":
+            untraced.store_stall_reweigh(conn, e, body)
     found += _link_waiting_reweighs(conn, new_sales, ctx)
+    latest: dict[str, int] = {}
+    for r in [*new_sales, *new_events]:
+        latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
+    found += untraced.settle(conn, new_sales=new_sales, latest_ms=latest)
     resid_devices = _devices_with_new_pairs(conn, new_events, new_sales)
     found += residual_findings(conn, resid_devices, now_ms=now_ms)
     return [finding_row(f, now_ms) for f in found]
@@ -177,6 +188,7 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
             select(reweighs.c.settled_mg, reweighs.c.reference_mg, reweighs.c.device,
                    reweighs.c.ts_ms, reweighs.c.merchant_id)
             .where(reweighs.c.sale_device == device, reweighs.c.settled_mg.is_not(None),
+                   reweighs.c.trace_code.is_not(None),  # stall-named: linked by weight only
                    reweighs.c.ts_ms > reset)
             .order_by(reweighs.c.ts_ms, reweighs.c.id)))
         if len(rows) < rd.DEFAULT_PARAMS.min_pairs:

@@ -102,6 +102,7 @@ bindings = Table(
     Column("valid_from_ms", BigInteger, nullable=False),
     Column("valid_to_ms", BigInteger),  # NULL: still bound
     Index("ix_bindings_device_from", "device", "valid_from_ms"),
+    Index("ix_bindings_merchant", "merchant_id"),
 )
 
 plu_prices = Table(

@@ -17,7 +17,9 @@ reweighs = Table(
     Column("market", String(64), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("ts_ms", BigInteger, nullable=False),
-    Column("trace_code", String(256), nullable=False, index=True),
+    Column("trace_code", String(256), index=True),  # NULL: named by the stall, no receipt
+    Column("merchant_token", String(64)),  # the stall's trust code scanned at the fair scale
+    Column("stall_no", String(64)),  # or the stall picked on the fair-scale station
     Column("reference_mg", BigInteger, nullable=False),
     Column("sale_id", BigInteger),  # NULL: no sale carries this code (yet)
     Column("sale_device", String(64)),
@@ -28,9 +30,12 @@ reweighs = Table(
     Column("limit_mg", BigInteger),
     Column("method", String(32), nullable=False),
     Column("category", String(32)),
-    Column("verdict", String(16), nullable=False),  # ok | violation | no_rule | unlinked
+    # by trace code: ok | violation | no_rule | unlinked;
+    # by stall only (``detection.untraced``): pending | matched | untracked | unknown-merchant
+    Column("verdict", String(16), nullable=False),
     Column("e_mg", BigInteger),  # e of the selling scale
     Column("accuracy_class", String(8)),
+    Index("ix_reweighs_market_verdict", "market", "verdict"),
 )
 
 repairs = Table(

@@ -52,6 +52,7 @@ KIND_MAP: dict[str, frozenset[str]] = {
     "residual-additive": frozenset({"chip-additive", "preset-base", "tray-not-tared"}),
     "residual-both": frozenset(_WEIGHT),
     "idle-while-peers-trade": frozenset({"second-scale"}),
+    "untracked-sales": frozenset({"second-scale"}),
     # integrity and configuration: no cheat type (a flag on an honest merchant is false)
     "sequence-gap": frozenset(), "bad-signature": frozenset(),
     "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),

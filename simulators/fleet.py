@@ -21,7 +21,11 @@ What a scale does (one emulated edge agent per scale, as its agent would report 
 * **Re-weighs**: a ``reweigh_fraction`` of sales with a trace code is re-weighed at the
   market's fair scale 2–20 min later (``ReweighEvent`` from the fair scale: the trace code
   and the reference weight = true mass × (1 + the fair scale's own span error), rounded
-  to its e).
+  to its e). A ``lost_receipt_fraction`` of them is named by the stall number instead
+  (the receipt was lost), and a ``wrong_stall_fraction`` of stall-named ones names another
+  stall of the market. A stall with a second, untracked scale sells part of its goods on
+  it: no event, no receipt; a ``stall_reweigh_fraction`` of those purchases is re-weighed,
+  named by the stall.
 * **Heartbeats** every ``heartbeat_s``.
 
 Scenarios (``fleet_config.KINDS``) change what is displayed, charged or sent; the truth
@@ -111,6 +115,10 @@ class Simulation:
         self.events = 0
         self.digest = hashlib.sha256()
         self.reweighs: dict[str, list[list[Any]]] = {}  # selling device → [[ts, trace, fair]]
+        self.stall_reweighs: dict[str, list[list[Any]]] = {}  # → [[ts, stall, fair, seq]]
+        self._stalls: dict[str, list[str]] = {}  # market → stall numbers
+        for m in sorted(world.merchants.values(), key=lambda m: m.stall_no):
+            self._stalls.setdefault(m.market, []).append(m.stall_no)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -210,9 +218,6 @@ class Simulation:
         rate = self.tr.sales_per_hour
         if self.tr.peak_start_h <= h < self.tr.peak_start_h + self.tr.peak_hours:
             rate *= self.tr.peak_factor
-        sc = st.scenario
-        if sc is not None and sc.kind == "second-scale" and t >= sc.onset_ms:
-            rate *= sc.size  # the stall now trades on the untracked scale
         return rate / HOUR_MS
 
     def _gap(self, st: _Scale, t: int) -> int:
@@ -257,6 +262,13 @@ class Simulation:
         plu = rng.choice(sorted(merchant.prices))
         goods = gd.BY_PLU[plu]
         true_mg = gd.purchase_mg(goods, rng)
+        sc = st.scenario
+        if (sc is not None and sc.kind == "second-scale" and t >= sc.onset_ms
+                and rng.random() >= sc.size):
+            # weighed on the untracked scale beside it: nothing recorded, no receipt
+            self._untracked_sale(t, st, true_mg)
+            self._idle_then_next(t, st)
+            return None
         tray_mg = rng.randint(*gd.TRAY_WEIGHT_G) * 1000 if goods.tray else 0
         duration = int(rng.uniform(2_000, 6_000))  # the load began this long before
         commit_t = t  # a sale is emitted when the goods come off the pan
@@ -302,24 +314,49 @@ class Simulation:
         out = self._emit(commit_t, st, event)
         if cheated:
             self._record_short(st, commit_t, event, net - true_mg)
-        # the idle period until the next sale: zero checks, then the next sale
+        self._idle_then_next(commit_t, st)
+        if event.trace_code and rng.random() < self.tr.reweigh_fraction:
+            if rng.random() < self.tr.lost_receipt_fraction:
+                self._stall_reweigh(commit_t, st, true_mg)
+            else:
+                self._schedule_reweigh(commit_t, st, (event.trace_code, None, true_mg, net))
+        return out
+
+    def _idle_then_next(self, commit_t: int, st: _Scale) -> None:
+        """The idle period after a sale: zero checks, then the next sale."""
+        dev = st.spec.device
         nxt = commit_t + self._gap(st, commit_t) + 6_000
-        close = self._close(t)
+        close = self._close(commit_t)
         idle_end = min(nxt - 6_000, close)  # the next load may begin up to 6 s before its sale
         k, s = 1, commit_t
         while s + MIN_IDLE_MS <= idle_end:
             end = min(commit_t + int(k * self.tr.zero_report_s * 1000), idle_end)
-            self._push(end, spec.device, "zero", end - s)
+            self._push(end, dev, "zero", end - s)
             s, k = end, k + 1
         if nxt < close:
-            self._push(nxt, spec.device, "sale")
-        if event.trace_code and rng.random() < self.tr.reweigh_fraction:
-            lo, hi = self.tr.reweigh_delay_min
-            rw_t = commit_t + int(rng.uniform(lo, hi) * 60_000)
-            if rw_t < close:
-                fair = self.world.fair[spec.market]
-                self._push(rw_t, fair, "rw", (event.trace_code, true_mg, net, spec.device))
-        return out
+            self._push(nxt, dev, "sale")
+
+    def _schedule_reweigh(self, t: int, st: _Scale, what: tuple[Any, ...]) -> None:
+        """A consumer re-weighs the purchase at the market's fair scale 2–20 min later;
+        ``what`` = (trace code, stall number, true mass, claimed weight)."""
+        lo, hi = self.tr.reweigh_delay_min
+        rw_t = t + int(st.rng.uniform(lo, hi) * 60_000)
+        if rw_t < self._close(t):
+            self._push(rw_t, self.world.fair[st.spec.market], "rw", (*what, st.spec.device))
+
+    def _stall_reweigh(self, t: int, st: _Scale, true_mg: int) -> None:
+        """A re-weigh without a receipt: the consumer names the stall (sometimes the wrong
+        one) on the fair-scale station."""
+        stall = self.world.merchants[st.spec.merchant or ""].stall_no
+        if st.rng.random() < self.tr.wrong_stall_fraction:
+            others = [s for s in self._stalls[st.spec.market] if s != stall]
+            stall = st.rng.choice(others) if others else stall
+        self._schedule_reweigh(t, st, (None, stall, true_mg, None))
+
+    def _untracked_sale(self, t: int, st: _Scale, true_mg: int) -> None:
+        st.truth["untracked_sales"] = st.truth.get("untracked_sales", 0) + 1
+        if st.rng.random() < self.tr.stall_reweigh_fraction:
+            self._stall_reweigh(t, st, true_mg)
 
     def _record_short(self, st: _Scale, t: int, ev: wire.SaleEvent, short_mg: int) -> None:
         tr = st.truth
@@ -340,13 +377,18 @@ class Simulation:
             n=max(1, duration_ms // 100), duration_ms=duration_ms))
 
     def _reweigh(self, t: int, st: _Scale, data: Any) -> Out | None:
-        trace, true_mg, claimed, seller = data
+        trace, stall, true_mg, claimed, seller = data
         e = st.spec.m.e_mg
         reference = round_e(true_mg * (1 + st.span_error), e)
-        out = self._emit(t, st, wire.ReweighEvent(seq=0, ts_ms=0, trace_code=trace,
-                                                  reference_mg=reference, claimed_mg=claimed))
+        out = self._emit(t, st, wire.ReweighEvent(
+            seq=0, ts_ms=0, trace_code=trace, stall_no=stall, reference_mg=reference,
+            claimed_mg=claimed))
         if self.scales[seller].scenario is not None:
-            self.reweighs.setdefault(seller, []).append([t, trace, st.spec.device, st.seq])
+            if trace is not None:  # a re-weigh pair of the residual detector
+                self.reweighs.setdefault(seller, []).append([t, trace, st.spec.device, st.seq])
+            else:
+                self.stall_reweighs.setdefault(seller, []).append(
+                    [t, stall, st.spec.device, st.seq])
         return out
 
     def _calibration(self, t: int, st: _Scale, _: Any) -> Out | None:
@@ -391,7 +433,8 @@ class Simulation:
             scales[dev] = {"market": st.spec.market, "merchant": st.spec.merchant,
                            "model": st.spec.model, "role": st.spec.role,
                            "clock_skew_ms": st.skew_ms, "sales": st.sales, "events": st.seq,
-                           "scenarios": scen, "reweighs": self.reweighs.get(dev, [])}
+                           "scenarios": scen, "reweighs": self.reweighs.get(dev, []),
+                           "stall_reweighs": self.stall_reweighs.get(dev, [])}
         merchants = {}
         for code, m in w.merchants.items():
             kinds = [s["kind"] for d in m.devices for s in scales[d]["scenarios"]]

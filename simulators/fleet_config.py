@@ -66,6 +66,15 @@ class TradingSection(_Strict):
     peak_factor: float = Field(3.0, ge=1)
     sales_per_hour: float = Field(6.0, gt=0, description="per trade scale, outside the peak")
     reweigh_fraction: float = Field(0.05, ge=0, le=1, description="of sales with a trace code")
+    stall_reweigh_fraction: float = Field(
+        0.05, ge=0, le=1, description="of purchases without a receipt (sold on a second, "
+        "untracked scale) re-weighed at the fair scale, named by the stall number")
+    lost_receipt_fraction: float = Field(
+        0.1, ge=0, le=1, description="of re-weighs of receipted sales named by the stall "
+        "instead of the trace code (the receipt was lost)")
+    wrong_stall_fraction: float = Field(
+        0.02, ge=0, le=1, description="of stall-named re-weighs where the consumer picks "
+        "another stall of the market")
     reweigh_delay_min: tuple[float, float] = (2.0, 20.0)
     zero_report_s: float = Field(300.0, gt=0, description="zero check every this long when idle")
     heartbeat_s: float = Field(1800.0, gt=0)

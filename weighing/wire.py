@@ -227,11 +227,27 @@ class ZeroCheckEvent(_Event, frozen=True, kw_only=True, tag="zero"):
 
 
 class ReweighEvent(_Event, frozen=True, kw_only=True, tag="reweigh"):
-    """A fair-scale re-weigh (核称) of a purchase identified by its traceability code."""
+    """A fair-scale re-weigh (核称) of a purchase.
 
-    trace_code: Text
+    The purchase is named by the receipt's traceability code (``trace_code``) or, when the
+    consumer has no receipt, by the stall: the fair-scale station scans the merchant's
+    trust QR code (放心消费诚信码, ``merchant_token``) or the consumer picks the stall
+    number on its screen (``stall_no``, of the fair scale's market). At least one of the
+    three is required; a trace code wins. A re-weigh named only by the stall is matched by
+    weight and time against that merchant's recorded sales: goods that no recorded sale
+    explains were weighed on a scale the system does not see (second, untracked scale,
+    domain.md §4).
+    """
+
+    trace_code: Text | None = None
+    merchant_token: Annotated[str, msgspec.Meta(min_length=8, max_length=64)] | None = None
+    stall_no: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     reference_mg: Mg
     claimed_mg: Mg | None = None
+
+    def __post_init__(self) -> None:
+        if self.trace_code is None and self.merchant_token is None and self.stall_no is None:
+            raise ValueError("a re-weigh needs `trace_code`, `merchant_token` or `stall_no`")
 
 
 class CounterChangeEvent(_Event, frozen=True, kw_only=True, tag="counter"):

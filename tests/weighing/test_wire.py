@@ -46,6 +46,8 @@ def test_event_batch_round_trip_and_union_tags() -> None:
         sale(1), wire.ZeroCheckEvent(seq=2, ts_ms=5, mean_mg=0, spread_mg=0, n=3, duration_ms=10),
         wire.ReweighEvent(seq=3, ts_ms=6, trace_code="T1", reference_mg=1_245_000),
         wire.FaultEvent(seq=4, ts_ms=7, code="x"),
+        wire.ReweighEvent(seq=5, ts_ms=8, stall_no="B-12", reference_mg=805_000),
+        wire.ReweighEvent(seq=6, ts_ms=9, merchant_token="tok-abcdefgh", reference_mg=5_000),
     ])
     parts, got = wire.decode("scales/v1/m1/d-1/events", wire.encode(batch))
     assert got == batch and parts.device == "d-1"
@@ -72,6 +74,9 @@ def test_event_batch_payload_join_equals_encoding() -> None:
          b'{"kind":"fault","seq":2,"ts_ms":1,"code":"b"}]}', "increasing seq"),
         (b'{"device":"other","events":[{"kind":"fault","seq":2,"ts_ms":1,"code":"a"}]}',
          "differs from the topic"),
+        (b'{"device":"d-1","events":[{"kind":"fault","seq":1,"ts_ms":1,"code":"a"},'
+         b'{"kind":"reweigh","seq":2,"ts_ms":1,"reference_mg":5}]}',
+         "re-weigh needs `trace_code`, `merchant_token` or `stall_no` - at `$.events[1]`"),
     ],
 )
 def test_bad_payloads_say_what_and_where(payload: bytes, where: str) -> None:

@@ -1,0 +1,38 @@
+"""re-weighs named by the stall (no receipt): nullable trace code, stall columns
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-28 05:40:00
+
+A fair-scale station may name a purchase by the stall (trust code or stall number) instead of
+a receipt's traceability code (``weighing.wire.ReweighEvent.merchant_token`` / ``stall_no``);
+the gateway matches such re-weighs against the merchant's sales (``gateway_server.untraced``).
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("reweighs", schema=None) as batch_op:
+        batch_op.alter_column("trace_code", existing_type=sa.String(length=256), nullable=True)
+        batch_op.add_column(sa.Column("merchant_token", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("stall_no", sa.String(length=64), nullable=True))
+        batch_op.create_index("ix_reweighs_market_verdict", ["market", "verdict"], unique=False)
+    with op.batch_alter_table("bindings", schema=None) as batch_op:
+        batch_op.create_index("ix_bindings_merchant", ["merchant_id"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("bindings", schema=None) as batch_op:
+        batch_op.drop_index("ix_bindings_merchant")
+    op.execute("DELETE FROM reweighs WHERE trace_code IS NULL")
+    with op.batch_alter_table("reweighs", schema=None) as batch_op:
+        batch_op.drop_index("ix_reweighs_market_verdict")
+        batch_op.drop_column("stall_no")
+        batch_op.drop_column("merchant_token")
+        batch_op.alter_column("trace_code", existing_type=sa.String(length=256), nullable=False)
