@@ -31,6 +31,7 @@ from sqlalchemy import Connection, and_, exists, func, or_, select
 from gateway_server.detection import scale_contexts
 from gateway_server.detectors.stream import Finding, ScaleCtx
 from gateway_server.detectors.untraced import (
+    DEFAULT_PARAMS,
     Candidate,
     StallReweigh,
     UntracedParams,
@@ -45,7 +46,7 @@ PENDING, MATCHED, UNTRACKED, UNKNOWN = "pending", "matched", "untracked", "unkno
 
 
 def store_stall_reweigh(conn: Connection, e: dict[str, Any], body: dict[str, Any],
-                        params: UntracedParams = UntracedParams()) -> None:
+                        params: UntracedParams = DEFAULT_PARAMS) -> None:
     """Store a re-weigh named by the stall (trust code, else stall number in the fair
     scale's market) and match it at once if a recorded sale explains it."""
     token, stall = body.get("merchant_token"), body.get("stall_no")
@@ -63,7 +64,7 @@ def store_stall_reweigh(conn: Connection, e: dict[str, Any], body: dict[str, Any
 
 
 def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict[str, int],
-           params: UntracedParams = UntracedParams()) -> list[Finding]:
+           params: UntracedParams = DEFAULT_PARAMS) -> list[Finding]:
     """Try new sales against pending re-weighs of their merchants, and judge the pending
     re-weighs of the markets in ``latest_ms`` (market → newest event time of the batch)
     whose window has closed."""

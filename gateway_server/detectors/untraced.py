@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from gateway_server.detectors import residual as rd
 from gateway_server.detectors.stream import Finding, ScaleCtx
@@ -66,6 +67,9 @@ class UntracedParams:
     window_ms: int = DAY_MS
 
 
+DEFAULT_PARAMS = UntracedParams()
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A recorded sale of the named merchant near the re-weigh."""
@@ -96,7 +100,7 @@ class StallReweigh:
 
 
 def tolerance_mg(reference_mg: int, *, selling: ScaleCtx, fair: ScaleCtx | None,
-                 params: UntracedParams = UntracedParams()) -> int:
+                 params: UntracedParams = DEFAULT_PARAMS) -> int:
     """How far an honest sale of these goods and their re-weigh may differ, in mg.
 
     A load beyond the selling scale's tables (it could not have sold it) gets the
@@ -116,7 +120,7 @@ def tolerance_mg(reference_mg: int, *, selling: ScaleCtx, fair: ScaleCtx | None,
 
 def best_match(reference_mg: int, candidates: Sequence[Candidate],
                tolerances: Mapping[str, int], *,
-               params: UntracedParams = UntracedParams()) -> Match | None:
+               params: UntracedParams = DEFAULT_PARAMS) -> Match | None:
     """The sale, or two sales within ``basket_gap_ms``, closest to ``reference_mg``.
 
     ``tolerances`` gives the tolerance per selling device (its e and class differ); a
@@ -126,7 +130,7 @@ def best_match(reference_mg: int, candidates: Sequence[Candidate],
     ordered = sorted(candidates, key=lambda c: (c.ts_ms, c.sale_id))
     options: list[tuple[tuple[int, ...], int, int]] = [
         ((c.sale_id,), c.settled_mg, tolerances[c.device]) for c in ordered]
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in pairwise(ordered):
         if b.ts_ms - a.ts_ms <= params.basket_gap_ms:
             options.append(((a.sale_id, b.sale_id), a.settled_mg + b.settled_mg,
                              tolerances[a.device] + tolerances[b.device]))
@@ -139,7 +143,7 @@ def best_match(reference_mg: int, candidates: Sequence[Candidate],
 
 def check_untracked(judged: Sequence[StallReweigh], *, merchant_id: int, scale: ScaleCtx,
                     recorded_sales: Mapping[str, int],
-                    params: UntracedParams = UntracedParams()) -> Finding | None:
+                    params: UntracedParams = DEFAULT_PARAMS) -> Finding | None:
     """The merchant rule over its judged stall-named re-weighs of the last ``window_ms``
     (ending with the newest): enough untracked ones, and not drowned among matched ones.
 
