@@ -192,3 +192,104 @@ def test_idle_traceability_scale_among_busy_peers(store: Store, market: int) -> 
     (f,) = [f for f in all_findings(store) if f["kind"] == "idle-while-peers-trade"]
     ev = json.loads(f["evidence"])
     assert f["device"] == "s-4" and ev["sales"] == 0 and ev["baseline_sales"] == 20
+
+
+# -- re-weighs named by the stall, not by a receipt (second, untracked scale) --------------
+
+MIN = 60_000
+
+
+def stall_rw(seq: int, ts: int, mg: int, stall: str = "A-01") -> wire.ReweighEvent:
+    return wire.ReweighEvent(seq=seq, ts_ms=ts, stall_no=stall, reference_mg=mg)
+
+
+def sold(seq: int, ts: int, mg: int) -> wire.SaleEvent:
+    return sale(seq, ts_ms=ts, net_mg=mg, settled_mg=mg, peak_mg=mg, plu=None,
+                unit_price_fen_per_kg=None, amount_fen=None)
+
+
+def zero_at(seq: int, ts: int) -> wire.ZeroCheckEvent:
+    return wire.ZeroCheckEvent(seq=seq, ts_ms=ts, mean_mg=0, spread_mg=0, n=50, duration_ms=MIN)
+
+
+def verdicts(store: Store) -> list[tuple[int, str, int | None]]:
+    with store.engine.connect() as c:
+        return [(r.reference_mg, r.verdict, r.sale_id) for r in c.execute(
+            select(reweighs).where(reweighs.c.trace_code.is_(None)).order_by(reweighs.c.seq))]
+
+
+@pytest.fixture
+def stall(store: Store, market: int) -> int:
+    with store.engine.begin() as c:
+        c.execute(merchants.update().where(merchants.c.id == market).values(stall_no="A-01"))
+    return market
+
+
+def test_lost_receipt_reweigh_is_matched_to_its_sale_once(store: Store, stall: int) -> None:
+    run(store, events("s-1", [sold(1, T0, 1_250_000), sold(2, T0 + 5 * MIN, 640_000)]))
+    # the consumer lost the receipt: the fair scale (1 g) shows 1.245 kg, 10 min later
+    run(store, events("f-1", [stall_rw(1, T0 + 10 * MIN, 1_245_000),
+                              stall_rw(2, T0 + 12 * MIN, 1_247_000)]))
+    (sale_1,) = {sid for _, v, sid in verdicts(store) if v == "matched"}
+    assert verdicts(store) == [(1_245_000, "matched", sale_1), (1_247_000, "pending", None)]
+    # a stall-named pair is linked by weight, not by code: never a residual pair
+    with store.engine.connect() as c:
+        assert c.execute(select(reweighs.c.settled_mg).where(
+            reweighs.c.sale_id == sale_1)).scalar_one() is None
+    # the scale reports past the window: the second one, which sale 1 already explains,
+    # is judged untracked; one alone raises nothing
+    run(store, events("s-1", [zero_at(3, T0 + 60 * MIN)]))
+    assert [v for _, v, _ in verdicts(store)] == ["matched", "untracked"]
+    assert [f["kind"] for f in all_findings(store)] == []
+
+
+def test_goods_no_recorded_sale_explains_raise_untracked_sales(store: Store, stall: int) -> None:
+    run(store, events("s-1", [sold(1, T0, 1_250_000)]))
+    run(store, events("f-1", [stall_rw(1, T0 + 20 * MIN, 2_310_000),
+                              stall_rw(2, T0 + 50 * MIN, 780_000),
+                              stall_rw(3, T0 + 80 * MIN, 1_530_000)]))
+    # nothing recorded explains them, but the scale has not reported past the window yet:
+    # its sales may still be in an outbox
+    assert [v for _, v, _ in verdicts(store)] == ["pending"] * 3
+    run(store, events("s-1", [sold(2, T0 + 75 * MIN, 1_525_000)]))  # late: explains #3
+    # ... and shows the scale's data through T0 + 75 min are in: #1's window has closed
+    assert [v for _, v, _ in verdicts(store)] == ["untracked", "pending", "matched"]
+    assert all_findings(store) == []  # one unexplained re-weigh is not enough
+    run(store, events("s-1", [zero_at(3, T0 + 100 * MIN)]))
+    assert [v for _, v, _ in verdicts(store)] == ["untracked", "untracked", "matched"]
+    (f,) = all_findings(store)
+    ev = json.loads(f["evidence"])
+    assert (f["kind"], f["device"], f["merchant_id"]) == ("untracked-sales", "s-1", stall)
+    assert f["ts_ms"] == T0 + 50 * MIN
+    assert ev["untracked"] == 2 and ev["stall_named_reweighs"] == 2  # judged up to #2
+    assert [r["reference_mg"] for r in ev["reweighs"]] == [2_310_000, 780_000]
+    assert ev["recorded_sales"] == {"s-1": 2}
+
+
+def test_a_silent_scale_is_judged_after_the_longest_wait(store: Store, stall: int) -> None:
+    run(store, events("f-1", [stall_rw(1, T0, 2_310_000), stall_rw(2, T0 + MIN, 780_000)]))
+    run(store, events("f-1", [stall_rw(3, T0 + 3 * 3_600_000, 990_000)]))
+    assert [v for _, v, _ in verdicts(store)] == ["pending"] * 3
+    run(store, events("f-1", [stall_rw(4, T0 + 6 * 3_600_000 + MIN, 990_000)]))
+    assert [v for _, v, _ in verdicts(store)] == ["untracked", "untracked", "pending", "pending"]
+    assert [f["kind"] for f in all_findings(store)] == ["untracked-sales"]
+
+
+def test_unknown_stall_is_kept_and_never_judged(store: Store, stall: int) -> None:
+    run(store, events("f-1", [stall_rw(1, T0, 990_000, stall="Z-99"),
+                              wire.ReweighEvent(seq=2, ts_ms=T0, merchant_token="no-such-token",
+                                                reference_mg=990_000)]))
+    run(store, events("f-1", [zero_at(3, T0 + 8 * 3_600_000)]))
+    assert [v for _, v, _ in verdicts(store)] == ["unknown-merchant", "unknown-merchant"]
+    assert all_findings(store) == []
+
+
+def test_trust_code_names_the_stall_too(store: Store, stall: int) -> None:
+    with store.engine.begin() as c:
+        c.execute(merchants.update().where(merchants.c.id == stall).values(
+            trust_token="tok-trust-0001"))
+    run(store, events("s-1", [sold(1, T0, 1_250_000)]))
+    run(store, events("f-1", [wire.ReweighEvent(seq=1, ts_ms=T0 + 5 * MIN,
+                                                merchant_token="tok-trust-0001",
+                                                reference_mg=1_252_000)]))
+    assert [v for _, v, _ in verdicts(store)] == ["matched"]

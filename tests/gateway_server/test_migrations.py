@@ -43,3 +43,43 @@ def test_database_made_by_create_all_is_adopted(tmp_path: Path) -> None:
         assert "alembic_version" in inspect(conn).get_table_names()
     assert _diff(store) == []
     store.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0002_keeps_reweighs_and_allows_stall_named_ones(backend: str, tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    import gateway_server
+
+    cfg = Config(str(Path(gateway_server.__file__).parent / "migrations" / "alembic.ini"))
+
+    def alembic(store: Store, verb: str, rev: str) -> None:
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            getattr(command, verb)(cfg, rev)
+
+    def check(store: Store) -> None:
+        alembic(store, "upgrade", "0001")
+        with store.engine.begin() as c:
+            c.execute(text("INSERT INTO reweighs (device, market, seq, ts_ms, trace_code, "
+                           "reference_mg, method, verdict) VALUES "
+                           "('f-1', 'm1', 1, 5, 'T-1', 1000, '', 'unlinked')"))
+        alembic(store, "upgrade", "head")
+        assert _diff(store) == []
+        with store.engine.begin() as c:
+            c.execute(text("INSERT INTO reweighs (device, market, seq, ts_ms, stall_no, "
+                           "reference_mg, method, verdict) VALUES "
+                           "('f-1', 'm1', 2, 6, 'A-01', 2000, '', 'pending')"))
+            assert c.execute(text("SELECT count(*) FROM reweighs")).scalar_one() == 2
+        alembic(store, "downgrade", "0001")  # a stall-named row cannot live there
+        with store.engine.connect() as c:
+            assert c.execute(text("SELECT trace_code FROM reweighs")).scalars().all() == ["T-1"]
+        store.engine.dispose()
+
+    if backend == "sqlite":
+        check(Store.from_url(f"sqlite:///{tmp_path}/m.db"))
+        return
+    with fresh_pg_database() as url:
+        check(Store.from_url(url))
