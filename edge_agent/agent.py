@@ -19,7 +19,10 @@ Besides the state machine's events, a worker emits:
 * one ``outbox-full`` fault when the outbox raises its alarm;
 * ``transport-lost`` when a running source fails (once per outage, not per retry);
 * ``clock-skew`` when an authentic ``time-sync`` shows the clock off by more than
-  ``clock_skew_max_ms``.
+  ``clock_skew_max_ms``;
+* on a fair-scale station (a scale with a ``scanner``): ``ReweighEvent``s instead of the
+  sales a scan names (``edge_agent.station``), and ``scanner-lost`` when the scanner's
+  line fails (once per outage; the scale keeps being read).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import serial
 
 from device_profiles.codecs import FrameError, make_codec
 from device_profiles.codecs.base import REQUEST_WEIGHT
@@ -45,6 +49,7 @@ from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.statemachine import Params, WeighingStateMachine
+from edge_agent.station import ScanError, ScanReader, Station
 from edge_agent.transport import FrameSource, SerialFrameSource, TransportError
 from weighing import wire
 
@@ -127,6 +132,57 @@ class WorkerStats:
     last_frame_ms: int = 0
     no_data_periods: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    scan_errors: int = 0  # scanned lines that name no purchase (fair-scale station)
+    scan_errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class ScannerPort:
+    """A fair-scale station's code scanner: a serial line read without ever blocking.
+
+    The scanner must never stop the scale: :meth:`read` returns the bytes received so far
+    (``b""`` while the line is down) and reopens a failed line after a jittered,
+    doubling backoff (0.5 s → 30 s). It raises :class:`TransportError` once per outage,
+    when the outage begins; the first good read after a reopen ends it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.state = "closed"  # open | down | closed
+        self.failures = 0
+        self.last_error = ""
+        self._port: serial.SerialBase | None = None
+        self._backoff_s = 0.5
+        self._retry_at = 0.0
+        self._down = False
+
+    def read(self) -> bytes:
+        try:
+            if self._port is None:
+                if time.monotonic() < self._retry_at:
+                    return b""
+                self._port = serial.serial_for_url(self.url, timeout=0)
+            data = bytes(self._port.read(4096))
+        except (serial.SerialException, OSError, ValueError) as err:
+            self.close()
+            self.failures += 1
+            self.last_error, self.state = f"{type(err).__name__}: {err}", "down"
+            self._retry_at = time.monotonic() + self._backoff_s * random.uniform(0.5, 1.5)
+            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            if self._down:
+                return b""
+            self._down = True
+            raise TransportError(f"scanner {self.url}: {err}") from err
+        self.state, self._down, self._backoff_s = "open", False, 0.5
+        return data
+
+    def close(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError):
+                pass
+            self._port = None
+        self.state = "closed" if not self._down else "down"
 
 
 class ScaleWorker:
@@ -145,6 +201,10 @@ class ScaleWorker:
         self.source = source or make_source(cfg, self.profile)
         self.sm = WeighingStateMachine(make_params(self.profile, cfg))
         self.stats = WorkerStats()
+        # fair-scale station: scans pair with the weighings that follow them
+        self.scanner = ScannerPort(cfg.scanner) if cfg.scanner else None
+        self.station = Station(pair_window_ms=int(cfg.pair_window_s * 1000))
+        self._scans = ScanReader()
         self.boot_id = uuid.uuid4().hex[:16]
         self.gate = gate or CommandGate()
         self._on_command = on_command  # (worker, command) -> None, from the agent
@@ -201,6 +261,8 @@ class ScaleWorker:
             self._thread.join(5)
         self._flush_samples(force=True)
         self._save_checkpoint(force=True)
+        if self.scanner is not None:
+            self.scanner.close()
         self.publisher.stop()
         self.stats.state = "stopped"
 
@@ -265,6 +327,8 @@ class ScaleWorker:
                 if wait > 0 and self._stop.wait(wait):
                     break
                 next_read = time.monotonic() + pace_s
+            if self.scanner is not None:
+                self._read_scanner()
             polled = self.source.poll(0.25)
             t_read = now_ms()
             for err in polled.errors:
@@ -282,6 +346,8 @@ class ScaleWorker:
                 self.stats.frames += 1
                 self.stats.last_frame_ms = t
                 events = self.sm.feed(t, frame)
+                if self.scanner is not None:
+                    events = [self.station.commit(e) for e in events]
                 self._persist(events)
                 if take_samples:
                     ts.append(t)
@@ -360,6 +426,30 @@ class ScaleWorker:
                       state=state)
             log.info("%s: %s changed: %s -> %s", self.cfg.device, name, old, new)
         self._extras_seen = merged
+
+    def _read_scanner(self) -> None:
+        """Scans since the last read: good ones become the station's pending code."""
+        assert self.scanner is not None
+        try:
+            data = self.scanner.read()
+        except TransportError as err:
+            self._scans = ScanReader()  # a partial line before the outage is lost
+            log.warning("%s: code scanner lost (%s); retrying with backoff",
+                        self.cfg.device, err)
+            self._put(wire.FaultEvent(seq=0, ts_ms=now_ms(), code="scanner-lost",
+                                      detail=str(err)[:1000]))
+            return
+        t = now_ms()
+        self.station.expire(t)
+        for item in self._scans.feed(data) if data else ():
+            if isinstance(item, ScanError):
+                self.stats.scan_errors += 1
+                by_reason = self.stats.scan_errors_by_reason
+                by_reason[item.reason] = by_reason.get(item.reason, 0) + 1
+                log.warning("%s: scan rejected: %s", self.cfg.device, item)
+            else:
+                self.station.scan(t, item)
+                log.info("%s: scanned a %s", self.cfg.device, item.kind)
 
     def _frame_error(self, err: FrameError) -> None:
         self.stats.frame_errors += 1
@@ -441,6 +531,20 @@ class ScaleWorker:
                 "accepted": cs.accepted if cs else 0, "rejected": cs.rejected if cs else 0,
                 "last_rejection": cs.last_rejection if cs else "",
             },
+            "station": self._station_status(),
+        }
+
+    def _station_status(self) -> dict[str, object] | None:
+        if self.scanner is None:
+            return None
+        st, sc = self.station.stats, self.scanner
+        return {
+            "scanner": sc.state, "scanner_failures": sc.failures,
+            "scanner_last_error": sc.last_error, "scans": st.scans,
+            "scan_errors": self.stats.scan_errors,
+            "scan_errors_by_reason": dict(self.stats.scan_errors_by_reason),
+            "reweighs": st.reweighs, "unpaired": st.unpaired, "replaced": st.replaced,
+            "expired": st.expired, "pending": self.station.pending is not None,
         }
 
 

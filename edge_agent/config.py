@@ -17,7 +17,7 @@ Relative paths (outbox, ca, cert, key, a profile ``*.toml``) are relative to the
     profile = "toledo-15kg-5g"          # shipped id or a path to a .toml profile
     port = "/dev/ttyUSB0"               # any pyserial URL: /dev/pts/3, loop://, socket://h:p
     key = "hex-encoded per-device HMAC key"
-    role = "trade"
+    role = "trade"                      # "fair" (公平秤) may add scanner = "/dev/ttyACM0"
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ class ScaleConfig(_Strict):
     load_threshold_e: int | None = Field(None, ge=1, le=1000)
     #: a gap without frames longer than this is reported (fault ``no-data``) when data resumes
     no_data_s: float = Field(10.0, gt=0, le=86_400)
+    #: fair-scale station: the code scanner's pyserial URL (edge_agent.station)
+    scanner: str | None = Field(None, min_length=1)
+    #: a scan pairs with a weighing committed at most this long after it
+    pair_window_s: float = Field(120, gt=0, le=3600)
 
     @field_validator("device")
     @classmethod
@@ -121,6 +125,15 @@ class ScaleConfig(_Strict):
         if v is not None:
             bytes.fromhex(v)
         return v
+
+    @model_validator(mode="after")
+    def _scanner(self) -> ScaleConfig:
+        if self.scanner is not None and self.role is not Role.FAIR:
+            raise ValueError(f"scanner is set but role is {self.role.value!r}: a code "
+                             "scanner belongs to a fair-scale station (role = \"fair\")")
+        if self.scanner is not None and self.scanner == self.port:
+            raise ValueError("scanner and port are the same line")
+        return self
 
     @property
     def key_bytes(self) -> bytes | None:

@@ -1,4 +1,5 @@
-"""Prometheus ``/metrics`` of the edge agent: outbox depth, drops, reconnects, frame errors.
+"""Prometheus ``/metrics`` of the edge agent: outbox depth, drops, reconnects, frame errors,
+and the fair-scale stations' scan counters.
 
 A tiny HTTP server (stdlib ``http.server``) in a daemon thread, bound to loopback by
 default; it renders :meth:`edge_agent.agent.Agent.status` in the text exposition format.
@@ -17,6 +18,19 @@ PREFIX = "scaleedge"
 
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+_STATION = (
+    ("scans_total", "scans", "counter", "scans accepted by a fair-scale station"),
+    ("scan_errors_total", "scan_errors", "counter",
+     "scanned lines rejected (empty, over-long, bad characters, unknown URL)"),
+    ("reweighs_total", "reweighs", "counter", "weighings paired with a scan (re-weighs)"),
+    ("station_unpaired_total", "unpaired", "counter",
+     "weighings on a fair scale without a scan (sent as sales)"),
+    ("scans_replaced_total", "replaced", "counter", "pending scans replaced by a newer scan"),
+    ("scans_expired_total", "expired", "counter", "scans dropped after the pairing window"),
+    ("scanner_failures_total", "scanner_failures", "counter", "code scanner line failures"),
+)
 
 
 def render(status: dict[str, Any]) -> str:
@@ -55,6 +69,12 @@ def render(status: dict[str, Any]) -> str:
          for d, s in scales.items()])
     fam("commands_rejected_total", "counter", "unauthentic or stale commands rejected",
         [({"device": d}, s.get("commands", {}).get("rejected", 0)) for d, s in scales.items()])
+    # fair-scale stations only (scales with a code scanner)
+    stations = {d: s["station"] for d, s in scales.items() if s.get("station")}
+    for name, key, kind, help_ in _STATION:
+        fam(name, kind, help_, [({"device": d}, st.get(key, 0)) for d, st in stations.items()])
+    fam("scanner_up", "gauge", "1 when the station's code scanner line is open",
+        [({"device": d}, int(st.get("scanner") == "open")) for d, st in stations.items()])
     return "\n".join(out) + "\n"
 
 

@@ -39,6 +39,7 @@ const KIND = {
   "calibration-change": ["计量参数变更", "Calibration change"],
   "idle-while-peers-trade": ["溯源秤闲置", "Idle scale"],
   "reweigh-short": ["复秤短秤", "Re-weigh short"],
+  "untracked-sales": ["复秤商品无溯源记录", "Untracked sales"],
   "bad-signature": ["签名无效", "Bad signature"],
   "sequence-gap": ["数据缺失（序号断档）", "Sequence gap"],
   "identity-mismatch": ["设备身份不符", "Identity mismatch"],
@@ -50,6 +51,8 @@ const KIND = {
 const VERDICT = {
   ok: ["合格", "ok"], violation: ["短秤超差", "violation"], no_rule: ["无适用规则", "no rule"],
   unlinked: ["未关联交易", "unlinked"], pass: ["合格", "pass"], fail: ["不合格", "fail"],
+  pending: ["待核对", "pending"], matched: ["已按重量匹配", "matched by weight"],
+  untracked: ["无对应交易", "no recorded sale"], "unknown-merchant": ["商户不明", "unknown stall"],
 };
 const CATEGORY = {
   grain: ["粮食", "grain"], vegetables: ["蔬菜", "vegetables"], fruit: ["水果", "fruit"],
@@ -64,6 +67,7 @@ const METHOD = {
   original_scale: ["原计量器具", "original scale"],
   more_accurate_scale: ["准确度更高的秤", "more accurate scale"],
   equal_accuracy_scale: ["准确度相同的秤（公平秤）", "equal-accuracy scale (fair scale)"],
+  "stall-match": ["按摊位、重量与时间匹配", "by stall, weight and time"],
 };
 
 function pick(table, key) {

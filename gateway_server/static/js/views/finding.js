@@ -20,12 +20,28 @@ const LABELS = {
   market_median: ["市场中位数", "market median"], first_missing: ["首个缺失序号", "first missing"],
   last_missing: ["末个缺失序号", "last missing"], reason: ["原因", "reason"], sale_id: ["交易", "sale"],
   name: ["参数", "parameter"], old: ["原值", "old"], new: ["新值", "new"],
+  untracked: ["无对应交易的复秤", "re-weighs no sale explains"],
+  stall_named_reweighs: ["按摊位复秤次数", "stall-named re-weighs"], share: ["占比", "share"],
+  recorded_sales: ["溯源秤记录交易", "recorded sales per scale"], reweighs: ["复秤记录", "re-weighs"],
+  fair_device: ["公平秤", "fair scale"], ts_ms: ["时间", "time"], id: ["编号", "id"],
 };
+
+/** A list of evidence records (re-weighs, worst pairs) as a small table. */
+function evidenceTable(rows) {
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const label = (k) => (LABELS[k] ? L(LABELS[k][0], LABELS[k][1]) : k);
+  return h("table", { class: "evidence-table" },
+    h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, label(k))))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, keys.map((k) => h("td", {}, evidenceValue(k, r[k])))))));
+}
 
 /** One evidence value, formatted by the unit its key names. */
 export function evidenceValue(key, v) {
   if (v === null || v === undefined) return "—";
   if (typeof v === "boolean") return v ? L("是", "yes") : L("否", "no");
+  if (Array.isArray(v) && v.length && v.every((x) => x && typeof x === "object" && !Array.isArray(x))) {
+    return evidenceTable(v);
+  }
   if (typeof v === "object") return JSON.stringify(v);
   if (key.endsWith("_fen_per_kg")) return yuan(v) + " " + L("元/kg", "yuan/kg");
   if (key.endsWith("_fen")) return yuan(v) + " " + L("元", "yuan");

@@ -16,13 +16,14 @@ export function statusBadges(m) {
 export function reweighTable(items, id = "reweighs") {
   return table([
     { label: L("时间", "Time"), value: (r) => dateTime(r.ts_ms) },
-    { label: L("追溯码", "Trace code"), value: (r) => r.trace_code },
+    { label: L("追溯码 / 摊位", "Trace code / stall"), value: (r) => r.trace_code
+      || (r.stall_no ? L("摊位 ", "stall ") + r.stall_no : r.merchant_token ? L("诚信码", "trust code") : "—") },
     { label: L("售出 (kg)", "Sold (kg)"), cls: "num", value: (r) => kg(r.sold_mg) },
     { label: L("复秤 (kg)", "Re-weighed (kg)"), cls: "num", value: (r) => kg(r.reference_mg) },
     { label: L("短少 (kg)", "Short (kg)"), cls: "num", value: (r) => kg(r.shortfall_mg, { sign: true }) },
     { label: L("限值 (kg)", "Limit (kg)"), cls: "num", value: (r) => kg(r.limit_mg) },
     { label: L("方法", "Method"), value: (r) => (r.method ? methodText(r.method) : "—") },
-    { label: L("结论", "Verdict"), value: (r) => badge(verdictText(r.verdict), r.verdict === "violation" ? "sev-high" : r.verdict === "ok" ? "ok" : "grey") },
+    { label: L("结论", "Verdict"), value: (r) => badge(verdictText(r.verdict), ["violation", "untracked"].includes(r.verdict) ? "sev-high" : ["ok", "matched"].includes(r.verdict) ? "ok" : "grey") },
     { label: L("销售秤", "Sold on"), value: (r) => (r.sale_device ? link(r.sale_device, "scale", r.sale_device) : "—") },
   ], items, { empty: L("暂无复秤", "No re-weighs"), id });
 }
