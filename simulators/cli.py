@@ -38,6 +38,34 @@ def cmd_serial(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_station(args: argparse.Namespace) -> int:
+    from simulators.station import StationEmulator, StationScriptError, load_script, reweigh
+
+    if args.script:
+        script = load_script(args.script)
+    elif args.code and len(args.code) == len(args.weight_g):
+        script = [reweigh(c, w, args.gap_s, where=f"--code/--weight-g {i + 1}")
+                  for i, (c, w) in enumerate(zip(args.code, args.weight_g, strict=True))]
+    else:
+        raise StationScriptError("give --script FILE, or --code and --weight-g as many times "
+                                 "each")
+    emu = StationEmulator(load_profile(args.profile), script, lead_ms=int(args.lead_s * 1000),
+                          hold_ms=int(args.hold_s * 1000))
+    # TOML lines for the agent's [[scale]] (with role = "fair")
+    print(f'port = "{emu.path}"\nscanner = "{emu.scanner_path}"', flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    emu.start()
+    try:
+        while not stop.wait(0.2):
+            if emu.done.is_set() and args.exit_when_done:
+                break
+    finally:
+        emu.stop()
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     for pid in list_profiles():
         p = load_profile(pid)
@@ -78,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{name}", type=float, default=0.0, help="fault probability per frame")
     s.add_argument("--noise-e", type=float, default=0.0)
     s.set_defaults(func=cmd_serial)
+    st = sub.add_parser("station", help="emulate a fair-scale station: a scale pty and a "
+                        "code-scanner pty (prints both), playing scanned re-weighs")
+    st.add_argument("--profile", default="toledo-15kg-5g")
+    st.add_argument("--script", help="TOML ([[reweigh]] code, weight_g, gap_s) or CSV "
+                    "(code,weight_g,gap_s) file")
+    st.add_argument("--code", action="append", default=[],
+                    help="a scanned code (repeat, one per --weight-g; '' for no scan)")
+    st.add_argument("--weight-g", action="append", default=[], help="goods placed, grams")
+    st.add_argument("--gap-s", type=float, default=3.0,
+                    help="empty pan before each re-weigh (the code is scanned in it)")
+    st.add_argument("--hold-s", type=float, default=1.5, help="goods settled on the pan")
+    st.add_argument("--lead-s", type=float, default=5.0,
+                    help="empty pan before the first re-weigh: time to start the agent "
+                    "(scans sent before it opens the scanner are lost)")
+    st.add_argument("--exit-when-done", action="store_true")
+    st.set_defaults(func=cmd_station)
     sub.add_parser("modbus", help="emulate Modbus TCP/RTU weighing transmitters "
                    "(scale-sim modbus --help)")
     pl = sub.add_parser("profiles", help="list the shipped device profiles")
