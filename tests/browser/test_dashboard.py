@@ -122,9 +122,9 @@ def test_untracked_sales_finding_lists_its_reweighs(browser: Any, gateway: Gatew
     """Two purchases re-weighed by stall number that no sale of 李四水产 explains (second,
     untracked scale): the finding page shows the re-weighs as a table, in Chinese."""
     from sqlalchemy import select
-    from weighing import wire
 
     from gateway_server.tables import findings
+    from weighing import wire
 
     now = time.time_ns() // 1_000_000
     h = 3_600_000
