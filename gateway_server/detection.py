@@ -21,6 +21,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -346,3 +347,51 @@ def idle_scale_findings(conn: Connection, market: str, *, window_end_ms: int,
     found = check_idle_scales(now, before, ctx, window_end_ms=window_end_ms, params=params,
                               merchants=merchants_of)
     return [finding_row(f, window_end_ms) for f in found]
+
+
+def offline_findings(conn: Connection, new_ts: dict[str, list[int]],
+                     last_ts: dict[str, int | None],
+                     new_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trade scales dark during trading hours (``detectors.offline``): a gap in a device's
+    event times (``last_ts`` is its newest event time before this batch, ``new_ts`` the
+    times of its new events), or a ``no-data`` fault, overlapping its market's hours."""
+    from gateway_server.detectors import offline as off
+    from gateway_server.tables import bindings, markets
+
+    periods: list[tuple[str, int, int, str]] = []
+    for device, ts in new_ts.items():
+        prev = last_ts.get(device)
+        points = sorted(ts) if prev is None else [prev, *sorted(t for t in ts if t >= prev)]
+        periods += [(device, a, b, "silent") for a, b in pairwise(points)
+                    if b - a >= off.DEFAULT_PARAMS.min_ms]
+    for e in new_events:
+        if e["kind"] == "fault":
+            body = json.loads(e["payload"])
+            dur = body.get("duration_ms")
+            if body.get("code") == "no-data" and dur and dur >= off.DEFAULT_PARAMS.min_ms:
+                periods.append((e["device"], int(e["ts_ms"]) - int(dur), int(e["ts_ms"]),
+                                "no-data"))
+    if not periods:
+        return []
+    ctx = scale_contexts(conn, {d for d, *_ in periods})
+    hours = {r.id: r.trading_hours for r in conn.execute(
+        select(markets.c.id, markets.c.trading_hours).where(
+            markets.c.id.in_({c.market for c in ctx.values()})))}
+    bound = defaultdict(list)
+    for b in conn.execute(select(bindings).where(bindings.c.device.in_(list(ctx)))):
+        bound[b.device].append(b)
+    out = []
+    for device, a, b, cause in periods:
+        sc = ctx.get(device)
+        if sc is None:
+            continue
+        try:
+            h = off.parse_trading_hours(hours.get(sc.market) or off.DEFAULT_TRADING_HOURS)
+        except ValueError:  # a bad value stored before validation existed: the default
+            h = off.parse_trading_hours(off.DEFAULT_TRADING_HOURS)
+        merchant = next((int(x.merchant_id) for x in bound[device] if x.valid_from_ms <= a
+                         and (x.valid_to_ms is None or x.valid_to_ms > a)), None)
+        f = off.check_offline(sc, a, b, cause=cause, hours=h, merchant_id=merchant)
+        if f is not None:
+            out.append(finding_row(f, int(b)))
+    return out

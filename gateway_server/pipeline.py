@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.detection import detect, idle_scale_findings
+from gateway_server.detection import detect, idle_scale_findings, offline_findings
 from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
@@ -109,7 +109,7 @@ def store_batch(
     if devices:
         rows = conn.execute(select(
             scales.c.device, scales.c.market, scales.c.registered, scales.c.key_hex,
-            scales.c.last_seq, scales.c.max_mg, scales.c.e_mg,
+            scales.c.last_seq, scales.c.max_mg, scales.c.e_mg, scales.c.last_ts_ms,
         ).where(scales.c.device.in_(devices)))
         info = {r.device: dict(r._mapping) for r in rows}
 
@@ -210,9 +210,18 @@ def store_batch(
                                    now_ms=now_ms)
     if detect_findings and windows is not None:
         res.new_findings += _closed_windows(conn, res, new_event_rows, windows)
+    new_ts: dict[str, list[int]] = defaultdict(list)
+    for r in [*res.new_sales, *new_event_rows]:
+        new_ts[r["device"]].append(int(r["ts_ms"]))
+    last_ts = {d: info[d].get("last_ts_ms") for d in new_ts}
+    if detect_findings and new_ts:
+        res.new_findings += offline_findings(conn, new_ts, last_ts, new_event_rows)
     _gaps(conn, res, info, new_seqs, now_ms)
     for device, ts in seen.items():
-        conn.execute(scales.update().where(scales.c.device == device).values(last_seen_ms=ts))
+        values: dict[str, int] = {"last_seen_ms": ts}
+        if new_ts.get(device):
+            values["last_ts_ms"] = max(last_ts.get(device) or 0, *new_ts[device])
+        conn.execute(scales.update().where(scales.c.device == device).values(**values))
     _rollups(conn, res)
     if res.dead:
         conn.execute(dead_letters.insert(), res.dead)

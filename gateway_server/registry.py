@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from gateway_server import uscc
+from gateway_server.detectors.offline import parse_trading_hours
 from gateway_server.tables import (
     BIGINT_MAX,
     bindings,
@@ -271,7 +272,21 @@ def new_trust_token() -> str:
 
 # -- markets -------------------------------------------------------------------------------
 
-MARKET_FIELDS = ("name", "name_en", "district", "address", "operator", "lat_e6", "lon_e6")
+MARKET_FIELDS = ("name", "name_en", "district", "address", "operator", "lat_e6", "lon_e6",
+                 "trading_hours")
+
+
+def _market_values(fields: Mapping[str, Any]) -> dict[str, Any]:
+    v = _only(fields, MARKET_FIELDS)
+    if v.get("trading_hours"):
+        try:
+            parse_trading_hours(v["trading_hours"])
+        except ValueError as err:
+            raise RegistryError(f"trading_hours: {err}", field="trading_hours") from err
+        v["trading_hours"] = v["trading_hours"].strip()
+    elif "trading_hours" in v:
+        v["trading_hours"] = None
+    return v
 
 
 def create_market(conn: Connection, market_id: str, *, now_ms: int,
@@ -280,7 +295,7 @@ def create_market(conn: Connection, market_id: str, *, now_ms: int,
     if conn.execute(select(markets.c.id).where(markets.c.id == market_id)).first():
         raise ConflictError(f"market {market_id} exists", field="id")
     conn.execute(markets.insert().values(id=market_id, created_ms=now_ms,
-                                         **_only(fields, MARKET_FIELDS)))
+                                         **_market_values(fields)))
     return get_market(conn, market_id)
 
 
@@ -297,7 +312,7 @@ def list_markets(conn: Connection) -> list[dict[str, Any]]:
 
 def update_market(conn: Connection, market_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
     get_market(conn, market_id)
-    values = _only(changes, MARKET_FIELDS)
+    values = _market_values(changes)
     if "name" in values and not values["name"]:
         raise RegistryError("name: must not be empty", field="name")
     if values:

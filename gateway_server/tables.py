@@ -38,6 +38,8 @@ markets = Table(
     Column("operator", String(256)),  # 市场开办者
     Column("lat_e6", BigInteger),  # WGS-84 degrees × 10^6 (no floats in the store)
     Column("lon_e6", BigInteger),
+    # "HH:MM-HH:MM" local (CST); NULL: detectors.offline.DEFAULT_TRADING_HOURS
+    Column("trading_hours", String(16)),
     Column("created_ms", BigInteger, nullable=False),
 )
 
@@ -91,6 +93,7 @@ scales = Table(
     Column("state_ms", BigInteger),
     Column("last_seen_ms", BigInteger),
     Column("last_seq", BigInteger),  # highest event seq stored (gap detection)
+    Column("last_ts_ms", BigInteger),  # device time of its newest event (offline detection)
     Column("created_ms", BigInteger),
 )
 

@@ -56,6 +56,7 @@ KIND_MAP: dict[str, frozenset[str]] = {
     # integrity and configuration: no cheat type (a flag on an honest merchant is false)
     "sequence-gap": frozenset(), "bad-signature": frozenset(),
     "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),
+    "offline-trading-hours": frozenset(),  # the fleet's outages keep their events (outbox)
 }
 
 

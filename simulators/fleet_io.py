@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +70,16 @@ def register_csv(world: World, market: str) -> str:
     return buf.getvalue()
 
 
+def trading_hours(world: World) -> str:
+    """The simulated trading day as the market's hours (``HH:MM-HH:MM``, China Standard
+    Time), so the gateway's offline rule knows when the fleet trades."""
+    cst = timezone(timedelta(hours=8))
+    start = datetime.fromtimestamp(world.cfg.start_ms / 1000, tz=UTC).astimezone(cst)
+    open_min = start.hour * 60 + start.minute
+    close_min = min(24 * 60, open_min + round(world.cfg.trading.hours * 60))
+    return f"{open_min // 60:02d}:{open_min % 60:02d}-{close_min // 60:02d}:{close_min % 60:02d}"
+
+
 class GatewayClient:
     """The few gateway API calls the fleet and the evaluation need."""
 
@@ -110,8 +120,9 @@ class GatewayClient:
         """Markets, the register CSV of each, then the PLU prices; returns merchant ids."""
         ids: dict[str, int] = {}
         now = int(time.time() * 1000)
+        hours = trading_hours(world)
         for market in world.markets:
-            r = self.http.post("/api/v1/markets", json={"id": market,
+            r = self.http.post("/api/v1/markets", json={"id": market, "trading_hours": hours,
                                                          "name": f"模拟市场 {market}"})
             if r.status_code not in (201, 409):
                 r.raise_for_status()

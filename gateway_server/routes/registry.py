@@ -85,6 +85,9 @@ class MarketBase(BaseModel):
                                description="WGS-84 latitude × 10^6")
     lon_e6: int | None = Field(None, ge=-180_000_000, le=180_000_000,
                                description="WGS-84 longitude × 10^6")
+    trading_hours: str | None = Field(None, max_length=16, examples=["06:00-19:00"],
+                                      description="HH:MM-HH:MM, China Standard Time "
+                                      "(empty: 06:00-19:00)")
 
 
 class MarketCreate(MarketBase):
@@ -99,6 +102,7 @@ class MarketUpdate(BaseModel):
     operator: str | None = None
     lat_e6: int | None = Field(None, ge=-90_000_000, le=90_000_000)
     lon_e6: int | None = Field(None, ge=-180_000_000, le=180_000_000)
+    trading_hours: str | None = Field(None, max_length=16)
 
 
 class MarketPublic(MarketBase):

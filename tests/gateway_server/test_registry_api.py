@@ -35,6 +35,13 @@ def test_markets_crud(client, admin, inspector, m1) -> None:  # type: ignore[no-
     assert [m["id"] for m in client.get("/api/v1/markets", headers=inspector).json()] == ["m1"]
     assert client.get("/api/v1/markets/m9", headers=inspector).status_code == 404
     assert client.patch("/api/v1/markets/m9", headers=admin, json={}).status_code == 404
+    # trading hours (offline rule): validated, stored, cleared by an empty value
+    r = client.patch("/api/v1/markets/m1", headers=admin, json={"trading_hours": "19:00-06:00"})
+    assert r.status_code == 422 and "trading_hours" in r.text and "close" in r.text
+    r = client.patch("/api/v1/markets/m1", headers=admin, json={"trading_hours": "05:30-18:00"})
+    assert r.status_code == 200 and r.json()["trading_hours"] == "05:30-18:00"
+    r = client.patch("/api/v1/markets/m1", headers=admin, json={"trading_hours": ""})
+    assert r.status_code == 200 and r.json()["trading_hours"] is None
 
 
 def test_merchants_create_filter_update_status(client, admin, inspector, m1) -> None:  # type: ignore[no-untyped-def]

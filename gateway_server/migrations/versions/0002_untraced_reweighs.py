@@ -1,4 +1,4 @@
-"""re-weighs named by the stall (no receipt): nullable trace code, stall columns
+"""re-weighs named by the stall (no receipt); trading hours and offline detection
 
 Revision ID: 0002
 Revises: 0001
@@ -7,6 +7,8 @@ Create Date: 2026-11-28 05:40:00
 A fair-scale station may name a purchase by the stall (trust code or stall number) instead of
 a receipt's traceability code (``weighing.wire.ReweighEvent.merchant_token`` / ``stall_no``);
 the gateway matches such re-weighs against the merchant's sales (``gateway_server.untraced``).
+Markets get their trading hours and scales the device time of their newest event, for the
+offline-during-trading-hours rule (``gateway_server.detectors.offline``).
 """
 import sqlalchemy as sa
 from alembic import op
@@ -25,9 +27,17 @@ def upgrade() -> None:
         batch_op.create_index("ix_reweighs_market_verdict", ["market", "verdict"], unique=False)
     with op.batch_alter_table("bindings", schema=None) as batch_op:
         batch_op.create_index("ix_bindings_merchant", ["merchant_id"], unique=False)
+    with op.batch_alter_table("markets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("trading_hours", sa.String(length=16), nullable=True))
+    with op.batch_alter_table("scales", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("last_ts_ms", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("scales", schema=None) as batch_op:
+        batch_op.drop_column("last_ts_ms")
+    with op.batch_alter_table("markets", schema=None) as batch_op:
+        batch_op.drop_column("trading_hours")
     with op.batch_alter_table("bindings", schema=None) as batch_op:
         batch_op.drop_index("ix_bindings_merchant")
     op.execute("DELETE FROM reweighs WHERE trace_code IS NULL")
