@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import serial
 
 from device_profiles.codecs import FrameError, make_codec
 from device_profiles.codecs.base import REQUEST_WEIGHT
@@ -50,7 +49,12 @@ from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.statemachine import Params, WeighingStateMachine
 from edge_agent.station import ScanError, ScanReader, Station
-from edge_agent.transport import FrameSource, SerialFrameSource, TransportError
+from edge_agent.transport import (
+    FrameSource,
+    ScannerPort,
+    SerialFrameSource,
+    TransportError,
+)
 from weighing import wire
 
 log = logging.getLogger(__name__)
@@ -134,55 +138,6 @@ class WorkerStats:
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     scan_errors: int = 0  # scanned lines that name no purchase (fair-scale station)
     scan_errors_by_reason: dict[str, int] = field(default_factory=dict)
-
-
-class ScannerPort:
-    """A fair-scale station's code scanner: a serial line read without ever blocking.
-
-    The scanner must never stop the scale: :meth:`read` returns the bytes received so far
-    (``b""`` while the line is down) and reopens a failed line after a jittered,
-    doubling backoff (0.5 s → 30 s). It raises :class:`TransportError` once per outage,
-    when the outage begins; the first good read after a reopen ends it.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.state = "closed"  # open | down | closed
-        self.failures = 0
-        self.last_error = ""
-        self._port: serial.SerialBase | None = None
-        self._backoff_s = 0.5
-        self._retry_at = 0.0
-        self._down = False
-
-    def read(self) -> bytes:
-        try:
-            if self._port is None:
-                if time.monotonic() < self._retry_at:
-                    return b""
-                self._port = serial.serial_for_url(self.url, timeout=0)
-            data = bytes(self._port.read(4096))
-        except (serial.SerialException, OSError, ValueError) as err:
-            self.close()
-            self.failures += 1
-            self.last_error, self.state = f"{type(err).__name__}: {err}", "down"
-            self._retry_at = time.monotonic() + self._backoff_s * random.uniform(0.5, 1.5)
-            self._backoff_s = min(self._backoff_s * 2, 30.0)
-            if self._down:
-                return b""
-            self._down = True
-            raise TransportError(f"scanner {self.url}: {err}") from err
-        self.state, self._down, self._backoff_s = "open", False, 0.5
-        return data
-
-    def close(self) -> None:
-        if self._port is not None:
-            try:
-                self._port.close()
-            except (serial.SerialException, OSError):
-                pass
-            self._port = None
-        self.state = "closed" if not self._down else "down"
 
 
 class ScaleWorker:

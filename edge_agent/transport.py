@@ -14,6 +14,7 @@ registers; both look the same to the weighing state machine.
 from __future__ import annotations
 
 import os
+import random
 import select
 import time
 from abc import ABC, abstractmethod
@@ -175,3 +176,52 @@ class SerialFrameSource(FrameSource):
         data = self._read(timeout_s)
         frames, errors = self.codec.feed(data) if data else ([], [])
         return Polled(frames, errors, len(data))
+
+
+class ScannerPort:
+    """A fair-scale station's code scanner: a serial line read without ever blocking.
+
+    The scanner must never stop the scale: :meth:`read` returns the bytes received so far
+    (``b""`` while the line is down) and reopens a failed line after a jittered,
+    doubling backoff (0.5 s → 30 s). It raises :class:`TransportError` once per outage,
+    when the outage begins; the first good read after a reopen ends it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.state = "closed"  # open | down | closed
+        self.failures = 0
+        self.last_error = ""
+        self._port: serial.SerialBase | None = None
+        self._backoff_s = 0.5
+        self._retry_at = 0.0
+        self._down = False
+
+    def read(self) -> bytes:
+        try:
+            if self._port is None:
+                if time.monotonic() < self._retry_at:
+                    return b""
+                self._port = serial.serial_for_url(self.url, timeout=0)
+            data = bytes(self._port.read(4096))
+        except (serial.SerialException, OSError, ValueError) as err:
+            self.close()
+            self.failures += 1
+            self.last_error, self.state = f"{type(err).__name__}: {err}", "down"
+            self._retry_at = time.monotonic() + self._backoff_s * random.uniform(0.5, 1.5)
+            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            if self._down:
+                return b""
+            self._down = True
+            raise TransportError(f"scanner {self.url}: {err}") from err
+        self.state, self._down, self._backoff_s = "open", False, 0.5
+        return data
+
+    def close(self) -> None:
+        if self._port is not None:
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError):
+                pass
+            self._port = None
+        self.state = "closed" if not self._down else "down"
