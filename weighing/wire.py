@@ -125,6 +125,8 @@ TsMs = Annotated[
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, description="per-device sequence")]
 Id = Annotated[str, msgspec.Meta(pattern=_ID_RE.pattern, description="identifier")]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
+RawAd = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**32 - 1,
+                                    description="raw AD count (int32 / uint32 register)")]
 
 
 class Role(StrEnum):
@@ -215,15 +217,21 @@ class SaleEvent(_Event, frozen=True, kw_only=True, tag="sale"):
     amount_fen: Fen | None = None
     plu: Text | None = None
     trace_code: Text | None = None
+    #: median raw AD count of the readings at ``settled_mg``, where the device reports one
+    #: (Modbus transmitters): with the idle pan's ``raw_ad`` it gives the scale's
+    #: measurement coefficient K = (AD − AD0) / W (domain.md §4, K_real vs K_cal)
+    raw_ad: RawAd | None = None
 
 
 class ZeroCheckEvent(_Event, frozen=True, kw_only=True, tag="zero"):
-    """Idle-pan statistics over a window: mean and spread of the empty-pan reading."""
+    """Idle-pan statistics over a window: mean and spread of the empty-pan reading
+    (``raw_ad``: median raw AD count over the window, where the device reports one)."""
 
     mean_mg: Mg
     spread_mg: PosMg
     n: Annotated[int, msgspec.Meta(ge=1)]
     duration_ms: Annotated[int, msgspec.Meta(ge=0)]
+    raw_ad: RawAd | None = None
 
 
 class ReweighEvent(_Event, frozen=True, kw_only=True, tag="reweigh"):
