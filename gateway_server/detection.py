@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from gateway_server.detectors import kfactor as kf
 from gateway_server.detectors.stream import (
     DetectorParams,
     Finding,
@@ -137,6 +138,7 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
     found += untraced.settle(conn, new_sales=new_sales, latest_ms=latest)
     resid_devices = _devices_with_new_pairs(conn, new_events, new_sales)
     found += residual_findings(conn, resid_devices, now_ms=now_ms)
+    found += kfactor_findings(conn, new_sales)
     return [finding_row(f, now_ms) for f in found]
 
 
@@ -172,7 +174,6 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
     or registered verification/repair, which resets the evidence.
     """
     from gateway_server.detectors import residual as rd
-    from gateway_server.tables_workflow import inspection_results
 
     out: list[Finding] = []
     ctx = scale_contexts(conn, devices)
@@ -180,11 +181,7 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
         sc = ctx.get(device)
         if sc is None:
             continue
-        reset = max(
-            conn.execute(select(func.coalesce(func.max(inspection_results.c.ts_ms), 0))
-                         .where(inspection_results.c.device == device)).scalar_one(),
-            conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
-                         .where(repairs.c.device == device)).scalar_one())
+        reset = _reset_ms(conn, device)
         rows = list(conn.execute(
             select(reweighs.c.settled_mg, reweighs.c.reference_mg, reweighs.c.device,
                    reweighs.c.ts_ms, reweighs.c.merchant_id)
@@ -223,6 +220,64 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
             LEGAL_RESIDUAL, int(at.ts_ms), device, sc.market,
             f"residual:{device}:{reset}", at.merchant_id, ev))
     return out
+
+
+def _reset_ms(conn: Connection, device: str) -> int:
+    """The scale's last inspection or registered repair/verification (0: none): the
+    evidence of the statistical detectors starts afresh from there."""
+    from gateway_server.tables_workflow import inspection_results
+
+    return int(max(
+        conn.execute(select(func.coalesce(func.max(inspection_results.c.ts_ms), 0))
+                     .where(inspection_results.c.device == device)).scalar_one(),
+        conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
+                     .where(repairs.c.device == device)).scalar_one()))
+
+
+def kfactor_findings(conn: Connection, new_sales: list[dict[str, Any]]) -> list[Finding]:
+    """K = (AD − AD0) / W per sale that carries a raw AD count (``detectors.kfactor``):
+    AD0 from the device's latest zero check with a raw AD before the sale, stored with the
+    sale (``sales.ad_zero``); then the drift rule per device."""
+    from gateway_server.tables import events
+
+    with_ad = [s for s in new_sales if s.get("raw_ad") is not None]
+    if not with_ad:
+        return []
+    for s in with_ad:
+        for (payload,) in conn.execute(
+                select(events.c.payload).where(events.c.device == s["device"],
+                                               events.c.kind == "zero",
+                                               events.c.ts_ms <= s["ts_ms"])
+                .order_by(events.c.ts_ms.desc()).limit(20)):
+            ad0 = json.loads(payload).get("raw_ad")
+            if ad0 is not None:
+                conn.execute(sales.update().where(sales.c.id == s["id"]).values(ad_zero=ad0))
+                break
+    ctx = scale_contexts(conn, {s["device"] for s in with_ad})
+    out: list[Finding] = []
+    for device in sorted(ctx):
+        sc, reset = ctx[device], _reset_ms(conn, device)
+        base = select(sales.c.ts_ms, sales.c.seq, sales.c.raw_ad, sales.c.ad_zero,
+                      sales.c.settled_mg, sales.c.merchant_id).where(
+            sales.c.device == device, sales.c.raw_ad.is_not(None),
+            sales.c.ad_zero.is_not(None), sales.c.ts_ms > reset)
+
+        ref = _k_samples(conn.execute(base.order_by(sales.c.ts_ms, sales.c.seq).limit(100)),
+                         sc.e_mg)
+        rows = list(conn.execute(base.order_by(sales.c.ts_ms.desc(), sales.c.seq.desc())
+                                 .limit(50)))
+        recent = _k_samples(reversed(rows), sc.e_mg)
+        merchant = rows[0].merchant_id if rows else None
+        f = kf.check_k_drift(ref, recent, sc, reset_ms=reset, merchant_id=merchant)
+        if f is not None:
+            out.append(f)
+    return out
+
+
+def _k_samples(rows: Iterable[Any], e_mg: int) -> list[kf.KSample]:
+    got = [kf.KSample(int(r.ts_ms), int(r.seq), int(r.raw_ad) - int(r.ad_zero),
+                      int(r.settled_mg)) for r in rows]
+    return [k for k in got if kf.qualifies(k.span_ad, k.settled_mg, e_mg)]
 
 
 def _method(fair: ScaleCtx | None, selling: ScaleCtx | None) -> mt.ReweighMethod:

@@ -173,7 +173,7 @@ def store_batch(
                     "unsettled_commit": ev.unsettled_commit, "duration_ms": ev.duration_ms,
                     "unit_price_fen_per_kg": ev.unit_price_fen_per_kg,
                     "amount_fen": ev.amount_fen, "plu": ev.plu, "trace_code": ev.trace_code,
-                    "signed": key is not None, "merchant_id": None,
+                    "signed": key is not None, "merchant_id": None, "raw_ad": ev.raw_ad,
                 })
             else:
                 event_rows.append(base | {

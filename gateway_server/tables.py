@@ -163,6 +163,8 @@ sales = Table(
     Column("plu", String(256)),
     Column("trace_code", String(256), index=True),
     Column("signed", Boolean, nullable=False, default=False),  # signature verified
+    Column("raw_ad", BigInteger),  # raw AD count of the settled load (transmitters)
+    Column("ad_zero", BigInteger),  # raw AD of the empty pan before it (K = (AD − AD0) / W)
     UniqueConstraint("device", "seq", name="uq_sales_device_seq"),
     Index("ix_sales_market_ts", "market", "ts_ms"),
     Index("ix_sales_merchant_ts", "merchant_id", "ts_ms"),

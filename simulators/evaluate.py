@@ -53,6 +53,7 @@ KIND_MAP: dict[str, frozenset[str]] = {
     "residual-both": frozenset(_WEIGHT),
     "idle-while-peers-trade": frozenset({"second-scale"}),
     "untracked-sales": frozenset({"second-scale"}),
+    "k-factor-drift": frozenset({"remote-gain", "chip-gain", "recalibration", "drift"}),
     # integrity and configuration: no cheat type (a flag on an honest merchant is false)
     "sequence-gap": frozenset(), "bad-signature": frozenset(),
     "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),

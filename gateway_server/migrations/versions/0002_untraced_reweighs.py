@@ -1,4 +1,4 @@
-"""re-weighs named by the stall (no receipt); trading hours and offline detection
+"""re-weighs named by the stall (no receipt); trading hours; raw AD of sales
 
 Revision ID: 0002
 Revises: 0001
@@ -8,7 +8,8 @@ A fair-scale station may name a purchase by the stall (trust code or stall numbe
 a receipt's traceability code (``weighing.wire.ReweighEvent.merchant_token`` / ``stall_no``);
 the gateway matches such re-weighs against the merchant's sales (``gateway_server.untraced``).
 Markets get their trading hours and scales the device time of their newest event, for the
-offline-during-trading-hours rule (``gateway_server.detectors.offline``).
+offline-during-trading-hours rule (``gateway_server.detectors.offline``); sales their raw AD
+count and the empty pan's, for the K-factor rule (``gateway_server.detectors.kfactor``).
 """
 import sqlalchemy as sa
 from alembic import op
@@ -31,9 +32,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("trading_hours", sa.String(length=16), nullable=True))
     with op.batch_alter_table("scales", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_ts_ms", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("sales", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("raw_ad", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("ad_zero", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("sales", schema=None) as batch_op:
+        batch_op.drop_column("ad_zero")
+        batch_op.drop_column("raw_ad")
     with op.batch_alter_table("scales", schema=None) as batch_op:
         batch_op.drop_column("last_ts_ms")
     with op.batch_alter_table("markets", schema=None) as batch_op:

@@ -40,6 +40,8 @@ const KIND = {
   "idle-while-peers-trade": ["溯源秤闲置", "Idle scale"],
   "reweigh-short": ["复秤短秤", "Re-weigh short"],
   "untracked-sales": ["复秤商品无溯源记录", "Untracked sales"],
+  "offline-trading-hours": ["交易时段离线", "Offline while trading"],
+  "k-factor-drift": ["测量系数偏离", "K-factor drift"],
   "bad-signature": ["签名无效", "Bad signature"],
   "sequence-gap": ["数据缺失（序号断档）", "Sequence gap"],
   "identity-mismatch": ["设备身份不符", "Identity mismatch"],

@@ -24,6 +24,11 @@ const LABELS = {
   stall_named_reweighs: ["按摊位复秤次数", "stall-named re-weighs"], share: ["占比", "share"],
   recorded_sales: ["溯源秤记录交易", "recorded sales per scale"], reweighs: ["复秤记录", "re-weighs"],
   fair_device: ["公平秤", "fair scale"], ts_ms: ["时间", "time"], id: ["编号", "id"],
+  cause: ["原因", "cause"], from_ms: ["开始", "from"], to_ms: ["结束", "to"],
+  in_trading_hours_ms: ["交易时段内时长", "within trading hours"], trading_hours: ["交易时段", "trading hours"],
+  k_ref: ["参考测量系数 K", "reference K"], k_now: ["当前测量系数 K", "current K"],
+  display_gain: ["显示增益", "display gain"], tolerance_rel: ["相对允差", "relative tolerance"],
+  since_ms: ["起算时间", "since"], seqs: ["事件序号", "event seqs"],
 };
 
 /** A list of evidence records (re-weighs, worst pairs) as a small table. */
@@ -42,11 +47,14 @@ export function evidenceValue(key, v) {
   if (Array.isArray(v) && v.length && v.every((x) => x && typeof x === "object" && !Array.isArray(x))) {
     return evidenceTable(v);
   }
+  if (Array.isArray(v) && v.every((x) => x === null || typeof x !== "object")) {
+    return v.map((x) => evidenceValue(key, x)).join(", ");
+  }
   if (typeof v === "object") return JSON.stringify(v);
   if (key.endsWith("_fen_per_kg")) return yuan(v) + " " + L("元/kg", "yuan/kg");
   if (key.endsWith("_fen")) return yuan(v) + " " + L("元", "yuan");
   if (key.endsWith("_mg")) return (typeof v === "string" ? fracKg(v) : kg(v, { sign: key === "gain_mg" || key === "shortfall_mg" || key === "mean_mg" })) + " kg";
-  if (key === "duration_ms" || key === "window_ms") return duration(v);
+  if (key === "duration_ms" || key === "window_ms" || key === "in_trading_hours_ms") return duration(v);
   if (key.endsWith("_ms")) return dateTime(v);
   if (key === "category") return categoryText(v);
   if (key === "method") return methodText(v);
