@@ -26,6 +26,15 @@ from device_profiles.codecs import Codec, Command, FrameError, WeightFrame
 from weighing.errors import GatewayError
 
 
+def _close_quietly(port: serial.SerialBase | None) -> None:
+    """Close a line that may already be broken (an unplugged adapter raises on close)."""
+    if port is not None:
+        try:
+            port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
 class TransportError(GatewayError, OSError):
     """The link to a device failed (port gone, connection refused, I/O error)."""
 
@@ -101,12 +110,8 @@ class SerialFrameSource(FrameSource):
             raise TransportError(f"cannot open {self.url}: {err}") from err
 
     def close(self) -> None:
-        if self._port is not None:
-            try:
-                self._port.close()
-            except (serial.SerialException, OSError):
-                pass
-            self._port = None
+        _close_quietly(self._port)
+        self._port = None
 
     def _read(self, timeout_s: float) -> bytes:
         port = self._port
@@ -218,10 +223,6 @@ class ScannerPort:
         return data
 
     def close(self) -> None:
-        if self._port is not None:
-            try:
-                self._port.close()
-            except (serial.SerialException, OSError):
-                pass
-            self._port = None
+        _close_quietly(self._port)
+        self._port = None
         self.state = "closed" if not self._down else "down"

@@ -8,11 +8,27 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from device_profiles.schema import list_profiles, load_profile
 from simulators.emulator import Faults, SerialEmulator
 from simulators.script import random_script
 from weighing.errors import GatewayError
+
+
+def _run_until_stopped(emu: Any, *, exit_when_done: bool) -> int:
+    """Play an emulator until SIGTERM / Ctrl-C (or its script ends, if asked)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    emu.start()
+    try:
+        while not stop.wait(0.2):
+            if emu.done.is_set() and exit_when_done:
+                break
+    finally:
+        emu.stop()
+    return 0
 
 
 def cmd_serial(args: argparse.Namespace) -> int:
@@ -25,17 +41,7 @@ def cmd_serial(args: argparse.Namespace) -> int:
         with open(args.script_out, "w", encoding="utf-8") as fh:
             json.dump({"profile": profile.id, "loads_mg": [ld.mass_mg for ld in loads]}, fh)
     print(emu.path, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    emu.start()
-    try:
-        while not stop.wait(0.2):
-            if emu.done.is_set() and args.exit_when_done:
-                break
-    finally:
-        emu.stop()
-    return 0
+    return _run_until_stopped(emu, exit_when_done=args.exit_when_done)
 
 
 def cmd_station(args: argparse.Namespace) -> int:
@@ -53,17 +59,7 @@ def cmd_station(args: argparse.Namespace) -> int:
                           hold_ms=int(args.hold_s * 1000))
     # TOML lines for the agent's [[scale]] (with role = "fair")
     print(f'port = "{emu.path}"\nscanner = "{emu.scanner_path}"', flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    emu.start()
-    try:
-        while not stop.wait(0.2):
-            if emu.done.is_set() and args.exit_when_done:
-                break
-    finally:
-        emu.stop()
-    return 0
+    return _run_until_stopped(emu, exit_when_done=args.exit_when_done)
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:

@@ -50,6 +50,15 @@ class EmulatorStats:
         self.faults[what] = self.faults.get(what, 0) + 1
 
 
+def close_fds(*fds: int) -> None:
+    """Close pty descriptors that may already be closed."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class SerialEmulator:
     """Plays ``loads`` on a pty; ``path`` is the device end to open."""
 
@@ -100,11 +109,7 @@ class SerialEmulator:
         self._stop.set()
         if self._thread:
             self._thread.join(2)
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self._master, self._slave)
 
     def __enter__(self) -> SerialEmulator:
         return self.start()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles.schema import Profile
-from simulators.emulator import SerialEmulator
+from simulators.emulator import SerialEmulator, close_fds
 from simulators.script import Load, round_to_e
 from weighing.errors import GatewayError
 from weighing.units import decimal_to_mg
@@ -155,11 +155,7 @@ class StationEmulator:
         self.scale.stop()
         if self._thread:
             self._thread.join(2)
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self._master, self._slave)
 
     def __enter__(self) -> StationEmulator:
         return self.start()
