@@ -16,6 +16,9 @@ Besides the state machine's events, a worker emits:
 * ``CounterChangeEvent``s: counters, identity and calibration registers a Modbus
   source reports in ``extras``, compared with the last values seen (kept across
   restarts; the very first observation is reported with ``old = None``);
+* (not an event) ``raw_ad`` filled into the state machine's sale and zero events where
+  the source reports its frames' raw AD counts (``edge_agent.rawad``; the gateway's
+  K = (AD − AD0) / W monitor);
 * one ``outbox-full`` fault when the outbox raises its alarm;
 * ``transport-lost`` when a running source fails (once per outage, not per retry);
 * ``clock-skew`` when an authentic ``time-sync`` shows the clock off by more than
@@ -47,6 +50,7 @@ from edge_agent.commands import CommandGate
 from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
+from edge_agent.rawad import RawAdTrack
 from edge_agent.statemachine import Params, WeighingStateMachine
 from edge_agent.station import ScanError, ScanReader, Station
 from edge_agent.transport import (
@@ -177,6 +181,7 @@ class ScaleWorker:
         self._extras_seen: dict[str, str] | None = None
         self._last_frame_saved_ms = 0
         self._outage_reported = False
+        self._rawad: RawAdTrack | None = None  # made at the first raw AD the source reports
         self._restore()
 
     def birth(self) -> wire.Birth:
@@ -292,15 +297,23 @@ class ScaleWorker:
             if n:
                 self._outage_reported = False
                 self._check_gap(t_read - int((n - 1) * period_ms))
+            take_samples = self.cfg.samples and not self.outbox.alarm
+            # a Modbus poll's ``extras`` belong to its (last) frame; raw AD → sale/zero events
+            raw_ad = (getattr(self.source, "extras", None) or {}).get("raw_ad")
             # frames that arrived in one burst (the reader was late) are back-dated at
             # the line's nominal rate, never earlier than the previous frame
-            take_samples = self.cfg.samples and not self.outbox.alarm
             ts, ws, fs = self._samples
             for i, frame in enumerate(polled.frames):
                 t = max(t_read - int((n - 1 - i) * period_ms), self.stats.last_frame_ms)
                 self.stats.frames += 1
                 self.stats.last_frame_ms = t
+                if raw_ad is not None and i == n - 1:
+                    if self._rawad is None:
+                        self._rawad = RawAdTrack()
+                    self._rawad.feed(t, frame.weight_mg, raw_ad, stable=frame.stable)
                 events = self.sm.feed(t, frame)
+                if self._rawad is not None:
+                    events = [self._rawad.annotate(e) for e in events]
                 if self.scanner is not None:
                     events = [self.station.commit(e) for e in events]
                 self._persist(events)

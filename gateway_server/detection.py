@@ -258,7 +258,7 @@ def kfactor_findings(conn: Connection, new_sales: list[dict[str, Any]]) -> list[
     for device in sorted(ctx):
         sc, reset = ctx[device], _reset_ms(conn, device)
         base = select(sales.c.ts_ms, sales.c.seq, sales.c.raw_ad, sales.c.ad_zero,
-                      sales.c.settled_mg, sales.c.merchant_id).where(
+                      sales.c.settled_mg, sales.c.tare_mg, sales.c.merchant_id).where(
             sales.c.device == device, sales.c.raw_ad.is_not(None),
             sales.c.ad_zero.is_not(None), sales.c.ts_ms > reset)
 
@@ -275,8 +275,9 @@ def kfactor_findings(conn: Connection, new_sales: list[dict[str, Any]]) -> list[
 
 
 def _k_samples(rows: Iterable[Any], e_mg: int) -> list[kf.KSample]:
+    # the load cell carries the tare too: W is the gross weight shown
     got = [kf.KSample(int(r.ts_ms), int(r.seq), int(r.raw_ad) - int(r.ad_zero),
-                      int(r.settled_mg)) for r in rows]
+                      int(r.settled_mg) + int(r.tare_mg or 0)) for r in rows]
     return [k for k in got if kf.qualifies(k.span_ad, k.settled_mg, e_mg)]
 
 

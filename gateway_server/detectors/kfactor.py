@@ -2,7 +2,8 @@
 
 A weighing transmitter that reports its raw AD count lets the server compute the scale's
 measurement coefficient per sale, K = (AD − AD0) / W: AD the raw count of the settled load,
-AD0 that of the empty pan just before (the preceding zero check), W the settled weight shown.
+AD0 that of the empty pan just before (the preceding zero check), W the gross weight shown
+(settled net + tare: the load cell carries the tray too).
 K belongs to the load cell and the calibration; it does not change while the scale is
 honest. A cheat that alters the displayed weight *after* the converter — a chip or remote
 gain in the indicator, a span re-calibration written over Modbus — moves W and not AD, so K
@@ -44,7 +45,8 @@ DEFAULT_PARAMS = KParams()
 
 @dataclass(frozen=True, slots=True)
 class KSample:
-    """One qualifying sale: AD span (AD − AD0) and the settled weight shown."""
+    """One qualifying sale: AD span (AD − AD0) and the gross weight shown (``settled_mg``
+    + tare)."""
 
     ts_ms: int
     seq: int

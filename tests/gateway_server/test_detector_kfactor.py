@@ -72,14 +72,17 @@ class Stream:
     def __init__(self) -> None:
         self.seq, self.t = 0, T0
 
-    def weigh(self, true_mg: int, gain: float = 0.0) -> list[wire.Event]:
+    def weigh(self, true_mg: int, gain: float = 0.0, tray_mg: int = 0) -> list[wire.Event]:
+        """Goods of ``true_mg`` (on a tared tray of ``tray_mg``): the load cell sees both."""
         self.seq, self.t = self.seq + 2, self.t + 60_000
-        shown = round(true_mg * (1 + gain) / 5_000) * 5_000
+        gross = round((true_mg + tray_mg) * (1 + gain) / 5_000) * 5_000
+        tare = round(tray_mg * (1 + gain) / 5_000) * 5_000
         return [wire.ZeroCheckEvent(seq=self.seq - 1, ts_ms=self.t - 10_000, mean_mg=0,
                                     spread_mg=0, n=20, duration_ms=5_000, raw_ad=ZERO_AD),
-                wire.SaleEvent(seq=self.seq, ts_ms=self.t, net_mg=shown, settled_mg=shown,
-                               peak_mg=shown, stable_device=True, stable_software=True,
-                               raw_ad=ZERO_AD + round(true_mg * COUNTS_PER_MG))]
+                wire.SaleEvent(seq=self.seq, ts_ms=self.t, net_mg=gross - tare,
+                               settled_mg=gross - tare, peak_mg=gross - tare, tare_mg=tare,
+                               stable_device=True, stable_software=True,
+                               raw_ad=ZERO_AD + round((true_mg + tray_mg) * COUNTS_PER_MG))]
 
 
 def send(store: Store, evs: list[wire.Event]) -> None:
@@ -100,6 +103,8 @@ def test_display_gain_found_from_raw_ad_and_reset_by_a_repair(store: Store,
     s, rng = Stream(), random.Random(9)
     for _ in range(20):  # honest: reference and more
         send(store, s.weigh(rng.randint(300_000, 8_000_000)))
+    for _ in range(5):  # honest, on a tared 400 g tray: K is taken on the gross weight
+        send(store, s.weigh(rng.randint(300_000, 2_000_000), tray_mg=400_000))
     assert drift_findings(store) == []
     with store.engine.connect() as c:
         stored = c.execute(select(sales.c.raw_ad, sales.c.ad_zero).limit(1)).one()
