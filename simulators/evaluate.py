@@ -53,7 +53,10 @@ KIND_MAP: dict[str, frozenset[str]] = {
     "residual-both": frozenset(_WEIGHT),
     "idle-while-peers-trade": frozenset({"second-scale"}),
     "untracked-sales": frozenset({"second-scale"}),
-    "k-factor-drift": frozenset({"remote-gain", "chip-gain", "recalibration", "drift"}),
+    # the display no longer follows the load cell: any cheat that changes the display
+    # after the converter (a tray on the pan loads the cell too, so not tray-not-tared)
+    "k-factor-drift": frozenset({"remote-gain", "chip-gain", "chip-additive", "recalibration",
+                                 "preset-base", "drift"}),
     # integrity and configuration: no cheat type (a flag on an honest merchant is false)
     "sequence-gap": frozenset(), "bad-signature": frozenset(),
     "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),

@@ -55,6 +55,8 @@ AGENT_VERSION = "fleet-sim/1"
 HOUR_MS = 3_600_000
 MIN_IDLE_MS = 2_000  # the agent's zero_window_ms: a shorter idle period says nothing
 HONEST_SPAN_ERROR = 0.0005  # ±0.05 %: a verified scale well inside ±0.5 e at mid load
+ZERO_AD = 200_000  # raw AD count of an empty pan (transmitters that report raw AD)
+AD_PER_MG = 0.05  # 1,500,000 counts at 30 kg
 
 
 def round_e(mass_mg: float, e_mg: int) -> int:
@@ -169,8 +171,8 @@ class Simulation:
                 open_ms = start + day * 86_400_000
                 self._push(open_ms + int(st.rng.uniform(0, self.tr.heartbeat_s) * 1000), dev,
                            "hb")
-                if st.spec.role == "trade":
-                    self._push(open_ms + self._gap(st, open_ms), dev, "sale")
+                if st.spec.role == "trade":  # the idle pan reports from the opening
+                    self._idle_then_next(open_ms, st)
             sc = st.scenario
             if sc is not None and sc.kind == "recalibration":
                 self._push(sc.onset_ms, dev, "cal")
@@ -303,7 +305,9 @@ class Simulation:
         if sc is not None and sc.kind == "price-trick" and plu == st.tricked_plu:
             price = max(1, round(price * sc.size))
             cheated = True
+        on_pan = true_mg + (tray_mg if goods.tray else 0)  # what the load cell carries
         event = wire.SaleEvent(
+            raw_ad=self._raw_ad(st, t, sc, on_pan) if model.can("raw_ad") else None,
             seq=0, ts_ms=0, net_mg=net, settled_mg=settled, peak_mg=max(peak, net),
             tare_mg=tare if model.can("tare") else 0, stable_device=not impact,
             stable_software=not impact, unsettled_commit=impact, duration_ms=duration,
@@ -368,13 +372,24 @@ class Simulation:
         tr["short_sales"].append([st.seq, ev.trace_code, short_mg])
         tr["short_total_mg"] += max(short_mg, 0)
 
+    def _raw_ad(self, st: _Scale, t: int, sc: Scenario | None, on_pan_mg: int) -> int:
+        """The load cell's count: the true mass on the pan, never the display's cheats; a
+        drifting scale drifts in the cell itself (zero and span)."""
+        counts = ZERO_AD + on_pan_mg * AD_PER_MG
+        if sc is not None and sc.kind == "drift":
+            gain, _ = self._span(st, t, sc)
+            counts = ZERO_AD + on_pan_mg * AD_PER_MG * gain + self._zero_mg(st, t, sc) * AD_PER_MG
+        return round(counts) + st.rng.randint(-2, 2)  # converter noise
+
     def _zero(self, t: int, st: _Scale, duration_ms: int) -> Out | None:
-        mean = self._zero_mg(st, t, self._active(st, t))
+        sc = self._active(st, t)
+        mean = self._zero_mg(st, t, sc)
         e = st.spec.m.e_mg
         spread = e if mean and st.rng.random() < 0.2 else 0
+        raw = self._raw_ad(st, t, sc, 0) if st.spec.m.can("raw_ad") else None
         return self._emit(t, st, wire.ZeroCheckEvent(
             seq=0, ts_ms=0, mean_mg=mean, spread_mg=spread,
-            n=max(1, duration_ms // 100), duration_ms=duration_ms))
+            n=max(1, duration_ms // 100), duration_ms=duration_ms, raw_ad=raw))
 
     def _reweigh(self, t: int, st: _Scale, data: Any) -> Out | None:
         trace, stall, true_mg, claimed, seller = data

@@ -164,15 +164,21 @@ MODELS: dict[str, ScaleModel] = {
                                           3_000_000, 1_000, ()),
     "ad-text-60kg-20g": ScaleModel("ad-text-60kg-20g", "ad-text", 60_000_000, 20_000,
                                    ("stable_flag", "net")),
+    # a load-cell transmitter that reports its raw AD count (K-factor monitoring)
+    "modbus-transmitter-generic": ScaleModel("modbus-transmitter-generic", "modbus",
+                                             30_000_000, 10_000,
+                                             ("stable_flag", "net", "tare", "raw_ad")),
 }
 FAIR_MODEL = "toledo-15kg-5g"
 # which models may sell a stall's goods without breaking Art. 3 (goods.py), and how often
 STALL_MODELS: dict[str, tuple[tuple[str, float], ...]] = {
-    "vegetables": (("trace-30kg-10g", .35), ("trace-15kg-5g", .35), ("dialog04-6-15kg-2-5g", .15),
+    "vegetables": (("trace-30kg-10g", .30), ("trace-15kg-5g", .35), ("dialog04-6-15kg-2-5g", .15),
+                   ("modbus-transmitter-generic", .05),
                    ("toledo-15kg-5g", .10), ("ad-text-60kg-20g", .05)),
     "fruit": (("trace-30kg-10g", .35), ("trace-15kg-5g", .35), ("dialog04-6-15kg-2-5g", .15),
               ("toledo-15kg-5g", .15)),
-    "grain": (("trace-30kg-10g", .5), ("trace-15kg-5g", .2), ("ad-text-60kg-20g", .3)),
+    "grain": (("trace-30kg-10g", .4), ("trace-15kg-5g", .2), ("ad-text-60kg-20g", .3),
+              ("modbus-transmitter-generic", .1)),
     "meat": (("trace-15kg-5g", .85), ("toledo-15kg-5g", .15)),
     "poultry_aquatic": (("trace-15kg-5g", .85), ("toledo-15kg-5g", .15)),
     "pastry": (("trace-15kg-5g", 1.0),),
@@ -305,7 +311,7 @@ def _eligible(world: World, kind: str, spec: ScaleSpec) -> bool:
         return False
     merchant = world.merchants[spec.merchant] if spec.merchant else None
     if kind in ("remote-gain", "chip-gain", "chip-additive"):
-        return m.can("trace_code")  # only re-weighs reveal them
+        return m.can("trace_code") or m.can("raw_ad")  # re-weighs or K reveal them
     if kind == "tray-not-tared":
         return (m.can("plu") and m.can("tare") and merchant is not None
                 and any(gd.BY_PLU[p].tray for p in merchant.prices))

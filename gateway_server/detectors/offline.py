@@ -10,8 +10,9 @@ times have no gap. Two things therefore mean the scale itself was dark:
   the scale with it, was off.
 
 Either counts when it overlaps the market's trading hours by at least ``min_ms``. Only a gap
-that *starts* inside trading hours counts, and only that day's trading: a stall that opens
-late, or a scale that is off overnight, is not a scale that went dark while trading.
+that *starts* inside trading hours counts, and only that day's trading up to the last
+``wind_down_ms`` before the close: a stall that opens late, packs up early, or a scale that
+is off overnight, is not a scale that went dark while trading.
 Trading hours are local time in China Standard Time (UTC+8, no daylight saving),
 ``"HH:MM-HH:MM"`` per market (``markets.trading_hours``), else
 :data:`DEFAULT_TRADING_HOURS`.
@@ -38,6 +39,9 @@ _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 @dataclass(frozen=True, slots=True)
 class OfflineParams:
     min_ms: int = 30 * MINUTE_MS  # dark for at least this long within trading hours [config]
+    #: the last hour before the close is when stalls pack up (and where a slow clock puts
+    #: the end of the day): a scale going dark there is not counted [config]
+    wind_down_ms: int = 60 * MINUTE_MS
 
 
 DEFAULT_PARAMS = OfflineParams()
@@ -83,11 +87,13 @@ def check_offline(scale: ScaleCtx, start_ms: int, end_ms: int, *, cause: str,
 
     ``cause``: ``no-data`` (the agent saw no frames) or ``silent`` (no events at all).
     """
-    if scale.role != "trade" or not in_trading_hours(start_ms, hours):
+    close = hours[1] - params.wind_down_ms // MINUTE_MS
+    if scale.role != "trade" or close <= hours[0] or not in_trading_hours(
+            start_ms, (hours[0], close)):
         return None
     # that day's trading only: the next morning is a late opening, not a scale gone dark
     day = (start_ms + CST_OFFSET_MS) // DAY_MS * DAY_MS - CST_OFFSET_MS
-    overlap = trading_overlap_ms(start_ms, min(end_ms, day + hours[1] * MINUTE_MS), hours)
+    overlap = trading_overlap_ms(start_ms, min(end_ms, day + close * MINUTE_MS), hours)
     if overlap < params.min_ms:
         return None
     h = f"{hours[0] // 60:02d}:{hours[0] % 60:02d}-{hours[1] // 60:02d}:{hours[1] % 60:02d}"

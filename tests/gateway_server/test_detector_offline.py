@@ -60,12 +60,15 @@ def test_dark_while_trading_is_found_and_nights_and_late_openings_are_not() -> N
     assert f.evidence["in_trading_hours_ms"] == 60 * MIN
     assert f.evidence["trading_hours"] == "06:00-19:00"
     assert check_offline(SCALE, cst(3, 10), cst(3, 10, 29), cause="silent", hours=HOURS) is None
-    # dark from the evening to a late start the next day: it went dark after trading
-    assert check_offline(SCALE, cst(3, 18, 59), cst(4, 9), cause="silent", hours=HOURS) is None
-    # 18:20 to the next morning: 40 minutes of that day's trading lost (the next morning's
+    # dark from the last hour (packing up) to a late start the next day: not counted
+    assert check_offline(SCALE, cst(3, 18, 1), cst(4, 9), cause="silent", hours=HOURS) is None
+    # 17:20 to the next morning: the 40 minutes before the last hour (the next morning's
     # late start is not counted)
-    g = check_offline(SCALE, cst(3, 18, 20), cst(4, 8), cause="silent", hours=HOURS)
+    g = check_offline(SCALE, cst(3, 17, 20), cst(4, 8), cause="silent", hours=HOURS)
     assert g is not None and g.evidence["in_trading_hours_ms"] == 40 * MIN
+    # a scale with a clock 30 min slow ends its day at 17:30 by its own clock
+    assert check_offline(SCALE, cst(3, 17, 30), cst(3, 19, 30), cause="silent",
+                         hours=parse_trading_hours("06:00-18:00")) is None
     fair = ScaleCtx("f-1", "m1", 1_000, 6_000_000, role="fair")
     assert check_offline(fair, cst(3, 10), cst(3, 12), cause="silent", hours=HOURS) is None
 
@@ -120,11 +123,14 @@ def test_gaps_between_batches_and_no_data_faults(store: Store, market: int) -> N
                  wire.FaultEvent(seq=8, ts_ms=cst(3, 11, 30), code="no-data",
                                  duration_ms=45 * MIN)])
     assert [json.loads(x["evidence"])["cause"] for x in offline(store)] == ["silent", "no-data"]
-    # dark from 11:30 to 17:50 while trading; then closed 10 min early and opened an hour
-    # late the next day: not a scale gone dark; redelivery of a batch adds nothing
+    # dark from 11:30 to 17:50 while trading (counted to 17:00: the last hour is packing
+    # up); then opened an hour late the next day: not a scale gone dark; redelivery of a
+    # batch adds nothing
     send(store, [hb(9, cst(3, 17, 50))])
     send(store, [hb(10, cst(4, 6, 30))])
     send(store, [hb(4, cst(3, 10, 40)), hb(5, cst(3, 10, 41))])
     got = offline(store)
     assert len(got) == 3
-    assert json.loads(got[-1]["evidence"])["from_ms"] == cst(3, 11, 30)
+    last = json.loads(got[-1]["evidence"])
+    assert last["from_ms"] == cst(3, 11, 30)
+    assert last["in_trading_hours_ms"] == (5 * 60 + 30) * MIN

@@ -58,3 +58,36 @@ def test_events_decode_and_are_in_time_order() -> None:
                if s["scenarios"] and s["scenarios"][0]["kind"] == "impact")
     assert imp["scenarios"][0]["cheated_sales"] > 0
     assert all(short > 0 for _, _, short in imp["scenarios"][0]["short_sales"])
+
+
+def test_transmitters_report_the_load_cell_not_the_display() -> None:
+    """Raw AD follows the mass on the pan; a chip gain moves the display, not the counts."""
+    from simulators.fleet import AD_PER_MG, ZERO_AD
+    from simulators.fleet_config import Scenario
+
+    def events_of(gain: float | None) -> tuple[list[wire.SaleEvent], list[wire.ZeroCheckEvent]]:
+        world = build_world(load_fleet_config(SMALL))
+        dev = next(d for d, s in world.scales.items() if s.role == "trade")
+        world.scales[dev].model = "modbus-transmitter-generic"
+        world.scenarios[dev] = [] if gain is None else [
+            Scenario("chip-gain", dev, world.scales[dev].merchant, world.cfg.start_ms, gain)]
+        sales, zeros = [], []
+        for out in Simulation(world).run():
+            if out.kind != "events" or out.device != dev:
+                continue
+            payload = wire.event_batch_payload(out.device, list(out.data))
+            _, batch = wire.decode(wire.topic(out.market, dev, wire.Channel.EVENTS), payload)
+            sales += [ev for ev in batch.events if isinstance(ev, wire.SaleEvent)]
+            zeros += [ev for ev in batch.events if isinstance(ev, wire.ZeroCheckEvent)]
+        return sales, zeros
+
+    e = MODELS["modbus-transmitter-generic"].e_mg
+    for gain in (None, 0.10):
+        sales, zeros = events_of(gain)
+        assert len(sales) > 20 and zeros
+        assert all(z.raw_ad is not None and abs(z.raw_ad - ZERO_AD) <= 2 for z in zeros)
+        for s in sales:  # gross shown = (1 + gain) × load-cell mass, within rounding
+            assert s.raw_ad is not None
+            cell_mg = (s.raw_ad - ZERO_AD) / AD_PER_MG
+            shown = (s.settled_mg + s.tare_mg) / (1 + (gain or 0))
+            assert abs(shown - cell_mg) <= e + 0.001 * cell_mg + 40
