@@ -132,14 +132,20 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
         elif e["kind"] == "reweigh":
             untraced.store_stall_reweigh(conn, e, body)
     found += _link_waiting_reweighs(conn, new_sales, ctx)
-    latest: dict[str, int] = {}
-    for r in [*new_sales, *new_events]:
-        latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
-    found += untraced.settle(conn, new_sales=new_sales, latest_ms=latest)
+    found += untraced.settle(conn, new_sales=new_sales,
+                             latest_ms=latest_by_market([*new_sales, *new_events]))
     resid_devices = _devices_with_new_pairs(conn, new_events, new_sales)
     found += residual_findings(conn, resid_devices, now_ms=now_ms)
     found += kfactor_findings(conn, new_sales)
     return [finding_row(f, now_ms) for f in found]
+
+
+def latest_by_market(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Newest event time per market among stored rows (event time drives the window rules)."""
+    latest: dict[str, int] = {}
+    for r in rows:
+        latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
+    return latest
 
 
 def _devices_with_new_pairs(conn: Connection, new_events: list[dict[str, Any]],

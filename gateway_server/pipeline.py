@@ -30,7 +30,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.detection import detect, idle_scale_findings, offline_findings
+from gateway_server.detection import (
+    detect,
+    idle_scale_findings,
+    latest_by_market,
+    offline_findings,
+)
 from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
@@ -246,11 +251,8 @@ def _closed_windows(conn: Connection, res: BatchResult, new_event_rows: list[dic
     market. A window is evaluated one full window after it ended, so data delayed by up to
     a window is in; the finding's dedup key makes a re-evaluation harmless.
     """
-    latest: dict[str, int] = {}
-    for r in [*res.new_sales, *new_event_rows]:
-        latest[r["market"]] = max(latest.get(r["market"], 0), int(r["ts_ms"]))
     out: list[dict[str, Any]] = []
-    for market, ts in latest.items():
+    for market, ts in latest_by_market([*res.new_sales, *new_event_rows]).items():
         # windows slide by an hour and are judged two hours after they end, so data
         # delayed by an outage of up to two hours is in
         end = (ts - IDLE_GRACE_MS) // IDLE_STEP_MS * IDLE_STEP_MS

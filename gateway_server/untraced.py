@@ -68,9 +68,10 @@ def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict
     """Try new sales against pending re-weighs of their merchants, and judge the pending
     re-weighs of the markets in ``latest_ms`` (market → newest event time of the batch)
     whose window has closed."""
-    merchants_ = {int(s["merchant_id"]) for s in new_sales if s.get("merchant_id") is not None}
+    merchants_ = sorted({int(s["merchant_id"]) for s in new_sales
+                         if s.get("merchant_id") is not None})
     for i in range(0, len(merchants_), 500):
-        chunk = sorted(merchants_)[i:i + 500]
+        chunk = merchants_[i:i + 500]
         for r in conn.execute(select(reweighs).where(reweighs.c.verdict == PENDING,
                                                      reweighs.c.merchant_id.in_(chunk))):
             _judge(conn, dict(r._mapping), final=False, params=params)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Gateway, Pages, free_port, seed
+from gw_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Gateway, Pages, seed
 
 from gateway_server import auth
 from gateway_server.api import create_app
+from gateway_server.broker import free_port
 from gateway_server.settings import Settings
 from gateway_server.store import Store
 

@@ -7,7 +7,6 @@ output. Missing chromium or playwright: skipped on a developer machine, failed i
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +25,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 PASSWORD = "correct-horse-battery"
 XSS_NAME = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device_profiles.codecs import Codec, Command, FrameError, WeightFrame
@@ -133,3 +133,39 @@ def check_commands(codec: Codec, commands: Sequence[Command]) -> None:
 
 
 cuts_st = st.lists(st.integers(min_value=0, max_value=10_000), max_size=8)
+
+
+def codec_properties(make: Callable[[], Codec], frames: st.SearchStrategy[WeightFrame], *,
+                     tail: bytes = b"",
+                     expected: Callable[[WeightFrame], WeightFrame] | None = None,
+                     ) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """The three property tests of a codec module — round trip, chunking independence,
+    fuzz then recovery — for the codec ``make`` builds, over ``frames``.
+
+    ``tail``: bytes a frame needs after it to be complete; ``expected``: the frame decoding
+    gives back for a generated one (default: itself). Assign the result to
+    ``test_round_trip, test_one_byte_at_a_time_equals_all_at_once,
+    test_fuzz_only_frame_errors_then_recovery`` in the module so pytest collects them.
+    """
+    def encode(frame: WeightFrame) -> bytes:
+        return make().encode(frame)
+
+    def want(frame: WeightFrame) -> WeightFrame:
+        return expected(frame) if expected is not None else frame
+
+    @PROPS
+    @given(frame=frames)
+    def round_trip(frame: WeightFrame) -> None:
+        check_round_trip(make, want(frame), tail=tail)
+
+    @PROPS
+    @given(data=streams(frames, encode), cuts=cuts_st)
+    def chunking(data: bytes, cuts: list[int]) -> None:
+        check_chunking(make, data, cuts)
+
+    @FUZZ
+    @given(junk=st.binary(max_size=300), cuts=cuts_st, frame=frames)
+    def fuzz(junk: bytes, cuts: list[int], frame: WeightFrame) -> None:
+        check_fuzz(make, junk, cuts, encode(frame), want(frame), tail=tail)
+
+    return round_trip, chunking, fuzz

@@ -6,12 +6,9 @@ from dataclasses import replace
 
 import pytest
 from codec_props import (
-    FUZZ,
     PROPS,
     check_chunking,
-    check_fuzz,
-    cuts_st,
-    streams,
+    codec_properties,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -75,20 +72,12 @@ def test_round_trip(frame: WeightFrame) -> None:
     assert replace(got[0], status=None) == frame  # status is the raw A/B/C bytes
 
 
-@PROPS
-@given(data=streams(frames(), _encode), cuts=cuts_st)
-def test_one_byte_at_a_time_equals_all_at_once(data: bytes, cuts: list[int]) -> None:
-    check_chunking(make, data, cuts)
+def _decoded(frame: WeightFrame) -> WeightFrame:
+    return make().feed(_encode(frame))[0][0]  # status: the raw A/B/C bytes
 
 
-@FUZZ
-@given(junk=st.binary(max_size=300), cuts=cuts_st, frame=frames())
-def test_fuzz_only_frame_errors_then_recovery(
-    junk: bytes, cuts: list[int], frame: WeightFrame
-) -> None:
-    good = _encode(frame)
-    expected = make().feed(good)[0][0]
-    check_fuzz(make, junk, cuts, good, expected)
+_, test_one_byte_at_a_time_equals_all_at_once, test_fuzz_only_frame_errors_then_recovery = (
+    codec_properties(make, frames(), expected=_decoded))
 
 
 def test_long_garbage_after_bad_frame_is_chunking_independent() -> None:

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from codec_props import (
-    FUZZ,
-    PROPS,
-    check_chunking,
     check_commands,
-    check_fuzz,
-    check_round_trip,
-    cuts_st,
-    streams,
+    codec_properties,
 )
-from hypothesis import given
 from hypothesis import strategies as st
 
 from device_profiles.codecs import REQUEST_WEIGHT, TARE, ZERO, WeightFrame
@@ -72,25 +65,8 @@ def frames(draw: st.DrawFn) -> WeightFrame:
     )
 
 
-def _encode(frame: WeightFrame) -> bytes:
-    return make().encode(frame)
-
-
-@PROPS
-@given(frame=frames())
-def test_round_trip(frame: WeightFrame) -> None:
-    check_round_trip(make, frame)
-
-
-@PROPS
-@given(data=streams(frames(), _encode), cuts=cuts_st)
-def test_one_byte_at_a_time_equals_all_at_once(data: bytes, cuts: list[int]) -> None:
-    check_chunking(make, data, cuts)
-
-
-@FUZZ
-@given(junk=st.binary(max_size=300), cuts=cuts_st, frame=frames())
-def test_fuzz_only_frame_errors_then_recovery(
-    junk: bytes, cuts: list[int], frame: WeightFrame
-) -> None:
-    check_fuzz(make, junk, cuts, _encode(frame), frame)
+(
+    test_round_trip,
+    test_one_byte_at_a_time_equals_all_at_once,
+    test_fuzz_only_frame_errors_then_recovery,
+) = codec_properties(make, frames())
