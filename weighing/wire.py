@@ -21,6 +21,7 @@ DEVELOPERS.md) and a JSON Schema export (:func:`json_schema`, committed in docs/
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from dataclasses import dataclass
@@ -454,11 +455,32 @@ def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
     return parts, msg
 
 
+def clean_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` string passed through ``inspect.cleandoc``.
+
+    msgspec copies class docstrings into schemas, and whether it dedents them changed
+    between releases (0.18 kept the indentation, 0.23 strips it): normalising here keeps
+    the generated contract documents byte-identical whichever version is installed.
+    """
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str)
+                else clean_descriptions(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [clean_descriptions(v) for v in node]
+    return node
+
+
+def schema_components(ref_template: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """msgspec's schemas of the five v1 payloads and their components, descriptions cleaned."""
+    schemas, components = msgspec.json.schema_components(
+        [Birth, State, EventBatch, SampleBatch, Command], ref_template=ref_template
+    )
+    return clean_descriptions(list(schemas)), clean_descriptions(components)
+
+
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of every v1 payload, keyed by channel."""
-    schemas, components = msgspec.json.schema_components(
-        [Birth, State, EventBatch, SampleBatch, Command], ref_template="#/$defs/{name}"
-    )
+    schemas, components = schema_components("#/$defs/{name}")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "smart-scale gateway wire contract v1",
