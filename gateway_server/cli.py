@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from weighing.errors import GatewayError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from gateway_server.register_csv import GeneratedKey
 
 
 def build_server(settings: Settings):  # type: ignore[no-untyped-def]
@@ -132,6 +135,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from gateway_server.auth import now_ms
     from gateway_server.register_csv import import_register
 
+    if args.keys_out and os.path.lexists(args.keys_out):
+        raise GatewayError(f"--keys-out {args.keys_out} exists; give a new file")
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     with _engine(args) as engine, engine.begin() as conn:
         if args.market_name:
@@ -146,7 +151,35 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"{args.file}: row {e.row}, column {e.column}: {e.message}", file=sys.stderr)
     print(f"imported {report.imported}, updated {report.updated}, unchanged {report.unchanged}, "
           f"errors {len(report.errors)}")
+    if report.generated_keys:
+        _show_generated_keys(report.generated_keys, args.keys_out, market=args.market)
     return 1 if report.errors else 0
+
+
+def _show_generated_keys(keys: list[GeneratedKey], keys_out: str | None, *, market: str) -> None:
+    """The keys the import generated, once: on stdout, or as ``[[scale]]`` sections of an
+    edge.toml in ``keys_out`` (created for the owner only, never overwritten)."""
+    again = f"gateway-server export --market {market} --include-keys"
+    if keys_out:
+        text = "".join(
+            f'[[scale]]\ndevice = "{k.device}"\n'
+            + (f'profile = "{k.profile}"\n' if k.profile else "")
+            + f'# port = "/dev/ttyUSB0"   the serial port this scale is on\nkey = "{k.key_hex}"\n\n'
+            for k in keys)
+        try:
+            fd = os.open(keys_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise GatewayError(f"{keys_out} exists; the generated keys are not written "
+                               f"(`{again}` shows them)") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote the generated key(s) of {len(keys)} new scale(s) to {keys_out} as "
+              "edge.toml [[scale]] sections")
+        return
+    print(f"generated key(s) of {len(keys)} new scale(s), shown once (`{again}` shows them "
+          "again); each goes into its scale's [[scale]] section of edge.toml:")
+    for k in keys:
+        print(f'  {k.device}: key = "{k.key_hex}"')
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -194,14 +227,34 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_password(args: argparse.Namespace) -> str:
+    """``--gateway-password``, else a prompt on a terminal, else the first line of stdin."""
+    import getpass
+
+    if args.gateway_password is not None:
+        password = args.gateway_password
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"MQTT password for the gateway account {args.gateway_user!r}: ")
+        if getpass.getpass("again: ") != password:
+            raise GatewayError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise GatewayError(
+                "no gateway MQTT password: it is read from the first line of stdin, which "
+                "is empty. Pipe it in (gateway-server export-mosquitto --out DIR < FILE), run "
+                "the command in a terminal to be asked for it, or give --gateway-password")
+    if len(password) < 10:
+        raise GatewayError("the gateway's MQTT password needs at least 10 characters")
+    return password
+
+
 def cmd_export_mosquitto(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gateway_server.mosquitto_export import export
 
-    password = args.gateway_password or sys.stdin.readline().strip()
-    if len(password) < 10:
-        raise GatewayError("the gateway's MQTT password needs at least 10 characters")
+    password = _gateway_password(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _engine(args) as engine, engine.connect() as conn:
@@ -236,62 +289,85 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+_DB_HELP = ("database URL (default: $DATABASE_URL, else sqlite:///var/gateway.db); "
+            "postgresql://… for PostgreSQL")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway-server", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at debug level (and the database migrations' steps)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the HTTP API and the MQTT ingest")
-    s.add_argument("--database-url")
-    s.add_argument("--mqtt-url")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--client-id")
+    s.add_argument("--database-url", help=_DB_HELP)
+    s.add_argument("--mqtt-url", help="MQTT broker, mqtt://host:port or mqtts://host:port "
+                   "(default: $MQTT_URL, else mqtt://127.0.0.1:1883)")
+    s.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    s.add_argument("--client-id", help="MQTT client id of the ingest (default "
+                   "gateway-ingest-1); one per gateway process on a broker")
     s.add_argument("--markets", help="comma-separated market ids (default: all)")
     s.set_defaults(func=cmd_serve)
     w = sub.add_parser("worker", help="run an ingest worker sharded by market (no HTTP)")
-    w.add_argument("--database-url")
-    w.add_argument("--mqtt-url")
-    w.add_argument("--worker-id", help="default: host-pid")
+    w.add_argument("--database-url", help=_DB_HELP + " (workers need PostgreSQL)")
+    w.add_argument("--mqtt-url", help="MQTT broker (default: $MQTT_URL, else "
+                   "mqtt://127.0.0.1:1883)")
+    w.add_argument("--worker-id", help="this worker's name in the leases (default: host-pid)")
     w.add_argument("--lease-s", type=float, default=10.0,
-                   help="market lease; a dead worker's markets move after this long")
+                   help="market lease in seconds; a dead worker's markets move after this long")
     w.set_defaults(func=cmd_worker)
     a = sub.add_parser("api", help="run a stateless HTTP API process (no ingest)")
-    a.add_argument("--database-url")
-    a.add_argument("--host")
-    a.add_argument("--port", type=int)
+    a.add_argument("--database-url", help=_DB_HELP)
+    a.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    a.add_argument("--port", type=int, help="HTTP port (default 8080)")
     a.set_defaults(func=cmd_api)
     i = sub.add_parser("init-db", help="create the database tables")
-    i.add_argument("--database-url")
+    i.add_argument("--database-url", help=_DB_HELP)
     i.set_defaults(func=cmd_init_db)
-    im = sub.add_parser("import", help="import a market's scale register (登记造册) CSV")
+    im = sub.add_parser("import", help="import a market's scale register (登记造册) CSV; "
+                        "prints the keys it generates for new scales")
     im.add_argument("--market", required=True, help="market id")
     im.add_argument("--market-name", help="create the market with this name if it is new")
-    im.add_argument("--database-url")
+    im.add_argument("--keys-out", metavar="FILE",
+                    help="write the generated device keys to this new file (owner-only), as "
+                    "edge.toml [[scale]] sections, instead of printing them")
+    im.add_argument("--database-url", help=_DB_HELP)
     im.add_argument("file", help="CSV file (UTF-8 with or without BOM, or GB18030); - for stdin")
     im.set_defaults(func=cmd_import)
     ex = sub.add_parser("export", help="export a market's scale register as CSV")
     ex.add_argument("--market", required=True, help="market id")
     ex.add_argument("--lang", choices=["zh", "en"], default="zh", help="header language")
-    ex.add_argument("--include-keys", action="store_true", help="include device HMAC keys")
+    ex.add_argument("--include-keys", action="store_true",
+                    help="include the device HMAC keys (secrets: for edge.toml)")
     ex.add_argument("--output", "-o", help="file (written with a BOM for Excel); default stdout")
-    ex.add_argument("--database-url")
+    ex.add_argument("--database-url", help=_DB_HELP)
     ex.set_defaults(func=cmd_export)
     cu = sub.add_parser("create-user", help="create an account (admin or inspector)")
-    cu.add_argument("--username", required=True)
-    cu.add_argument("--role", required=True, choices=["admin", "inspector"])
-    cu.add_argument("--password", help="default: prompt, or the first line of stdin")
-    cu.add_argument("--display-name")
+    cu.add_argument("--username", required=True, help="login name")
+    cu.add_argument("--role", required=True, choices=["admin", "inspector"],
+                    help="admin: writes the register; inspector: reads and inspects")
+    cu.add_argument("--password", help="default: prompt on a terminal, else the first line of "
+                    "stdin (a password here shows in the process list)")
+    cu.add_argument("--display-name", help="name shown in the dashboard (default: username)")
     cu.add_argument("--if-exists", choices=["error", "update", "skip"], default="error",
                     help="when the user exists: fail (default), set password and role, or skip")
-    cu.add_argument("--database-url")
+    cu.add_argument("--database-url", help=_DB_HELP)
     cu.set_defaults(func=cmd_create_user)
-    em = sub.add_parser("export-mosquitto",
-                        help="write a Mosquitto password file and ACL from the register")
+    em = sub.add_parser(
+        "export-mosquitto", help="write a Mosquitto password file and ACL from the register",
+        description="Write passwd and acl for Mosquitto: one account per registered device "
+        "(its password derived from its key) and the gateway's account. The gateway's "
+        "password is asked for on a terminal, else read from the first line of stdin "
+        "(gateway-server export-mosquitto --out DIR < FILE).")
     em.add_argument("--out", required=True, help="folder for passwd and acl")
-    em.add_argument("--gateway-user", default="gateway")
-    em.add_argument("--gateway-password", help="default: the first line of stdin")
+    em.add_argument("--gateway-user", default="gateway",
+                    help="MQTT username of the gateway's account (default gateway)")
+    em.add_argument("--gateway-password",
+                    help="the gateway account's MQTT password (≥ 10 characters); default: "
+                    "asked for on a terminal, else the first line of stdin (a password here "
+                    "shows in the process list)")
     em.add_argument("--market", help="only this market's devices")
-    em.add_argument("--database-url")
+    em.add_argument("--database-url", help=_DB_HELP)
     em.set_defaults(func=cmd_export_mosquitto)
     oa = sub.add_parser("openapi", help="write the OpenAPI document of the HTTP API")
     oa.add_argument("--output", "-o", help="file (default stdout), e.g. docs/openapi.json")
@@ -299,10 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(verbose: bool) -> None:
+    """Log lines on stderr. Alembic logs each migration step, and its plugins at import, at
+    INFO: on every command that opens the database; shown only with ``--verbose``."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         return int(args.func(args))
     except GatewayError as err:

@@ -101,3 +101,88 @@ def test_exported_acl_confines_each_device(tmp_path: Path) -> None:
             c.disconnect()
     finally:
         broker.stop()
+
+
+# -- the CLI: where the gateway's password comes from -------------------------------------
+
+
+def _export_argv(tmp_path: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    import os
+
+    from support import BIN
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return [str(BIN / "gateway-server"), "export-mosquitto", "--out", "broker",
+            "--database-url", f"sqlite:///{tmp_path}/gw.db", *args], env
+
+
+def _export_cli(tmp_path: Path, *args: str, **kw):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    argv, env = _export_argv(tmp_path, *args)
+    return subprocess.run(argv, cwd=tmp_path, env=env, timeout=120, capture_output=True,
+                          text=True, **kw)
+
+
+def test_export_cli_help_says_where_the_gateway_password_comes_from(tmp_path: Path) -> None:
+    proc = _export_cli(tmp_path, "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "asked for on a terminal, else the first line of stdin" in text
+
+
+def test_export_cli_without_a_password_says_how_to_give_one(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = _export_cli(tmp_path, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "first line of stdin" in lines[0] and "--gateway-password" in lines[0]
+    assert not (tmp_path / "broker").exists()
+
+
+def test_export_cli_reads_the_first_line_of_stdin(tmp_path: Path) -> None:
+    proc = _export_cli(tmp_path, input="gw-secret-123\nignored\n")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "broker" / "passwd").read_text().startswith("gateway:$7$")
+
+
+def test_export_cli_asks_on_a_terminal(tmp_path: Path) -> None:
+    """stdin a terminal (a pty made the process's controlling terminal): asked twice."""
+    import fcntl
+    import os
+    import select
+    import subprocess
+    import termios
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    argv, env = _export_argv(tmp_path)
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=slave,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=controlling_tty)
+        seen = b""
+
+        def read_until(text: bytes) -> None:
+            nonlocal seen
+            deadline = time.monotonic() + 30
+            while text not in seen and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.2)[0]:
+                    seen += os.read(master, 1024)
+            assert text in seen, seen
+
+        read_until(b"MQTT password for the gateway account 'gateway': ")
+        os.write(master, b"gw-secret-123\n")
+        read_until(b"again: ")
+        os.write(master, b"gw-secret-123\n")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert b"gw-secret-123" not in seen  # not echoed
+        assert (tmp_path / "broker" / "passwd").read_text().startswith("gateway:$7$")
+    finally:
+        os.close(slave)
+        os.close(master)
