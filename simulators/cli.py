@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
@@ -81,30 +80,66 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     return run_fleet_command(args)
 
 
+def cmd_modbus(args: argparse.Namespace) -> int:
+    from simulators.modbus_server import run_modbus_emulator
+
+    tcp = None
+    if args.rtu is None:
+        host, _, port = (args.tcp or "127.0.0.1:5020").rpartition(":")
+        tcp = (host, int(port))
+    ids = [int(x) for x in args.slaves.split(",") if x]
+    silent = [int(x) for x in args.silent.split(",") if x]
+    return run_modbus_emulator(args.profile, tcp=tcp, rtu=args.rtu, slaves=ids + silent,
+                               silent=silent, duration_s=args.duration_s, noise_e=args.noise_e,
+                               drift_e_per_min=args.drift_e_per_min)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import httpx
+
+    from simulators.evaluate import FINDINGS_KEYS, TRUTH_KEYS, EvaluateError, read_json
     from simulators.fleet_commands import run_evaluate_command
 
-    return run_evaluate_command(args)
+    if bool(args.gateway) == bool(args.findings):
+        raise EvaluateError("give the gateway to fetch the findings from (--gateway URL) or a "
+                            "saved findings file (--findings FILE), one of the two")
+    read_json(args.truth, what="truth", keys=TRUTH_KEYS)
+    if args.findings:
+        read_json(args.findings, what="findings", keys=FINDINGS_KEYS)
+    try:
+        return run_evaluate_command(args)
+    except httpx.HTTPStatusError as err:
+        what = ("log in with --username/--password or --token"
+                if err.response.status_code == 401 else err.response.text[:200])
+        raise EvaluateError(f"gateway {args.gateway} answered {err.response.status_code} to "
+                            f"{err.request.url.path}: {what}") from err
+    except httpx.HTTPError as err:
+        raise EvaluateError(f"gateway {args.gateway}: {err}") from err
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scale-sim", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serial", help="emulate a serial scale on a pty (prints its path)")
-    s.add_argument("--profile", required=True)
-    s.add_argument("--loads", type=int, default=20)
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--profile", required=True,
+                   help="device profile id (scale-sim profiles) or a .toml profile file")
+    s.add_argument("--loads", type=int, default=20, help="loads placed and lifted (default 20)")
+    s.add_argument("--seed", type=int, default=1, help="random seed of the loads and faults")
     s.add_argument("--loop", action="store_true", help="repeat the script forever")
-    s.add_argument("--exit-when-done", action="store_true")
+    s.add_argument("--exit-when-done", action="store_true",
+                   help="stop after the last load (default: keep the pty open, empty pan)")
     s.add_argument("--script-out", help="write the placed loads (mg) to this JSON file")
     for name in ("bad-checksum", "garbage", "split", "drop-bytes"):
-        s.add_argument(f"--{name}", type=float, default=0.0, help="fault probability per frame")
-    s.add_argument("--noise-e", type=float, default=0.0)
+        s.add_argument(f"--{name}", type=float, default=0.0,
+                       help=f"probability per frame of a fault: {name.replace('-', ' ')}")
+    s.add_argument("--noise-e", type=float, default=0.0,
+                   help="reading noise, in scale intervals e (default 0)")
     s.set_defaults(func=cmd_serial)
     st = sub.add_parser("station", help="emulate a fair-scale station: a scale pty and a "
                         "code-scanner pty (prints both), playing scanned re-weighs")
-    st.add_argument("--profile", default="toledo-15kg-5g")
+    st.add_argument("--profile", default="toledo-15kg-5g",
+                    help="the station scale's profile (default toledo-15kg-5g)")
     st.add_argument("--script", help="TOML ([[reweigh]] code, weight_g, gap_s) or CSV "
                     "(code,weight_g,gap_s) file")
     st.add_argument("--code", action="append", default=[],
@@ -116,15 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--lead-s", type=float, default=5.0,
                     help="empty pan before the first re-weigh: time to start the agent "
                     "(scans sent before it opens the scanner are lost)")
-    st.add_argument("--exit-when-done", action="store_true")
+    st.add_argument("--exit-when-done", action="store_true",
+                    help="stop after the last re-weigh")
     st.set_defaults(func=cmd_station)
-    sub.add_parser("modbus", help="emulate Modbus TCP/RTU weighing transmitters "
-                   "(scale-sim modbus --help)")
+    mb = sub.add_parser("modbus", help="emulate Modbus TCP/RTU weighing transmitters")
+    mb.add_argument("--profile", default="modbus-transmitter-generic",
+                    help="a Modbus profile (default modbus-transmitter-generic)")
+    mb.add_argument("--tcp", help="serve Modbus TCP on HOST:PORT (default 127.0.0.1:5020)")
+    mb.add_argument("--rtu", help="serve Modbus RTU on this serial device instead, e.g. one "
+                    "end of a socat pty pair")
+    mb.add_argument("--slaves", default="1", help="comma-separated unit ids (default 1)")
+    mb.add_argument("--silent", default="", help="comma-separated unit ids that never answer")
+    mb.add_argument("--noise-e", type=int, default=0,
+                    help="reading noise, in scale intervals e (default 0)")
+    mb.add_argument("--drift-e-per-min", type=float, default=0.0,
+                    help="zero drift, scale intervals e per minute (default 0)")
+    mb.add_argument("--duration-s", type=float, help="stop after this long (default: run "
+                    "until interrupted)")
+    mb.set_defaults(func=cmd_modbus)
     pl = sub.add_parser("profiles", help="list the shipped device profiles")
     pl.set_defaults(func=cmd_profiles)
     d = sub.add_parser("demo", help="broker + gateway + emulated scales + agents, one process")
     d.add_argument("--port", type=int, default=0, help="HTTP port (0: a free one)")
-    d.add_argument("--scales", type=int, default=3)
+    d.add_argument("--scales", type=int, default=3,
+                   help="emulated scales read by the real edge agent (default 3)")
     d.set_defaults(func=cmd_demo)
     f = sub.add_parser("fleet", help="simulate a fleet of scales (markets × merchants × "
                        "scales, injected cheats) against a gateway; writes the ground truth")
@@ -137,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--mqtt", help="broker URL (mqtt://host:port)")
     f.add_argument("--gateway", help="gateway URL: register the fleet there and pace to it")
     f.add_argument("--token", help="admin bearer token (or --username/--password)")
-    f.add_argument("--username")
-    f.add_argument("--password")
+    f.add_argument("--username", help="admin account on the gateway (with --password)")
+    f.add_argument("--password", help="that account's password")
     f.add_argument("--no-register", action="store_true", help="the fleet is registered already")
     f.add_argument("--local-stack", action="store_true", help="start a private Mosquitto and "
                    "gateway-server (SQLite under --out), register, run, evaluate, stop")
@@ -146,15 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--speed", type=float, help="override clock.speed (simulated s per wall s)")
     f.add_argument("--docs", help="with --local-stack: write the evaluation into this Markdown "
                    "file between the fleet-eval markers")
-    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--no-progress", action="store_true", help="no progress lines")
     f.set_defaults(func=cmd_fleet)
     ev = sub.add_parser("evaluate", help="score the gateway's findings against a fleet truth")
-    ev.add_argument("--truth", required=True)
-    ev.add_argument("--gateway", help="gateway URL (or --findings)")
+    ev.add_argument("--truth", required=True, help="truth.json written by scale-sim fleet")
+    ev.add_argument("--gateway", help="gateway URL to fetch the findings from (or --findings)")
     ev.add_argument("--findings", help="findings.json saved by a --local-stack fleet run")
-    ev.add_argument("--token")
-    ev.add_argument("--username")
-    ev.add_argument("--password")
+    ev.add_argument("--token", help="bearer token for --gateway (or --username/--password)")
+    ev.add_argument("--username", help="account on the gateway (with --password)")
+    ev.add_argument("--password", help="that account's password")
     ev.add_argument("--json", help="write the metrics as JSON here")
     ev.add_argument("--markdown", help="write the report as Markdown here (default: stdout)")
     ev.add_argument("--docs", help="also write the report between the fleet-eval markers of "
@@ -164,16 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["modbus"]:  # its own parser (simulators.modbus_server.main)
-        from simulators.modbus_server import main as modbus_main
+    from gateway_server.cli import configure_logging
 
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return modbus_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         return int(args.func(args))
     except GatewayError as err:

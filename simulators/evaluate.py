@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators.fleet_config import CHEATS, FAULTS
+from weighing.errors import GatewayError
 
 GRACE_MS = 60_000
 STREAM_VISIBLE = ("impact", "preset-base", "tray-not-tared", "price-trick", "recalibration")
@@ -62,6 +63,31 @@ KIND_MAP: dict[str, frozenset[str]] = {
     "identity-mismatch": frozenset(), "scale-too-coarse": frozenset(),
     "offline-trading-hours": frozenset(),  # the fleet's outages keep their events (outbox)
 }
+
+
+class EvaluateError(GatewayError):
+    """The evaluation cannot run: a missing or unreadable file, or the wrong gateway."""
+
+
+def read_json(path: str | Path, *, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object file with ``keys`` at the top; :class:`EvaluateError` naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvaluateError(f"{what} file {path} does not exist") from None
+    except OSError as err:
+        raise EvaluateError(f"{what} file {path}: {err.strerror}") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise EvaluateError(f"{what} file {path} is not JSON: {err}") from err
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise EvaluateError(f"{what} file {path} has no {', '.join(missing)}: is it a {what} "
+                            "file?")
+    return dict(data)
+
+
+TRUTH_KEYS = ("fleet", "markets", "merchants", "scales")
+FINDINGS_KEYS = ("findings", "merchant_ids")
 
 
 def signals(kind: str) -> frozenset[str]:
@@ -280,8 +306,29 @@ def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_gateway_holds(gateway: Any, truth: dict[str, Any]) -> int:
+    """How many of the truth's devices the gateway knows; :class:`EvaluateError` if none.
+
+    A gateway without any of them (another one, or its database reset) has no findings
+    about the fleet: scoring it would report every cheat as missed.
+    """
+    r = gateway.http.get("/api/v1/scales")  # a list, not a page: every scale at once
+    r.raise_for_status()
+    held = {s["device"] for s in r.json()} & set(truth["scales"])
+    if not held:
+        markets = ", ".join(sorted(truth["markets"])) or "none"
+        raise EvaluateError(
+            f"the gateway at {gateway.http.base_url} holds none of the truth's "
+            f"{len(truth['scales'])} devices (markets {markets}): it is not the gateway this "
+            "fleet ran against, or its database was reset since")
+    return len(held)
+
+
 def fetch(gateway: Any, truth: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """Findings and merchant ids (gateway id → credit code) of the truth's markets."""
+    """Findings and merchant ids (gateway id → credit code) of the truth's markets.
+
+    Refuses (:class:`EvaluateError`) a gateway that holds none of the truth's devices."""
+    check_gateway_holds(gateway, truth)
     findings = gateway.pages("/api/v1/findings")
     codes: dict[int, str] = {}
     for market in truth["markets"]:
