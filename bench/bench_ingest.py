@@ -9,9 +9,11 @@ Starts a private Mosquitto on a free loopback port, registers the devices with k
    signature checks, dedup inserts, rollups) on SQLite, timed until every row is stored.
 
 The publisher runs in a separate process with prebuilt payloads, so it does not share
-the GIL with the subscriber. Results go to docs/benchmarks.md ("## Ingest").
+the GIL with the subscriber. Results go to docs/benchmarks.md ("## Ingest end to end",
+that section only).
 
     python bench/bench_ingest.py [--sales 100000] [--samples 1000000] [--db sqlite|postgresql]
+                                 [--no-write]
 """
 
 from __future__ import annotations
@@ -19,57 +21,30 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+import benchlib
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gateway_server.ingest import Ingestor
+from gateway_server.settings import Settings
+from gateway_server.store import Store
+from gateway_server.tables import markets, scales
+from weighing import wire
+from weighing.signing import sign_event
 
-from gateway_server.ingest import Ingestor  # noqa: E402
-from gateway_server.settings import Settings  # noqa: E402
-from gateway_server.store import Store  # noqa: E402
-from gateway_server.tables import markets, scales  # noqa: E402
-from weighing import wire  # noqa: E402
-from weighing.signing import sign_event  # noqa: E402
-
+DOC = benchlib.ROOT / "docs" / "benchmarks.md"
+HEADING = "## Ingest end to end"
 DEVICES = 100
 KEY = bytes.fromhex("5eed" * 8)
 T0 = 1_790_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_mosquitto(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = tmp / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_queued_messages 1000000\nmax_inflight_messages 0\n")
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
 
 
 def build_sales(n: int, per_msg: int) -> list[tuple[str, bytes]]:
@@ -147,7 +122,8 @@ def run_ceiling(port: int, msgs: list[tuple[str, bytes]]) -> float:
     time.sleep(1.0)
     t0 = time.perf_counter()
     go.set()
-    done.wait(600)
+    if not done.wait(600):
+        raise SystemExit(f"ceiling: {got} of {len(msgs)} messages in 600 s")
     dt = time.perf_counter() - t0
     p.join()
     sub.loop_stop()
@@ -184,6 +160,8 @@ def run_gateway(port: int, msgs: list[tuple[str, bytes]], db_url: str, expect: s
         if (s.stored_sales if expect == "sales" else s.samples) >= n:
             break
         time.sleep(0.01)
+    else:
+        raise SystemExit(f"gateway: {expect} not all stored in 600 s: {ing.stats.as_dict()}")
     dt = time.perf_counter() - t0
     p.join()
     ing.stop()
@@ -192,29 +170,26 @@ def run_gateway(port: int, msgs: list[tuple[str, bytes]], db_url: str, expect: s
     return dt, stats
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+Row = tuple[str, int, int, int, float, float, float, float]
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    doc = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    head = "## Ingest end to end"
-    if head in doc:
-        start = doc.index(head)
-        nxt = doc.find("\n## ", start + len(head))
-        doc = doc[:start] + text + (doc[nxt + 1:] if nxt >= 0 else "")
-    else:
-        doc = doc.rstrip() + "\n\n" + text
-    path.write_text(doc.rstrip() + "\n", encoding="utf-8")
+def section(rows: list[Row], db: str) -> str:
+    lines = [
+        f"`python bench/bench_ingest.py` — {benchlib.today()}, {benchlib.machine()}. "
+        f"Mosquitto on loopback, store {db}, {DEVICES} registered devices with HMAC "
+        "keys (every event verified). Publisher in a separate process, QoS 1. 'Ceiling' is a "
+        "bare paho subscriber counting the same messages in the same run; 'stored' is the "
+        "gateway's ingest (decode, validate, verify, dedup insert, rollups, ack after commit).",
+        "",
+        "| workload | items | per message | messages | ceiling msg/s | ceiling items/s | "
+        "stored items/s | stored / ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, n, per, nm, cm, ci, gi, ratio in rows:
+        lines.append(f"| {kind} | {n:,} | {per} | {nm:,} | {cm:,.0f} | {ci:,.0f} | "
+                     f"{gi:,.0f} | {ratio:.0%} |")
+    lines += ["", "Goals (issue 5): ≥ 200,000 samples/s and ≥ 10,000 sales/s per process."]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -227,8 +202,9 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    broker, port = start_mosquitto(tmp)
-    rows = []
+    broker, port = benchlib.start_mosquitto(
+        tmp, "max_queued_messages 1000000\nmax_inflight_messages 0\n")
+    rows: list[Row] = []
     try:
         for kind, n, per, build in (("sales", args.sales, args.sales_per_msg, build_sales),
                                     ("samples", args.samples, args.samples_per_msg, build_samples)):
@@ -247,27 +223,11 @@ def main() -> int:
                   f"= {row[-1]:.0%} of the ceiling; stats {stats}", flush=True)
     finally:
         broker.terminate()
+        broker.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     if not args.no_write:
-        lines = [
-            "## Ingest end to end",
-            "",
-            f"`python bench/bench_ingest.py` — {datetime.now(UTC):%Y-%m-%d}, {machine()}, "
-            f"Mosquitto on loopback, store {args.db}, {DEVICES} registered devices with HMAC "
-            "keys (every event verified). Publisher in a separate process, QoS 1. 'Ceiling' is a "
-            "bare paho subscriber counting the same messages in the same run; 'stored' is the "
-            "gateway's ingest (decode, validate, verify, dedup insert, rollups, ack after commit).",
-            "",
-            "| workload | items | per message | messages | ceiling msg/s | ceiling items/s | "
-            "stored items/s | stored / ceiling |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for kind, n, per, nm, cm, ci, gi, ratio in rows:
-            lines.append(f"| {kind} | {n:,} | {per} | {nm:,} | {cm:,.0f} | {ci:,.0f} | "
-                         f"{gi:,.0f} | {ratio:.0%} |")
-        lines.append("")
-        lines.append("Goals (issue 5): ≥ 200,000 samples/s and ≥ 10,000 sales/s per process.")
-        write_section("\n".join(lines) + "\n")
+        benchlib.replace_section(DOC, HEADING, section(rows, args.db))
+        print(f"written to {DOC} under {HEADING!r}")
     return 0
 
 
