@@ -15,7 +15,8 @@
 * :class:`ModbusBus` shares one line among several slaves, polled round-robin. Each slave
   has its own timeout and, after a failure, a jittered exponential backoff, so a silent
   slave costs the others at most its timeout once per backoff period. Per-slave state is
-  inspectable (:meth:`ModbusBus.states`).
+  inspectable (:meth:`ModbusBus.states`). The bus's clock is injectable (``clock=``,
+  ``time.monotonic`` by default), so a test can check the schedule without racing it.
 
 The sync pymodbus clients are used: ``poll(timeout_s)`` is called from a plain thread.
 """
@@ -28,6 +29,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -201,7 +203,7 @@ class SlaveHealth(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SlaveState:
-    """What the supervisor sees of one slave (times from ``time.monotonic()``)."""
+    """What the supervisor sees of one slave (times from the bus's clock)."""
 
     slave: int
     name: str
@@ -334,9 +336,11 @@ class ModbusBus:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
         **line_settings: Any,
     ) -> None:
         self.line = ModbusLine(rtu=rtu, tcp=tcp, **line_settings)
+        self.clock = clock  # schedules polls and backoffs; request timeouts are real time
         self.poll_interval_s = poll_interval_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -397,19 +401,19 @@ class ModbusBus:
         order = [self._sources[(self._rr + i) % n] for i in range(n)] if n else []
         self._rr = (self._rr + 1) % max(n, 1)
         for src in order:
-            if time.monotonic() < self._next[src.slave]:
+            if self.clock() < self._next[src.slave]:
                 continue
             results[src.slave] = self._poll_slave(src)
         return results
 
     def _poll_slave(self, src: ModbusFrameSource) -> Polled | TransportError:
-        t0 = time.monotonic()
+        t0 = self.clock()
         result: Polled | TransportError
         try:
             result = src.read_once()
         except TransportError as err:
             result = err
-        t1 = time.monotonic()
+        t1 = self.clock()
         st = src.state
         with self._cond:
             if isinstance(result, TransportError):
@@ -447,5 +451,5 @@ class ModbusBus:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll_round()
-            due = min(self._next.values(), default=time.monotonic() + self.poll_interval_s)
-            self._stop.wait(max(0.0, min(due - time.monotonic(), self.poll_interval_s)))
+            due = min(self._next.values(), default=self.clock() + self.poll_interval_s)
+            self._stop.wait(max(0.0, min(due - self.clock(), self.poll_interval_s)))
