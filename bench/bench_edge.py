@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,7 @@ def run(scales: int, seconds: float, warmup_s: float) -> dict[str, Footprint]:
         broker.terminate()
         broker.wait(5)
         log.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # kept above when a process died: its log is there
     out["agent"] |= {"scales": scales, "seconds": round(wall, 1),
                      "frames_per_s": round((frames1 - frames0) / wall, 1)}
     return out
