@@ -3,6 +3,11 @@
 A test whose real service (mosquitto, socat, victoria-metrics, PostgreSQL) is missing
 is skipped on a developer machine, but fails in CI (``CI`` set), so a broken CI
 image can never pass by skipping.
+
+Timing rule (issue 13): a test waits for a condition with a generous deadline
+(:func:`wait_until`, :func:`wait_port`) and fails only on wrong content. A deadline is
+never the thing a test checks: the suite must pass on a loaded machine and under
+pytest-xdist, so the deadlines here are minutes, not the seconds a test takes idle.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
+def wait_port(port: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -52,8 +57,12 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
-def wait_until(pred, timeout_s: float = 20.0, interval_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``pred`` until it returns a truthy value; return it, or fail with ``what``."""
+def wait_until(pred, timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``pred`` until it returns a truthy value; return it, or fail with ``what``.
+
+    ``timeout_s`` is a deadline against a hung condition, not a performance bound: make
+    it generous (30–120 s), it costs nothing when the condition comes true early.
+    """
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
@@ -78,15 +87,48 @@ class Mosquitto:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(5)
+            self.proc.wait(30)
 
     def start(self) -> None:
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        """Until this broker listens; raise :class:`PortTakenError` if it exited first."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PortTakenError(f"mosquitto exited ({self.proc.returncode}): "
+                                     f"port {self.port} taken?")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if self.proc.poll() is None:  # the listener is ours, not a neighbour's
+                return
+        raise TimeoutError(f"mosquitto does not listen on 127.0.0.1:{self.port}")
+
+
+class PortTakenError(RuntimeError):
+    """A service could not bind the free port it was given (taken meanwhile)."""
 
 
 def start_mosquitto(tmp: Path, *, persistence: bool = True, extra: str = "") -> Mosquitto:
+    """A private broker on a free port. Between ``free_port`` and the broker's bind another
+    process (an xdist worker, an outgoing connection) may take the port: then retry."""
+    for attempt in range(5):
+        try:
+            return _start_mosquitto(tmp, persistence=persistence, extra=extra)
+        except PortTakenError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_mosquitto(tmp: Path, *, persistence: bool, extra: str) -> Mosquitto:
     binary = require_binary("mosquitto")
     port = free_port()
     data = tmp / "mosquitto-data"
@@ -124,28 +166,41 @@ class GatewayProc:
 
     def get(self, path: str, **params):  # type: ignore[no-untyped-def]
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        r = httpx.get(self.url + path, params=params, headers=headers, timeout=10)
+        r = httpx.get(self.url + path, params=params, headers=headers, timeout=30)
         r.raise_for_status()
         return r.json()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
+            self.proc.wait(30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(5)
+                self.proc.wait(30)
 
 
 def start_gateway(tmp: Path, mqtt_url: str, *, db_url: str | None = None, port: int | None = None,
                   client_id: str = "gw-test", extra_env: dict[str, str] | None = None) -> GatewayProc:
-    port = port or free_port()
+    """``gateway-server serve`` on ``port`` (default: a free one; retried on another free
+    port if it was taken between ``free_port`` and the bind)."""
+    for attempt in range(5):
+        try:
+            return _start_gateway(tmp, mqtt_url, db_url=db_url, port=port or free_port(),
+                                  client_id=client_id, extra_env=extra_env)
+        except PortTakenError:
+            if port is not None or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_gateway(tmp: Path, mqtt_url: str, *, db_url: str | None, port: int, client_id: str,
+                   extra_env: dict[str, str] | None) -> GatewayProc:
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": db_url or f"sqlite:///{tmp}/gateway.db",
@@ -159,19 +214,46 @@ def start_gateway(tmp: Path, mqtt_url: str, *, db_url: str | None = None, port: 
     password = secrets.token_urlsafe(16)
     subprocess.run([str(BIN / "gateway-server"), "create-user", "--username", "tester",
                     "--role", "inspector", "--if-exists", "update"], env=env, check=True,
-                   input=password + "\n", text=True, capture_output=True, timeout=60)
+                   input=password + "\n", text=True, capture_output=True, timeout=120)
     with log.open("ab") as out:
         proc = subprocess.Popen([str(BIN / "gateway-server"), "serve"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     gw = GatewayProc(port, proc, env, log)
-    try:
-        wait_port(port, 20)
-    except TimeoutError:
-        gw.kill()
-        raise AssertionError("gateway did not start:\n" + log.read_text()[-3000:]) from None
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            text = log.read_text()
+            if "address already in use" in text.lower():
+                raise PortTakenError(f"gateway port {port} taken")
+            raise AssertionError("gateway exited at start:\n" + text[-3000:])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                gw.kill()
+                raise AssertionError("gateway did not start:\n" + log.read_text()[-3000:]) from None
+            time.sleep(0.05)
     r = httpx.post(gw.url + "/api/v1/auth/token",
-                   json={"username": "tester", "password": password}, timeout=10)
+                   json={"username": "tester", "password": password}, timeout=30)
     r.raise_for_status()
     gw.token = r.json()["access_token"]
-    wait_until(lambda: gw.get("/healthz").get("mqtt_connected"), 10, what="gateway MQTT connect")
+    wait_until(lambda: gw.get("/healthz").get("mqtt_connected"), 60, what="gateway MQTT connect")
     return gw
+
+
+def freeze_rate_limits(app, settings) -> None:  # type: ignore[no-untyped-def]
+    """Stop the clock of ``app``'s rate limiters (``gateway_server.ratelimit``).
+
+    With the real clock a bucket refills while the test sends its burst: on a slow or
+    loaded machine the request past the burst finds a token back and is allowed. With
+    the clock stopped the burst is exactly the allowance, however long the requests take.
+    """
+    from gateway_server.ratelimit import TokenBucketLimiter
+
+    app.state.rate_limiters = {
+        "public": TokenBucketLimiter(settings.public_rate_per_min, settings.public_rate_burst,
+                                     clock=lambda: 0.0),
+        "login": TokenBucketLimiter(settings.login_rate_per_min, settings.login_rate_burst,
+                                    clock=lambda: 0.0),
+    }
