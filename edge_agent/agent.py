@@ -48,6 +48,7 @@ from device_profiles.schema import LinkKind, Profile, load_profile
 from edge_agent import __version__
 from edge_agent.commands import CommandGate
 from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
+from edge_agent.lograte import WarningGate
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import Publisher
 from edge_agent.rawad import RawAdTrack
@@ -182,6 +183,7 @@ class ScaleWorker:
         self._last_frame_saved_ms = 0
         self._outage_reported = False
         self._rawad: RawAdTrack | None = None  # made at the first raw AD the source reports
+        self._frame_warnings = WarningGate()  # a wrong profile rejects every frame
         self._restore()
 
     def birth(self) -> wire.Birth:
@@ -423,8 +425,17 @@ class ScaleWorker:
         self.stats.frame_errors += 1
         reason = err.reason.split(" (")[0]
         self.stats.errors_by_reason[reason] = self.stats.errors_by_reason.get(reason, 0) + 1
-        log.warning("%s: rejected %d bytes at offset %d: %s",
-                    self.cfg.device, err.length, err.offset, err.reason)
+        held = self._frame_warnings.allow(time.monotonic())
+        if held is None:
+            return  # counted above; one log line per interval is enough
+        more = (f" (and {held} more in the last {self._frame_warnings.interval_s:g} s)"
+                if held else "")
+        hint = (f"if this goes on, check the profile and serial settings: stop the agent and "
+                f"run `edge-agent probe {self.cfg.port}`"
+                if self.profile.link.kind is LinkKind.SERIAL else
+                "if this goes on, check the profile's register map and the unit id")
+        log.warning("%s: rejected %d bytes at offset %d: %s%s; %s", self.cfg.device,
+                    err.length, err.offset, err.reason, more, hint)
 
     def _put(self, event: wire.Event, *, state: dict[str, bytes | None] | None = None) -> None:
         seq = self.outbox.put_event(self.cfg.device, event, key=self.cfg.key_bytes, state=state)

@@ -70,9 +70,50 @@ def cmd_decode(args: argparse.Namespace) -> int:
         err.write(f"hex text: odd trailing digit {pending_hex!r}; skipped\n")
     left = codec.flush()
     if left is not None:
-        err.write(f"offset {left.offset} length {left.length}: {left.reason}\n")
+        reason = reason_at_end(args.protocol, left.data) or left.reason
+        err.write(f"offset {left.offset} length {left.length}: {reason}\n")
     out.flush()
     return 0
+
+
+#: bytes that follow the input's last bytes in the trial decodings of :func:`reason_at_end`
+#: (NUL, LF, CR, ETX, space, a digit, 0xFF: line ends, frame ends and field bytes)
+_FOLLOWERS = (0x00, 0x0A, 0x0D, 0x03, 0x20, 0x30, 0xFF)
+_GOOD = WeightFrame(weight_mg=0, stable=True, net=False, unit="kg")
+
+
+def _first_reason(protocol: str, data: bytes, after: bytes) -> str | None:
+    """The reason a fresh codec gives for a stretch from the first byte of ``data`` that
+    covers all of ``data`` when ``after`` follows it, else ``None``."""
+    _, errors = make_codec(protocol).feed(data + after)
+    first = errors[0] if errors else None
+    if first is None or first.offset != 0 or first.length < len(data):
+        return None
+    return first.reason
+
+
+def reason_at_end(protocol: str, data: bytes) -> str | None:
+    """Why ``protocol`` rejects ``data``, the bytes left undecided at the end of input, or
+    ``None`` when that depends on bytes that never came (the input ended mid-frame).
+
+    A codec decides a bad stretch only once it sees where the next frame may start (its
+    resynchronisation window), so a bad frame at the very end of a capture is still
+    waiting when the input ends: its real reason (a checksum mismatch, say) is known, but
+    only as "incomplete". Fresh codecs are fed ``data`` followed by different bytes: when
+    a follower completes a frame, or the reason changes with the follower, the input was
+    cut off inside a frame. Otherwise the reason is the one given when a good frame
+    follows right away (so a count of garbage bytes is that of ``data``).
+    """
+    codec = make_codec(protocol)
+    try:
+        good = codec.encode(_GOOD)
+    except GatewayError:
+        return None
+    pad = 4 * codec.max_frame
+    reasons = {_first_reason(protocol, data, bytes([b]) * pad) for b in _FOLLOWERS}
+    if None in reasons or len(reasons) != 1:
+        return None
+    return _first_reason(protocol, data, good)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -128,33 +169,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from edge_agent.probe import probe
+    """Matches as JSON lines on stdout (for scripts); the verdict in words on stderr."""
+    from edge_agent.probe import probe, verdict
 
     results = probe(args.port, seconds=args.seconds)
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
+    sys.stdout.flush()
+    print(verdict(results, args.port, seconds=args.seconds), file=sys.stderr)
     return 0 if results else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the agent for the scales of a config file")
-    r.add_argument("--config", required=True)
+    r.add_argument("--config", required=True,
+                   help="the agent's TOML file (docs/edge-agent.md), e.g. edge.toml")
     r.add_argument("--status-interval", type=float, default=0,
                    help="print a JSON status line every N seconds")
     r.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus /metrics on this port (0: a free one)")
-    r.add_argument("--metrics-host", default="127.0.0.1")
+    r.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the /metrics server (default 127.0.0.1)")
     r.set_defaults(func=cmd_run)
-    d = sub.add_parser("decode", help="decode bytes from stdin with one protocol")
-    d.add_argument("--protocol", required=True, choices=sorted(CODECS))
+    d = sub.add_parser("decode", help="decode bytes from stdin with one protocol: frames as "
+                       "JSON lines on stdout, rejected bytes and why on stderr")
+    d.add_argument("--protocol", required=True, choices=sorted(CODECS),
+                   help="the protocol to decode (a profile's protocol: scale-sim profiles)")
     d.add_argument("--hex", action="store_true", help="stdin is hex text (any whitespace)")
     d.set_defaults(func=cmd_decode)
-    pr = sub.add_parser("probe", help="find the protocol and serial settings of a port")
-    pr.add_argument("port")
+    pr = sub.add_parser("probe", help="find the protocol and serial settings of a port and "
+                        "the profile for edge.toml (the agent must not hold the port)")
+    pr.add_argument("port", help="serial port: /dev/ttyUSB0, /dev/pts/7, any pyserial URL")
     pr.add_argument("--seconds", type=float, default=1.5, help="listening time per setting")
     pr.set_defaults(func=cmd_probe)
     return p

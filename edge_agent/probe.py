@@ -38,6 +38,10 @@ reported, ordered by:
 A transaction scale (trace records, label printers) only talks when a sale is made:
 make one during the probe, or give it more ``seconds``.
 
+Output: the CLI prints the matches as JSON lines on stdout (for scripts) and
+:func:`verdict` on stderr: the best match in words and the ``profile`` / ``port`` lines
+for edge.toml, or "no data on this port" and what to check.
+
 Time is bounded: every read waits in ``select`` up to a deadline, so the whole probe
 takes at most ``len(settings) × (seconds + Σ reply times)`` plus opening and closing
 the port: about 14 s with the shipped profiles and the default 1.5 s on a silent
@@ -248,3 +252,50 @@ def probe(port: str, *, seconds: float = 1.5,
             }))
     ranked.sort(key=lambda kv: kv[0])
     return [result for _, result in ranked]
+
+
+_TIERS = ("mostly garbage", "mixed", "clean")
+_PARITY = {"N": "no parity", "E": "even parity", "O": "odd parity", "M": "mark parity",
+           "S": "space parity"}
+
+
+def verdict(results: Sequence[dict[str, Any]], port: str, *, seconds: float = 1.5) -> str:
+    """What :func:`probe` found on ``port``, in words, and what to write in edge.toml."""
+    if not results:
+        return (
+            f"no data on this port: {port} sent nothing at any setting and answered no weight "
+            "request. Check that the scale is on and set to send (continuous output, or "
+            "answering requests), the cable (TX/RX crossed, RS-485 A/B swapped, the right "
+            "port); a scale that sends only when a sale is made: make one during the probe, "
+            f"or give it more time (--seconds, now {seconds:g} per setting).")
+    top = results[0]
+    parity = _PARITY.get(top["parity"], f"parity {top['parity']}")
+    line = (f"{top['baudrate']} baud, {top['bytesize']} data bits, {parity}, "
+            f"{top['stopbits']} stop bit{'s' if top['stopbits'] != 1 else ''}")
+    tier = _TIERS[_tier(top["quality"])]
+    heard = f"{top['frames']} frames"
+    if top["replies"]:
+        heard += f", {top['replies']} status replies"
+    heard += f", {top['errors']} rejected stretches"
+    out = [f"verdict: {port} speaks {top['protocol']} at {line} ({tier}: {heard})."]
+    if tier != "clean":
+        out.append("Only part of the bytes decode: a setting, the wiring or noise is still "
+                   "wrong; fix that before trusting this.")
+    if top["profiles"]:
+        first, *others = top["profiles"]
+        out += ["In edge.toml, under [[scale]]:",
+                f'  profile = "{first}"   # {load_profile(first).name}',
+                f'  port = "{port}"']
+        if others:
+            out.append(f"(or profile {', '.join(others)}: the one whose Max and e match the "
+                       "scale's nameplate)")
+    else:
+        out.append(f"No shipped profile declares {top['protocol']} at these settings: copy a "
+                   f"{top['protocol']} profile (scale-sim profiles), set its [link] to "
+                   f"baudrate = {top['baudrate']}, bytesize = {top['bytesize']}, parity = "
+                   f"\"{top['parity']}\", stopbits = {top['stopbits']}, and give its path as "
+                   "profile in edge.toml.")
+    if len(results) > 1:
+        out.append(f"{len(results) - 1} other setting(s) or protocol(s) also decoded, ranked "
+                   "lower (the JSON lines on stdout list all, best first).")
+    return "\n".join(out)
