@@ -428,8 +428,7 @@ class ScaleWorker:
         held = self._frame_warnings.allow(time.monotonic())
         if held is None:
             return  # counted above; one log line per interval is enough
-        more = (f" (and {held} more in the last {self._frame_warnings.interval_s:g} s)"
-                if held else "")
+        more = f" (and {held} more since the last warning)" if held else ""
         hint = (f"if this goes on, check the profile and serial settings: stop the agent and "
                 f"run `edge-agent probe {self.cfg.port}`"
                 if self.profile.link.kind is LinkKind.SERIAL else
