@@ -31,6 +31,12 @@ What a scale does (one emulated edge agent per scale, as its agent would report 
 Scenarios (``fleet_config.KINDS``) change what is displayed, charged or sent; the truth
 records each one's onset (for per-sale cheats — impact, price trick, tray — the first
 cheated sale), size, and every short sale (sold − true mass) while it is active.
+
+Honest behaviours (``simulators.fleet_honest``, the ``[honest]`` section) change how an
+honest stall weighs, charges and reports (no tray, bags, preset tare, amount rounding,
+zero drift, an error curve within the MPE, price changes, a shared scale, …) and how its
+goods arrive at the fair scale (dripping, in the consumer's bag). They draw from a second
+generator per scale, so with the section absent the event streams are those of before.
 """
 
 from __future__ import annotations
@@ -39,17 +45,17 @@ import hashlib
 import heapq
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from simulators import fleet_honest as hon
 from simulators import goods as gd
-from simulators.fleet_config import CHEATS, FAULTS, ScaleSpec, Scenario, World
+from simulators.fleet_config import CHEATS, FAULTS, Merchant, ScaleSpec, Scenario, World
 from weighing import wire
 from weighing.signing import sign_event
-from weighing.units import amount_fen
 
 AGENT_VERSION = "fleet-sim/1"
 HOUR_MS = 3_600_000
@@ -79,11 +85,28 @@ class Out:
     data: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Rw:
+    """A purchase on its way to the fair scale."""
+
+    trace: str | None
+    stall: str | None
+    true_mg: int
+    claimed: int | None
+    seller: str
+    plu: str
+    sale_ms: int
+    bag_mg: int  # the bag the goods were weighed in (0: none)
+
+
 @dataclass
 class _Scale:
     spec: ScaleSpec
     rng: random.Random
     span_error: float
+    vrng: random.Random  # honest behaviours draw from this one
+    hv: dict[str, Any] = field(default_factory=dict)  # the scale's honest behaviours
+    connected_ms: int = 0
     skew_ms: int = 0
     seq: int = 0
     sales: int = 0
@@ -106,14 +129,20 @@ class Simulation:
         self.tr = world.cfg.trading
         seed = world.cfg.fleet.seed
         self.scales: dict[str, _Scale] = {}
+        self.honest = world.honest
         for dev, spec in world.scales.items():
             rng = random.Random(f"{seed}:{dev}")
-            st = _Scale(spec, rng, rng.uniform(-HONEST_SPAN_ERROR, HONEST_SPAN_ERROR))
+            st = _Scale(spec, rng, rng.uniform(-HONEST_SPAN_ERROR, HONEST_SPAN_ERROR),
+                        random.Random(f"{seed}:{dev}:honest"), world.honest.of_scale(dev))
             st.cal_counter = rng.randint(1, 40)
             for sc in world.scenarios.get(dev, ()):
                 self._arm(st, sc)
+            if "clock-skew" in st.hv:
+                st.skew_ms = int(st.hv["clock-skew"] * 60_000)
+            if "new-scale" in st.hv:
+                st.connected_ms = st.hv["new-scale"]["connected_ms"]
             self.scales[dev] = st
-        self._heap: list[tuple[int, int, int, str, Any]] = []
+        self._heap: list[tuple[int, int, int, str, str, Any]] = []
         self.events = 0
         self.digest = hashlib.sha256()
         self.reweighs: dict[str, list[list[Any]]] = {}  # selling device → [[ts, trace, fair]]
@@ -168,20 +197,27 @@ class Simulation:
         start = self.cfg.start_ms
         for dev, st in self.scales.items():
             for day in range(self.cfg.fleet.days):
-                open_ms = start + day * 86_400_000
+                # a scale connected mid-day (honest `new-scale`) reports from then on
+                open_ms = max(start + day * 86_400_000, st.connected_ms)
                 self._push(open_ms + int(st.rng.uniform(0, self.tr.heartbeat_s) * 1000), dev,
                            "hb")
                 if st.spec.role == "trade":  # the idle pan reports from the opening
                     self._idle_then_next(open_ms, st)
+            if "new-scale" in st.hv:  # the agent's first observation of its counters
+                self._push(max(start, st.connected_ms), dev, "counter",
+                           ("cal_counter", None, None))
+                self._push(max(start, st.connected_ms), dev, "counter",
+                           ("cfg_counter", None, str(st.vrng.randint(1, 30))))
             sc = st.scenario
             if sc is not None and sc.kind == "recalibration":
                 self._push(sc.onset_ms, dev, "cal")
             if st.outage:
                 self._push(st.outage[0], dev, "down")
                 self._push(st.outage[1], dev, "up")
-        handlers = {"sale": self._sale, "zero": self._zero, "hb": self._heartbeat,
-                    "rw": self._reweigh, "cal": self._calibration, "down": self._down,
-                    "up": self._up, "release": self._release}
+        handlers: dict[str, Callable[[int, _Scale, Any], Out | None]] = {
+            "sale": self._sale, "zero": self._zero, "hb": self._heartbeat, "rw": self._reweigh,
+            "cal": self._calibration, "down": self._down, "up": self._up,
+            "release": self._release, "counter": self._counter}
         while self._heap:
             t, _, _, dev, what, data = heapq.heappop(self._heap)
             out = handlers[what](t, self.scales[dev], data)
@@ -257,10 +293,35 @@ class Simulation:
             return round_e(0.5 * e * (t - sc.onset_ms) / HOUR_MS, e)
         return 0
 
+    def _wander(self, st: _Scale, t: int) -> float:
+        """The honest zero's offset (``zero-drift``), mg."""
+        zd = st.hv.get("zero-drift")
+        return hon.zero_wander_mg(t, zd, st.spec.m.e_mg) if zd else 0.0
+
+    def _err(self, st: _Scale, mass_mg: float) -> float:
+        """The honest error curve (``scale-error``) at a gross load, mg."""
+        f = st.hv.get("scale-error")
+        if not f:
+            return 0.0
+        m = st.spec.m
+        return hon.error_curve_mg(mass_mg, e_mg=m.e_mg, accuracy_class=m.accuracy_class,
+                                  fraction=f)
+
+    def _merchant(self, st: _Scale, t: int) -> Merchant:
+        code = hon.merchant_at(self.world, self.honest, st.spec.device, t)
+        return self.world.merchants[code or ""]
+
+    def _price(self, merchant: Merchant, plu: str, t: int) -> int:
+        """The unit price the scale charges (honest `price-change`: it follows the register)."""
+        sched = self.honest.schedules.get(merchant.code)
+        base = merchant.prices[plu]
+        return sched.at(plu, t, base) if sched else base
+
     def _sale(self, t: int, st: _Scale, _: Any) -> Out | None:
         rng, spec = st.rng, st.spec
         model, e = spec.m, spec.m.e_mg
-        merchant = self.world.merchants[spec.merchant or ""]
+        merchant = self._merchant(st, t)
+        mh = self.honest.of_merchant(merchant.code)
         plu = rng.choice(sorted(merchant.prices))
         goods = gd.BY_PLU[plu]
         true_mg = gd.purchase_mg(goods, rng)
@@ -268,7 +329,7 @@ class Simulation:
         if (sc is not None and sc.kind == "second-scale" and t >= sc.onset_ms
                 and rng.random() >= sc.size):
             # weighed on the untracked scale beside it: nothing recorded, no receipt
-            self._untracked_sale(t, st, true_mg)
+            self._untracked_sale(t, st, true_mg, plu)
             self._idle_then_next(t, st)
             return None
         tray_mg = rng.randint(*gd.TRAY_WEIGHT_G) * 1000 if goods.tray else 0
@@ -276,22 +337,38 @@ class Simulation:
         commit_t = t  # a sale is emitted when the goods come off the pan
         sc = self._active(st, t)
         gain, add = self._span(st, t, sc)
-        zero = self._zero_mg(st, t, sc)
+        if "scale-error" in st.hv:
+            gain -= st.span_error  # the error curve replaces the small span error
+        zero = self._zero_mg(st, t, sc) + self._wander(st, t)
         cheated = sc is not None and sc.kind not in ("second-scale", "impact", "price-trick",
                                                      "tray-not-tared")
 
         def shown(mass: float) -> int:
-            return round_e(mass * gain + add + zero, e)
+            return round_e(mass * gain + add + zero + self._err(st, mass), e)
 
-        tare = 0
-        untared = goods.tray and (
+        tare, bag_mg = 0, 0
+        style = mh.get("tray")  # honest tray handling (None: a tray tared per sale)
+        untared = goods.tray and style is None and (
             (sc is not None and sc.kind == "tray-not-tared")
             or rng.random() < self.tr.honest_untared_tray_fraction)
-        if goods.tray and untared:
+        on_pan = true_mg + (tray_mg if goods.tray else 0)  # what the load cell carries
+        if style == "bagged":  # weighed in the consumer's thin bag, not tared
+            bag_mg = round(st.vrng.uniform(*self.cfg.honest.bagged.bag_g) * 1000)
+            on_pan = true_mg + bag_mg
+            settled = shown(on_pan)
+        elif goods.tray and untared:
             settled = shown(true_mg + tray_mg)
             cheated = cheated or (sc is not None and sc.kind == "tray-not-tared")
+        elif goods.tray and style == "no-tray":  # the goods straight on the pan
+            on_pan = true_mg
+            settled = shown(true_mg)
+        elif goods.tray and style == "preset-tare":  # a preset value, trays vary around it
+            spread = self.cfg.honest.preset_tare.tray_spread_g * 1000
+            tare = mh["preset_tare_mg"]
+            on_pan = true_mg + max(0, tare + round(st.vrng.uniform(-spread, spread)))
+            settled = shown(on_pan) - tare
         elif goods.tray and model.can("tare"):
-            tare = round_e(tray_mg * gain + zero, e)  # tared with the tray on the pan
+            tare = round_e(tray_mg * gain + zero + self._err(st, tray_mg), e)  # tray on the pan
             settled = shown(true_mg + tray_mg) - tare
         else:
             settled = shown(true_mg)
@@ -301,18 +378,18 @@ class Simulation:
             net = peak = max(settled + 2 * e, round_e(settled * rng.uniform(1.05, 1.30), e))
             cheated = True
         st.sales += 1
-        price = merchant.prices[plu]
+        price = self._price(merchant, plu, t)
         if sc is not None and sc.kind == "price-trick" and plu == st.tricked_plu:
             price = max(1, round(price * sc.size))
             cheated = True
-        on_pan = true_mg + (tray_mg if goods.tray else 0)  # what the load cell carries
+        rounding = st.hv.get("amount-rounding", hon.DEFAULT_ROUNDING)
         event = wire.SaleEvent(
             raw_ad=self._raw_ad(st, t, sc, on_pan) if model.can("raw_ad") else None,
             seq=0, ts_ms=0, net_mg=net, settled_mg=settled, peak_mg=max(peak, net),
             tare_mg=tare if model.can("tare") else 0, stable_device=not impact,
             stable_software=not impact, unsettled_commit=impact, duration_ms=duration,
             unit_price_fen_per_kg=price if model.can("unit_price") else None,
-            amount_fen=amount_fen(net, price) if model.can("amount") else None,
+            amount_fen=hon.amount_fen(net, price, rounding) if model.can("amount") else None,
             plu=plu if model.can("plu") else None,
             trace_code=f"{spec.device}-{st.sales:06d}" if model.can("trace_code") else None)
         out = self._emit(commit_t, st, event)
@@ -320,10 +397,11 @@ class Simulation:
             self._record_short(st, commit_t, event, net - true_mg)
         self._idle_then_next(commit_t, st)
         if event.trace_code and rng.random() < self.tr.reweigh_fraction:
+            rw = _Rw(event.trace_code, None, true_mg, net, spec.device, plu, commit_t, bag_mg)
             if rng.random() < self.tr.lost_receipt_fraction:
-                self._stall_reweigh(commit_t, st, true_mg)
+                self._stall_reweigh(commit_t, st, rw)
             else:
-                self._schedule_reweigh(commit_t, st, (event.trace_code, None, true_mg, net))
+                self._schedule_reweigh(commit_t, st, rw)
         return out
 
     def _idle_then_next(self, commit_t: int, st: _Scale) -> None:
@@ -340,27 +418,27 @@ class Simulation:
         if nxt < close:
             self._push(nxt, dev, "sale")
 
-    def _schedule_reweigh(self, t: int, st: _Scale, what: tuple[Any, ...]) -> None:
-        """A consumer re-weighs the purchase at the market's fair scale 2–20 min later;
-        ``what`` = (trace code, stall number, true mass, claimed weight)."""
+    def _schedule_reweigh(self, t: int, st: _Scale, rw: _Rw) -> None:
+        """A consumer re-weighs the purchase at the market's fair scale 2–20 min later."""
         lo, hi = self.tr.reweigh_delay_min
         rw_t = t + int(st.rng.uniform(lo, hi) * 60_000)
         if rw_t < self._close(t):
-            self._push(rw_t, self.world.fair[st.spec.market], "rw", (*what, st.spec.device))
+            self._push(rw_t, self.world.fair[st.spec.market], "rw", rw)
 
-    def _stall_reweigh(self, t: int, st: _Scale, true_mg: int) -> None:
+    def _stall_reweigh(self, t: int, st: _Scale, rw: _Rw) -> None:
         """A re-weigh without a receipt: the consumer names the stall (sometimes the wrong
         one) on the fair-scale station."""
         stall = self.world.merchants[st.spec.merchant or ""].stall_no
         if st.rng.random() < self.tr.wrong_stall_fraction:
             others = [s for s in self._stalls[st.spec.market] if s != stall]
             stall = st.rng.choice(others) if others else stall
-        self._schedule_reweigh(t, st, (None, stall, true_mg, None))
+        self._schedule_reweigh(t, st, _Rw(None, stall, rw.true_mg, None, rw.seller, rw.plu,
+                                          rw.sale_ms, rw.bag_mg))
 
-    def _untracked_sale(self, t: int, st: _Scale, true_mg: int) -> None:
+    def _untracked_sale(self, t: int, st: _Scale, true_mg: int, plu: str) -> None:
         st.truth["untracked_sales"] = st.truth.get("untracked_sales", 0) + 1
         if st.rng.random() < self.tr.stall_reweigh_fraction:
-            self._stall_reweigh(t, st, true_mg)
+            self._stall_reweigh(t, st, _Rw(None, None, true_mg, None, st.spec.device, plu, t, 0))
 
     def _record_short(self, st: _Scale, t: int, ev: wire.SaleEvent, short_mg: int) -> None:
         tr = st.truth
@@ -374,30 +452,48 @@ class Simulation:
 
     def _raw_ad(self, st: _Scale, t: int, sc: Scenario | None, on_pan_mg: int) -> int:
         """The load cell's count: the true mass on the pan, never the display's cheats; a
-        drifting scale drifts in the cell itself (zero and span)."""
+        drifting scale drifts in the cell itself (zero and span), and so do an honest
+        scale's zero wander and error curve."""
         counts = ZERO_AD + on_pan_mg * AD_PER_MG
         if sc is not None and sc.kind == "drift":
             gain, _ = self._span(st, t, sc)
             counts = ZERO_AD + on_pan_mg * AD_PER_MG * gain + self._zero_mg(st, t, sc) * AD_PER_MG
+        if st.hv:
+            counts += (self._wander(st, t) + self._err(st, on_pan_mg)) * AD_PER_MG
         return round(counts) + st.rng.randint(-2, 2)  # converter noise
 
     def _zero(self, t: int, st: _Scale, duration_ms: int) -> Out | None:
         sc = self._active(st, t)
         mean = self._zero_mg(st, t, sc)
         e = st.spec.m.e_mg
-        spread = e if mean and st.rng.random() < 0.2 else 0
+        if "zero-drift" in st.hv:  # what the displayed readings of a wandering zero average to
+            zd = self.cfg.honest.zero_drift
+            mean, spread = hon.idle_readings_mean(
+                mean + self._wander(st, t), e, noise_e=zd.noise_e,
+                samples=min(zd.samples, max(1, duration_ms // 100)), rng=st.vrng)
+        else:
+            spread = e if mean and st.rng.random() < 0.2 else 0
         raw = self._raw_ad(st, t, sc, 0) if st.spec.m.can("raw_ad") else None
         return self._emit(t, st, wire.ZeroCheckEvent(
             seq=0, ts_ms=0, mean_mg=mean, spread_mg=spread,
             n=max(1, duration_ms // 100), duration_ms=duration_ms, raw_ad=raw))
 
-    def _reweigh(self, t: int, st: _Scale, data: Any) -> Out | None:
-        trace, stall, true_mg, claimed, seller = data
+    def _reweigh(self, t: int, st: _Scale, rw: _Rw) -> Out | None:
+        trace, stall, seller = rw.trace, rw.stall, rw.seller
         e = st.spec.m.e_mg
-        reference = round_e(true_mg * (1 + st.span_error), e)
+        mass = rw.true_mg
+        sold_by = self.scales[seller]
+        drip = self.honest.of_merchant(self._merchant(sold_by, rw.sale_ms).code).get("drip-dry")
+        if drip:  # the goods dripped or dried on the way
+            mass = hon.reweigh_mass_mg(mass, plu=rw.plu, delay_ms=t - rw.sale_ms,
+                                       loss_factor=drip, rng=sold_by.vrng)
+        wb = self.cfg.honest.reweigh_with_bag
+        if wb.on() and sold_by.vrng.random() < wb.share:  # re-weighed in the consumer's bag
+            mass += rw.bag_mg or round(sold_by.vrng.uniform(*wb.bag_g) * 1000)
+        reference = round_e(mass * (1 + st.span_error), e)
         out = self._emit(t, st, wire.ReweighEvent(
             seq=0, ts_ms=0, trace_code=trace, stall_no=stall, reference_mg=reference,
-            claimed_mg=claimed))
+            claimed_mg=rw.claimed))
         if self.scales[seller].scenario is not None:
             if trace is not None:  # a re-weigh pair of the residual detector
                 self.reweighs.setdefault(seller, []).append([t, trace, st.spec.device, st.seq])
@@ -411,9 +507,19 @@ class Simulation:
         return self._emit(t, st, wire.CounterChangeEvent(
             seq=0, ts_ms=0, name="cal_counter", old=str(old), new=str(st.cal_counter)))
 
+    def _counter(self, t: int, st: _Scale, data: tuple[str, str | None, str | None]) -> Out | None:
+        """A counter as the agent first sees it (``old = None``; ``new`` None: the CAL
+        counter's current value)."""
+        name, old, new = data
+        return self._emit(t, st, wire.CounterChangeEvent(
+            seq=0, ts_ms=0, name=name, old=old, new=new or str(st.cal_counter)))
+
     def _heartbeat(self, t: int, st: _Scale, _: Any) -> Out | None:
         if t < self._close(t):
             self._push(t + int(self.tr.heartbeat_s * 1000), st.spec.device, "hb")
+        drop = st.hv.get("missing-heartbeats")
+        if drop and st.vrng.random() < drop:
+            return None  # lost (honest `missing-heartbeats`): the agent's timer, a restart
         return self._emit(t, st, wire.HeartbeatEvent(
             seq=0, ts_ms=0, queued=len(st.held), sent=st.seq,
             uptime_s=max(0, (t - self.cfg.start_ms) // 1000 + 1800)))
@@ -450,12 +556,16 @@ class Simulation:
                            "clock_skew_ms": st.skew_ms, "sales": st.sales, "events": st.seq,
                            "scenarios": scen, "reweighs": self.reweighs.get(dev, []),
                            "stall_reweighs": self.stall_reweighs.get(dev, [])}
+            if st.hv:
+                scales[dev]["honest"] = st.hv
         merchants = {}
         for code, m in w.merchants.items():
             kinds = [s["kind"] for d in m.devices for s in scales[d]["scenarios"]]
             merchants[code] = {"name": m.name, "market": m.market, "stall": m.stall,
                                "stall_no": m.stall_no, "devices": m.devices, "prices": m.prices,
                                "honest": not any(k in problem for k in kinds)}
+            if self.honest.of_merchant(code):  # lawful behaviour: never a cheat
+                merchants[code]["honest_variations"] = self.honest.of_merchant(code)
         return {
             "version": 1,
             "fleet": {"name": cfg.fleet.name, "seed": cfg.fleet.seed, "start_ms": cfg.start_ms,
@@ -464,7 +574,8 @@ class Simulation:
                       + int(cfg.trading.hours * HOUR_MS),
                       "markets": len(w.markets), "merchants": len(w.merchants),
                       "scales": len(w.scales), "events": self.events,
-                      "stream_sha256": self.digest.hexdigest()},
+                      "stream_sha256": self.digest.hexdigest(),
+                      "honest": cfg.honest.enabled()},
             "markets": {mk: {"fair": w.fair[mk]} for mk in w.markets},
             "merchants": merchants,
             "scales": scales,

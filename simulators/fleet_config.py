@@ -15,7 +15,10 @@ profiles only.
 Scenario kinds (domain.md §4): cheats ``remote-gain``, ``chip-gain``, ``chip-additive``,
 ``recalibration``, ``preset-base``, ``tray-not-tared``, ``impact``, ``price-trick``,
 ``second-scale``; a fault ``drift`` (an honest scale drifting out of tolerance); benign
-conditions ``outage`` and ``clock-skew`` that must *not* raise findings.
+conditions ``outage`` and ``clock-skew`` that must *not* raise findings. One scenario per
+scale. Honest behaviours of real markets (no tray, bags, preset tare, fair scales of other
+classes, amount rounding, …) are the ``[honest]`` section (``simulators.fleet_honest``):
+shares of units, assigned after the scenarios and independent of them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway_server.uscc import CODE_SET, check_char
 from simulators import goods as gd
+from simulators.fleet_honest import HonestSection, HonestWorld
 from weighing.errors import GatewayError
 
 CHEATS = ("remote-gain", "chip-gain", "chip-additive", "recalibration", "preset-base",
@@ -57,6 +61,9 @@ class FleetSection(_Strict):
     markets: int = Field(1, ge=1, le=1000)
     merchants_per_market: int = Field(10, ge=1, le=2000)
     second_scale_fraction: float = Field(0.25, ge=0, le=1, description="merchants with 2 scales")
+    tuning_seeds: list[int] = Field(
+        default_factory=list, description="seeds the detection rules were tuned on: results "
+        "on them are in-sample (bench/eval_matrix.py refuses to report them)")
 
 
 class TradingSection(_Strict):
@@ -107,6 +114,7 @@ class FleetConfig(_Strict):
     clock: ClockSection = ClockSection()
     publish: PublishSection = PublishSection()
     scenarios: dict[str, ScenarioSpec] = Field(default_factory=dict)
+    honest: HonestSection = Field(default_factory=HonestSection)
 
     @property
     def start_ms(self) -> int:
@@ -168,6 +176,12 @@ MODELS: dict[str, ScaleModel] = {
     "modbus-transmitter-generic": ScaleModel("modbus-transmitter-generic", "modbus",
                                              30_000_000, 10_000,
                                              ("stable_flag", "net", "tare", "raw_ad")),
+    # fair scales of other classes (honest `fair-scale` variation): a 15 kg / 1 g fair scale
+    # is class II (n = 15,000; domain.md §2.2), a 30 kg / 5 g one class III (n = 6,000)
+    "fair-15kg-1g-II": ScaleModel("fair-15kg-1g-II", "toledo-continuous", 15_000_000, 1_000,
+                                  ("stable_flag", "net", "tare", "print_request"), "II"),
+    "fair-30kg-5g": ScaleModel("fair-30kg-5g", "toledo-continuous", 30_000_000, 5_000,
+                               ("stable_flag", "net", "tare", "print_request")),
 }
 FAIR_MODEL = "toledo-15kg-5g"
 # which models may sell a stall's goods without breaking Art. 3 (goods.py), and how often
@@ -233,6 +247,7 @@ class World:
     scales: dict[str, ScaleSpec]
     fair: dict[str, str]  # market → fair scale device
     scenarios: dict[str, list[Scenario]]  # device → scenarios
+    honest: HonestWorld = field(default_factory=HonestWorld)  # honest behaviours
 
 
 _SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢"
@@ -257,6 +272,11 @@ def credit_code(rng: random.Random) -> str:
     body = "".join(rng.choice(CODE_SET) for _ in range(9))
     first17 = "92" + region + body
     return first17 + check_char(first17)
+
+
+def merchant_name(rng: random.Random, stall: gd.StallType) -> str:
+    """A stall's shop name as on its sign (surname + 记/氏 + the stall's goods)."""
+    return f"{rng.choice(_SURNAMES)}{'记' if rng.random() < .5 else '氏'}{stall.label_zh}"
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
@@ -287,7 +307,7 @@ def build_world(cfg: FleetConfig) -> World:
             st = gd.STALLS[stall]
             plus = rng.sample(st.plus, k=min(len(st.plus), rng.randint(2, 4)))
             prices = {p: gd.registered_price(gd.BY_PLU[p], rng) for p in sorted(plus)}
-            name = f"{rng.choice(_SURNAMES)}{'记' if rng.random() < .5 else '氏'}{st.label_zh}"
+            name = merchant_name(rng, st)
             m = Merchant(code, name, market, f"{'ABCDEF'[k % 6]}-{k + 1:03d}", stall, prices)
             merchants[code] = m
             count = 2 if rng.random() < cfg.fleet.second_scale_fraction else 1
@@ -302,6 +322,9 @@ def build_world(cfg: FleetConfig) -> World:
                 idx += 1
     world = World(cfg, markets, merchants, scales, fair, {})
     _assign_scenarios(world, rng)
+    from simulators.fleet_honest import assign
+
+    world.honest = assign(world)  # own generators: the scenarios above do not depend on it
     return world
 
 

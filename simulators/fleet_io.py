@@ -3,7 +3,11 @@
 * :func:`register_csv` / :class:`GatewayClient.register` — one register CSV (登记造册)
   per market, imported with ``POST /api/v1/markets/{id}/register.csv`` (markets,
   merchants with 统一社会信用代码, scales with keys), then the PLU price list with
-  ``POST /api/v1/merchants/{id}/prices`` (the CSV import has no price columns).
+  ``POST /api/v1/merchants/{id}/prices`` (the CSV import has no price columns). Honest
+  behaviours add: the afternoon merchants of shared scales (``POST /api/v1/merchants``:
+  they own no scale, so the register has no row for them), the price changes as price
+  versions valid from their simulated time, and the registered shifts as bindings
+  (``POST /api/v1/registry/scales/{device}/bindings``).
 * :func:`run_direct` — direct mode: the emulated agents of :mod:`simulators.fleet`
   multiplexed on a few paho connections (topics carry the device id, so one connection
   can publish for many devices; the price is that a connection has one last will, so no
@@ -35,6 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.broker import free_port
+from simulators import fleet_honest as hon
 from simulators import goods as gd
 from simulators.fleet import Simulation
 from simulators.fleet_config import World
@@ -61,13 +66,36 @@ def register_csv(world: World, market: str) -> str:
         if s.market != market:
             continue
         m = world.merchants[s.merchant] if s.merchant else None
-        cats = "、".join(sorted({gd.BY_PLU[p].category.value for p in m.prices})) if m else ""
+        cats = _categories(m.prices) if m else ""
         model = s.m
         w.writerow([market, m.name if m else "", m.code if m else "", m.stall_no if m else "",
                     cats, dev, model.profile, s.serial, _mass(model.max_mg), _mass(model.e_mg),
                     model.accuracy_class, s.role, model.profile, f"JD{s.serial}", verified, due,
                     s.key_hex])
     return buf.getvalue()
+
+
+def _categories(prices: dict[str, int]) -> str:
+    return "、".join(sorted({gd.BY_PLU[p].category.value for p in prices}))
+
+
+def scaleless_merchants(world: World) -> list[str]:
+    """Merchants the register CSV cannot carry (no scale of their own: the afternoon
+    merchant of a shared scale), in a stable order."""
+    owned = {s.merchant for s in world.scales.values()}
+    return sorted(c for c in world.merchants if c not in owned)
+
+
+def price_versions(world: World) -> list[tuple[str, str, int, int | None]]:
+    """(credit code, PLU, fen/kg, valid from ms or None: from the registration) of every
+    registered price: the day's first price, then each honest price change."""
+    out: list[tuple[str, str, int, int | None]] = [
+        (code, plu, price, None) for code, m in world.merchants.items()
+        for plu, price in m.prices.items()]
+    for code in sorted(world.honest.merchants):
+        for c in world.honest.merchants[code].get("price-change", ()):
+            out.append((code, c["plu"], c["new"], c["registered_ms"]))
+    return out
 
 
 def trading_hours(world: World) -> str:
@@ -138,27 +166,40 @@ class GatewayClient:
             for m in self.pages("/api/v1/merchants", market=market):
                 if m.get("credit_code"):
                     ids[m["credit_code"]] = int(m["id"])
-        jobs = [(ids[code], plu, price) for code, m in world.merchants.items()
-                for plu, price in m.prices.items()]
+        for code in scaleless_merchants(world):
+            who = world.merchants[code]
+            r = self.http.post("/api/v1/merchants", json={
+                "market_id": who.market, "name": who.name, "credit_code": code,
+                "stall_no": who.stall_no, "categories": _categories(who.prices).split("、")})
+            r.raise_for_status()
+            ids[code] = int(r.json()["id"])
+        versions = price_versions(world)
+        jobs = [(ids[code], plu, price, now if at is None else at)
+                for code, plu, price, at in versions]
 
-        def post(job: tuple[int, str, int]) -> None:
-            mid, plu, price = job
+        def post(job: tuple[int, str, int, int]) -> None:
+            mid, plu, price, valid_from = job
             g = gd.BY_PLU[plu]
             r = self.http.post(f"/api/v1/merchants/{mid}/prices", json={
                 "plu": plu, "name": g.name, "category": g.category.value,
-                "unit_price_fen_per_kg": price, "valid_from_ms": now})
+                "unit_price_fen_per_kg": price, "valid_from_ms": valid_from})
             r.raise_for_status()
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(post, jobs))
+        for dev, code, at in hon.bindings(world, world.honest):  # registered shifts
+            r = self.http.post(f"/api/v1/registry/scales/{dev}/bindings",
+                               json={"merchant_id": ids[code], "at_ms": at})
+            r.raise_for_status()
         if out_dir is not None:
             with (out_dir / "prices.csv").open("w", encoding="utf-8", newline="") as fh:
                 w = csv.writer(fh, lineterminator="\n")
-                w.writerow(["credit_code", "plu", "name", "category", "unit_price_fen_per_kg"])
-                for code, m in world.merchants.items():
-                    for plu, price in m.prices.items():
-                        g = gd.BY_PLU[plu]
-                        w.writerow([code, plu, g.name, g.category.value, price])
+                w.writerow(["credit_code", "plu", "name", "category", "unit_price_fen_per_kg",
+                            "valid_from_ms"])
+                for code, plu, price, since in versions:
+                    g = gd.BY_PLU[plu]
+                    w.writerow([code, plu, g.name, g.category.value, price,
+                                "" if since is None else since])
         log(f"registered {len(world.markets)} markets, {len(world.scales)} scales, "
             f"{len(ids)} merchants, {len(jobs)} PLU prices")
         return ids
