@@ -13,11 +13,16 @@ Rules of this module:
 * "No rule applies" (excluded goods, weights beyond a table) is a legal answer and is
   returned as ``None``; misuse (negative mass, an unsupported class, a scale outside
   its class) raises :class:`MetrologyError`.
-* Only classes III and IIII have tables (domain.md §2.1/§2.2); I and II raise.
+* All four classes have tables: III and IIII from domain.md §2.1/§2.2, I and II from
+  OIML R76-1 Table 3 / Table 6 (= JJG 539), as domain.md §2.2 quotes them. A class II fair
+  scale (15 kg / 1 g, n = 15,000) is common: never assume III for a scale.
+* A 核称 (re-weigh) verdict allows for what the law lets both instruments err by
+  (:func:`reweigh_threshold_mg`, docs/metrology.md "Single re-weigh verdict").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,7 +46,7 @@ class ScaleClassError(MetrologyError):
 
 
 class AccuracyClass(StrEnum):
-    """OIML R76-1 / JJG 539 classes; only III (中准确度) and IIII (普通准确度) have tables."""
+    """OIML R76-1 / JJG 539 classes: I 特种, II 高, III 中, IIII 普通准确度."""
 
     I = "I"  # noqa: E741 - the legal name of the class
     II = "II"
@@ -72,28 +77,44 @@ class _ClassRow:
     e_min_mg: int
     e_max_mg: int | None  # None: no upper bound on e
     n_min: int
-    n_max: int
+    n_max: int | None  # None: no upper bound on n (class I)
+    min_e: int  # minimum capacity Min, in e
 
 
 CLASS_ROWS: dict[AccuracyClass, tuple[_ClassRow, ...]] = {
-    # JJG 539 / OIML R76-1 Table 3 [H]
+    # OIML R76-1 (2006) Table 3 = JJG 539; domain.md §2.1 (III, IIII) and §2.2 (I, II) [H].
+    # Not implemented: R76-1 3.4.4's exception for class I with d < 0.1 mg (n < 50,000).
+    AccuracyClass.I: (
+        _ClassRow(e_min_mg=1, e_max_mg=None, n_min=50_000, n_max=None, min_e=100),  # e ≥ 1 mg
+    ),
+    AccuracyClass.II: (
+        _ClassRow(e_min_mg=1, e_max_mg=50, n_min=100, n_max=100_000, min_e=20),  # 1–50 mg
+        _ClassRow(e_min_mg=100, e_max_mg=None, n_min=5_000, n_max=100_000, min_e=50),  # ≥ 0.1 g
+    ),
     AccuracyClass.III: (
-        _ClassRow(e_min_mg=100, e_max_mg=2_000, n_min=100, n_max=10_000),  # 0.1 g ≤ e ≤ 2 g
-        _ClassRow(e_min_mg=5_000, e_max_mg=None, n_min=500, n_max=10_000),  # e ≥ 5 g
+        _ClassRow(e_min_mg=100, e_max_mg=2_000, n_min=100, n_max=10_000, min_e=20),  # 0.1–2 g
+        _ClassRow(e_min_mg=5_000, e_max_mg=None, n_min=500, n_max=10_000, min_e=20),  # e ≥ 5 g
     ),
     AccuracyClass.IIII: (
-        _ClassRow(e_min_mg=5_000, e_max_mg=None, n_min=100, n_max=1_000),  # e ≥ 5 g
+        _ClassRow(e_min_mg=5_000, e_max_mg=None, n_min=100, n_max=1_000, min_e=10),  # e ≥ 5 g
     ),
 }
+
 MIN_CAPACITY_E: dict[AccuracyClass, int] = {
-    AccuracyClass.III: 20,  # Min = 20 e, JJG 539 / OIML R76-1 Table 3 [H]
-    AccuracyClass.IIII: 10,  # Min = 10 e, JJG 539 / OIML R76-1 Table 3 [H]
+    # Min in e where the class has one value (R76-1 Table 3) [H]; class II's depends on e
+    # (20 e for e ≤ 50 mg, 50 e from 0.1 g): use min_capacity_e(e_mg, cls)
+    AccuracyClass.I: 100,
+    AccuracyClass.III: 20,
+    AccuracyClass.IIII: 10,
 }
 
-# --- §2.2 maximum permissible errors: JJG 539 / OIML R76-1 MPE table [H] -------------------
+# --- §2.2 maximum permissible errors: JJG 539 / OIML R76-1 Table 6 [H] ---------------------
 
-MPE_BANDS_E: dict[AccuracyClass, tuple[tuple[int, Fraction], ...]] = {
-    # (upper end of the band in e, inclusive; MPE at verification in e) [H]
+MPE_BANDS_E: dict[AccuracyClass, tuple[tuple[int | None, Fraction], ...]] = {
+    # (upper end of the band in e, inclusive, None: open; MPE at verification in e) [H]
+    # OIML R76-1 Table 6 = JJG 539; domain.md §2.2. Class I has no largest n, so no end.
+    AccuracyClass.I: ((50_000, Fraction(1, 2)), (200_000, Fraction(1)), (None, Fraction(3, 2))),
+    AccuracyClass.II: ((5_000, Fraction(1, 2)), (20_000, Fraction(1)), (100_000, Fraction(3, 2))),
     AccuracyClass.III: ((500, Fraction(1, 2)), (2_000, Fraction(1)), (10_000, Fraction(3, 2))),
     AccuracyClass.IIII: ((50, Fraction(1, 2)), (200, Fraction(1)), (1_000, Fraction(3, 2))),
 }
@@ -256,13 +277,13 @@ def _require(ok: bool, message: str) -> None:
         raise MetrologyError(message)
 
 
-def _class_table(accuracy_class: AccuracyClass) -> tuple[tuple[int, Fraction], ...]:
+def _class_table(accuracy_class: AccuracyClass) -> tuple[tuple[int | None, Fraction], ...]:
     try:
         return MPE_BANDS_E[AccuracyClass(accuracy_class)]
     except (KeyError, ValueError):
         raise MetrologyError(
-            f"accuracy class {accuracy_class!s} is not supported: domain.md §2 gives tables "
-            "for classes III and IIII only"
+            f"accuracy class {accuracy_class!s} is not supported: OIML R76-1 / JJG 539 "
+            "know classes I, II, III and IIII"
         ) from None
 
 
@@ -284,7 +305,34 @@ class ScaleSpec:
     e_mg: int
     accuracy_class: AccuracyClass
     n: int  # number of verification scale intervals, Max / e
-    min_capacity_mg: int  # 20 e (III) or 10 e (IIII)
+    min_capacity_mg: int  # Min: 100 e (I), 20 e or 50 e (II), 20 e (III), 10 e (IIII)
+
+
+def _class_row(e_mg: int, accuracy_class: AccuracyClass) -> _ClassRow | None:
+    rows = CLASS_ROWS[AccuracyClass(accuracy_class)]
+    return next(
+        (r for r in rows if r.e_min_mg <= e_mg and (r.e_max_mg is None or e_mg <= r.e_max_mg)),
+        None,
+    )
+
+
+def min_capacity_e(e_mg: int, accuracy_class: AccuracyClass) -> int:
+    """Minimum capacity Min in e (OIML R76-1 Table 3): it depends on e for class II.
+
+    An e outside every row of the class raises (:func:`check_scale` says why).
+    """
+    _class_table(accuracy_class)
+    row = _class_row(e_mg, accuracy_class)
+    if row is None:
+        raise MetrologyError(f"e = {e_mg} mg is outside every class {accuracy_class} row")
+    return row.min_e
+
+
+def band_edges_mg(e_mg: int, accuracy_class: AccuracyClass) -> tuple[int, ...]:
+    """Where the MPE steps up (the finite band ends of Table 6, in mg; each belongs to the
+    lower band), the last one being the end of the table (none for class I)."""
+    _require(e_mg > 0, "e must be positive")
+    return tuple(u * e_mg for u, _ in _class_table(accuracy_class) if u is not None)
 
 
 def check_scale(max_mg: int, e_mg: int, accuracy_class: AccuracyClass) -> ScaleSpec:
@@ -296,24 +344,18 @@ def check_scale(max_mg: int, e_mg: int, accuracy_class: AccuracyClass) -> ScaleS
     _class_table(accuracy_class)
     _require(max_mg > 0 and e_mg > 0, "Max and e must be positive")
     reasons: list[str] = []
-    rows = [
-        r
-        for r in CLASS_ROWS[accuracy_class]
-        if r.e_min_mg <= e_mg and (r.e_max_mg is None or e_mg <= r.e_max_mg)
-    ]
-    if not rows:
+    row = _class_row(e_mg, accuracy_class)
+    if row is None:
         reasons.append(f"e = {e_mg} mg is outside every class {accuracy_class} row")
     n, rest = divmod(max_mg, e_mg)
     if rest:
         reasons.append(f"Max = {max_mg} mg is not a whole number of e = {e_mg} mg")
-    for row in rows:
-        if not row.n_min <= n <= row.n_max:
-            reasons.append(
-                f"n = Max/e = {n} outside {row.n_min}–{row.n_max} for class {accuracy_class}"
-            )
-    if reasons:
+    if row is not None and not (row.n_min <= n and (row.n_max is None or n <= row.n_max)):
+        top = "" if row.n_max is None else f"{row.n_max}"
+        reasons.append(f"n = Max/e = {n} outside {row.n_min}–{top} for class {accuracy_class}")
+    if reasons or row is None:
         raise ScaleClassError(reasons)
-    return ScaleSpec(max_mg, e_mg, accuracy_class, n, MIN_CAPACITY_E[accuracy_class] * e_mg)
+    return ScaleSpec(max_mg, e_mg, accuracy_class, n, row.min_e * e_mg)
 
 
 # --- §2.2 MPE --------------------------------------------------------------------------------
@@ -324,13 +366,14 @@ def mpe_mg(load_mg: int, *, e_mg: int, accuracy_class: AccuracyClass, stage: Sta
 
     Bands are counted in e and a boundary belongs to the lower band: class III at 500 e
     gives ±0.5 e at verification, 500 e + 1 mg gives ±1 e. In service the MPE doubles.
-    Loads beyond the table (10,000 e for III, 1,000 e for IIII) raise.
+    Loads beyond the table (100,000 e for II, 10,000 e for III, 1,000 e for IIII) raise;
+    class I has no end (R76-1 sets no largest n for it).
     """
     bands = _class_table(accuracy_class)
     _require(e_mg > 0, "e must be positive")
     _require(load_mg >= 0, "load must not be negative")
     for upper_e, mpe_e in bands:
-        if load_mg <= upper_e * e_mg:
+        if upper_e is None or load_mg <= upper_e * e_mg:
             return mpe_e * e_mg * STAGE_FACTOR[Stage(stage)]
     raise MetrologyError(
         f"load {load_mg} mg exceeds {bands[-1][0]} e, the end of the class {accuracy_class} table"
@@ -505,12 +548,78 @@ def reweigh_limit_mg(
 
 
 @dataclass(frozen=True)
+class Instrument:
+    """A scale in a 核称: its e and accuracy class, judged at ``stage`` (in service)."""
+
+    e_mg: int
+    accuracy_class: AccuracyClass
+    stage: Stage = Stage.IN_SERVICE
+
+
+def _mpe_within_table(load_mg: int, inst: Instrument) -> Fraction:
+    """MPE at ``load_mg``; a load beyond the table gets its last band (the largest MPE)."""
+    edges = band_edges_mg(inst.e_mg, inst.accuracy_class)
+    bands = _class_table(inst.accuracy_class)
+    if bands[-1][0] is not None:
+        load_mg = min(load_mg, edges[-1])
+    return mpe_mg(load_mg, e_mg=inst.e_mg, accuracy_class=inst.accuracy_class, stage=inst.stage)
+
+
+def true_mass_upper_mg(reading_mg: int, inst: Instrument) -> int:
+    """m⁺: the true mass is at most the reading + the largest MPE of the table + ½ e."""
+    last_mpe_e = _class_table(inst.accuracy_class)[-1][1] * STAGE_FACTOR[Stage(inst.stage)]
+    return reading_mg + math.ceil((last_mpe_e + READING_ROUNDING_E) * inst.e_mg)
+
+
+def reweigh_threshold_mg(
+    sold_mg: int,
+    reweighed_mg: int,
+    *,
+    method: ReweighMethod,
+    selling: Instrument,
+    reference: Instrument | None,
+    category: GoodsCategory | None = None,
+    unit_price_fen_per_kg: int | None = None,
+) -> Fraction | None:
+    """Largest shortfall a 核称 may show without establishing short weight, exact mg.
+
+    ``T = D + ½ e_s + max((k − 1)·D, MPE_r(m⁺)) + ½ e_r`` (docs/metrology.md "Single
+    re-weigh verdict"): D the negative deviation of the goods at the sold weight (附表1/2),
+    k the Art. 6 factor (1 on the original or a more accurate scale, 2 on an equal one),
+    MPE_r the re-weigh scale's in-service MPE at the upper bound of the true mass m⁺, and
+    ½ e per displayed reading (R76-1 A.4.4.3). The selling scale's own error is inside D
+    (Art. 3: its MPE may not exceed D). ``reference=None``: standard weights (exact).
+    ``None``: the goods have no rule.
+    """
+    deviation = retail_negative_deviation_mg(
+        sold_mg, category=category, unit_price_fen_per_kg=unit_price_fen_per_kg
+    )
+    if deviation is None:
+        return None
+    _require(selling.e_mg > 0 and reweighed_mg >= 0, "e must be positive, mass not negative")
+    extra = Fraction((REWEIGH_FACTOR[ReweighMethod(method)] - 1) * deviation)
+    rounding = READING_ROUNDING_E * selling.e_mg
+    if reference is not None:
+        _require(reference.e_mg > 0, "e must be positive")
+        mpe_r = _mpe_within_table(true_mass_upper_mg(reweighed_mg, reference), reference)
+        extra = max(extra, mpe_r)
+        rounding += READING_ROUNDING_E * reference.e_mg
+    return deviation + rounding + extra
+
+
+@dataclass(frozen=True)
 class ReweighJudgement:
-    """A 核称 result. ``shortfall_mg`` = sold − re-weighed; negative means overweight."""
+    """A 核称 result. ``shortfall_mg`` = sold − re-weighed; negative means overweight.
+
+    ``limit_mg`` is Art. 6's limit (k × the negative deviation); ``threshold_mg`` what the
+    shortfall was compared with: the limit, or with the instruments given
+    :func:`reweigh_threshold_mg`.
+    """
 
     shortfall_mg: int
     limit_mg: int | None
     verdict: ReweighVerdict
+    threshold_mg: Fraction | None = None
 
 
 def judge_reweigh(
@@ -520,17 +629,30 @@ def judge_reweigh(
     method: ReweighMethod,
     category: GoodsCategory | None = None,
     unit_price_fen_per_kg: int | None = None,
+    selling: Instrument | None = None,
+    reference: Instrument | None = None,
 ) -> ReweighJudgement:
-    """Judge a 核称 (Art. 6): the band is chosen by the sold (结算) weight."""
+    """Judge a 核称 (Art. 6): the band is chosen by the sold (结算) weight.
+
+    Without ``selling`` the shortfall is compared with Art. 6's limit alone. With it (and
+    the re-weigh scale as ``reference``; ``None`` = standard weights), with
+    :func:`reweigh_threshold_mg`, which allows for both scales' in-service MPE and display
+    rounding as the law does: a violation is a shortfall no pair of legal scales explains.
+    """
     limit = reweigh_limit_mg(
         sold_mg, method=method, category=category, unit_price_fen_per_kg=unit_price_fen_per_kg
     )
     shortfall = sold_mg - reweighed_mg
     if limit is None:
-        verdict = ReweighVerdict.NO_RULE
-    else:
-        verdict = ReweighVerdict.OK if shortfall <= limit else ReweighVerdict.VIOLATION
-    return ReweighJudgement(shortfall, limit, verdict)
+        return ReweighJudgement(shortfall, None, ReweighVerdict.NO_RULE)
+    threshold = Fraction(limit)
+    if selling is not None:
+        threshold = reweigh_threshold_mg(
+            sold_mg, reweighed_mg, method=method, selling=selling, reference=reference,
+            category=category, unit_price_fen_per_kg=unit_price_fen_per_kg,
+        ) or threshold  # never None here: the same table gave the limit
+    verdict = ReweighVerdict.OK if shortfall <= threshold else ReweighVerdict.VIOLATION
+    return ReweighJudgement(shortfall, limit, verdict, threshold)
 
 
 def scale_suits_goods(
@@ -558,7 +680,7 @@ def scale_suits_goods(
         points = [weight_mg]
     else:
         top = min(max_mg, table[-1][0])
-        steps = [upper_e * e_mg for upper_e, _ in MPE_BANDS_E[accuracy_class]]
+        steps = list(band_edges_mg(e_mg, accuracy_class))
         steps += [upper for upper, _ in table]
         points = [spec.min_capacity_mg] + [s + 1 for s in steps if spec.min_capacity_mg <= s]
         points = [p for p in points if p <= top]

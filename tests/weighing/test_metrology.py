@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -15,6 +16,7 @@ from weighing.metrology import (
     VERIFICATION_PERIOD_MAX_MONTHS,
     AccuracyClass,
     GoodsCategory,
+    Instrument,
     MetrologyError,
     MultiKind,
     ReweighMethod,
@@ -22,17 +24,20 @@ from weighing.metrology import (
     ScaleClassError,
     Stage,
     ZeroTrackingLimits,
+    band_edges_mg,
     changeover_error,
     check_scale,
     fraud_compensation_fen,
     initial_zero_setting_range_ok,
     judge_reweigh,
+    min_capacity_e,
     mpe_for_ranges,
     mpe_mg,
     prepackage_tolerable_error_mg,
     repeatability_ok,
     retail_negative_deviation_mg,
     reweigh_limit_mg,
+    reweigh_threshold_mg,
     rounding_uncertainty_mg,
     scale_suits_goods,
     tare_accuracy_mg,
@@ -42,6 +47,8 @@ from weighing.metrology import (
 
 G = 1_000
 KG = 1_000_000
+I_ = AccuracyClass.I
+II = AccuracyClass.II
 III = AccuracyClass.III
 IIII = AccuracyClass.IIII
 INIT = Stage.INITIAL_VERIFICATION
@@ -64,6 +71,15 @@ C = GoodsCategory
         (6 * KG, 2 * G, III, 3_000, 40 * G),
         (500 * G, 5 * G, IIII, 100, 50 * G),  # IIII: n 100–1,000, Min 10 e
         (5 * KG, 5 * G, IIII, 1_000, 50 * G),
+        # OIML R76-1 Table 3, classes I and II (domain.md §2.2)
+        (15 * KG, 1 * G, II, 15_000, 50 * G),  # the usual fair scale: II, not III; Min 50 e
+        (500 * G, 100, II, 5_000, 5 * G),  # e = 0.1 g, n = 5,000: row 2 lower corner
+        (10 * KG, 100, II, 100_000, 5 * G),  # n = 100,000: upper corner
+        (100, 1, II, 100, 20),  # e = 1 mg, n = 100: row 1 lower corner, Min 20 e
+        (5 * KG, 50, II, 100_000, 1 * G),  # e = 50 mg, n = 100,000
+        (220 * G, 1, I_, 220_000, 100),  # analytical balance 220 g / 1 mg, Min 100 e
+        (50 * G, 1, I_, 50_000, 100),  # n = 50,000: the smallest class I n
+        (10 * KG, 1, I_, 10_000_000, 100),  # class I has no largest n
     ],
 )
 def test_valid_scales(max_mg: int, e_mg: int, cls: AccuracyClass, n: int, min_mg: int) -> None:
@@ -85,6 +101,11 @@ def test_valid_scales(max_mg: int, e_mg: int, cls: AccuracyClass, n: int, min_mg
         (15 * KG, 5 * G, IIII, "n = Max/e = 3000"),
         (1 * KG, 2 * G, IIII, "e = 2000 mg is outside"),  # IIII needs e ≥ 5 g
         (15 * KG + 1, 5 * G, III, "not a whole number of e"),
+        (15 * KG, 5 * G, II, "n = Max/e = 3000 outside 5000–100000"),  # II needs n ≥ 5,000
+        (150 * KG + 1 * G, 1 * G, II, "n = Max/e = 150001"),
+        (99, 1, II, "n = Max/e = 99"),
+        (49_999, 1, I_, "n = Max/e = 49999 outside 50000–"),
+        (1 * KG, 75, II, "e = 75 mg is outside"),  # 50 mg < e < 100 mg: no row
     ],
 )
 def test_invalid_scales(max_mg: int, e_mg: int, cls: AccuracyClass, fragment: str) -> None:
@@ -94,12 +115,25 @@ def test_invalid_scales(max_mg: int, e_mg: int, cls: AccuracyClass, fragment: st
     assert isinstance(info.value, GatewayError) and isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("cls", [AccuracyClass.I, AccuracyClass.II])
-def test_classes_without_tables_raise(cls: AccuracyClass) -> None:
+def test_unknown_class_raises() -> None:
     with pytest.raises(MetrologyError, match="not supported"):
-        mpe_mg(1 * G, e_mg=1, accuracy_class=cls, stage=INIT)
+        mpe_mg(1 * G, e_mg=1, accuracy_class="X", stage=INIT)  # type: ignore[arg-type]
     with pytest.raises(MetrologyError, match="not supported"):
-        check_scale(1 * KG, 1, cls)
+        check_scale(1 * KG, 1, "X")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("e_mg", "cls", "min_e"),
+    [(1, I_, 100), (10, II, 20), (50, II, 20), (100, II, 50), (1 * G, II, 50),
+     (100, III, 20), (5 * G, III, 20), (5 * G, IIII, 10)],
+)
+def test_min_capacity_by_row(e_mg: int, cls: AccuracyClass, min_e: int) -> None:
+    assert min_capacity_e(e_mg, cls) == min_e
+
+
+def test_min_capacity_outside_every_row_raises() -> None:
+    with pytest.raises(MetrologyError, match="outside every class III row"):
+        min_capacity_e(2_500, III)
 
 
 # --- §2.2 MPE -------------------------------------------------------------------------------
@@ -119,6 +153,15 @@ HALF, ONE, ONE_HALF = Fraction(1, 2), Fraction(1), Fraction(3, 2)
         (IIII, 50, HALF, ONE),
         (IIII, 200, ONE, ONE_HALF),
         (IIII, 1_000, ONE_HALF, None),
+        # OIML R76-1 Table 6 (domain.md §2.2): the same steps, wider bands
+        (II, 0, HALF, HALF),
+        (II, 5_000, HALF, ONE),
+        (II, 20_000, ONE, ONE_HALF),
+        (II, 100_000, ONE_HALF, None),
+        (I_, 0, HALF, HALF),
+        (I_, 50_000, HALF, ONE),
+        (I_, 200_000, ONE, ONE_HALF),
+        (I_, 10**9, ONE_HALF, ONE_HALF),  # class I has no end
     ],
 )
 def test_mpe_bands_and_edges(
@@ -177,6 +220,30 @@ def test_worked_example_15kg_5g(load_mg: int, expected_mg: int) -> None:
 )
 def test_worked_example_30kg_10g(load_mg: int, expected_mg: int) -> None:
     assert mpe_mg(load_mg, e_mg=10 * G, accuracy_class=III, stage=SERV) == expected_mg
+
+
+@pytest.mark.parametrize(
+    ("load_mg", "expected_mg"),
+    [  # fair scale 15 kg / 1 g, class II (n = 15,000), in service: ±1 g to 5 kg, then ±2 g
+        (0, 1 * G),
+        (5 * KG, 1 * G),
+        (5 * KG + 1, 2 * G),
+        (15 * KG, 2 * G),
+    ],
+)
+def test_worked_example_class_ii_fair_scale(load_mg: int, expected_mg: int) -> None:
+    check_scale(15 * KG, 1 * G, II)
+    assert mpe_mg(load_mg, e_mg=1 * G, accuracy_class=II, stage=SERV) == expected_mg
+    # read as class III the same scale would be outside its class, and ±2 g from 500 g on
+    with pytest.raises(ScaleClassError):
+        check_scale(15 * KG, 1 * G, III)
+
+
+def test_band_edges() -> None:
+    assert band_edges_mg(5 * G, III) == (2_500 * G, 10 * KG, 50 * KG)
+    assert band_edges_mg(1 * G, II) == (5 * KG, 20 * KG, 100 * KG)
+    assert band_edges_mg(5 * G, IIII) == (250 * G, 1 * KG, 5 * KG)
+    assert band_edges_mg(1, I_) == (50 * G, 200 * G)  # no end
 
 
 DUAL = [(6 * KG, 2 * G), (15 * KG, 5 * G)]
@@ -409,6 +476,83 @@ def test_judge_reweigh_no_rule() -> None:
     assert (j.shortfall_mg, j.limit_mg, j.verdict) == (1 * KG, None, ReweighVerdict.NO_RULE)
 
 
+# --- a single re-weigh: the law's limit plus what the instruments may err by ----------------
+
+S5 = Instrument(5 * G, III)  # 15 kg / 5 g selling scale, in service
+FAIR_1G_III = Instrument(1 * G, III)  # 6 kg / 1 g fair scale (tests/gateway_server fixture)
+FAIR_1G_II = Instrument(1 * G, II)  # 15 kg / 1 g class II fair scale
+FAIR_5G = Instrument(5 * G, III)  # 30 kg / 5 g fair scale: equal accuracy
+MORE, EQUAL = ReweighMethod.MORE_ACCURATE_SCALE, ReweighMethod.EQUAL_ACCURACY_SCALE
+
+
+def test_issue_14_honest_fish_scale_six_grams_short_is_no_violation() -> None:
+    # 1.25 kg of fish (附表1 row 2: 5 g) on an honest 5 g scale, 6 g short on a 1 g fair
+    # scale: Art. 6 alone says violation (5 g); the 5 g display rounds by 2.5 g and the fair
+    # scale may err by its in-service MPE (2 g at 1.25 kg, class III) plus 0.5 g.
+    plain = judge_reweigh(1_250 * G, 1_244 * G, method=MORE, category=C.AQUATIC_PRODUCTS)
+    assert plain.verdict is ReweighVerdict.VIOLATION
+    j = judge_reweigh(1_250 * G, 1_244 * G, method=MORE, category=C.AQUATIC_PRODUCTS,
+                      selling=S5, reference=FAIR_1G_III)
+    assert (j.shortfall_mg, j.limit_mg, j.threshold_mg) == (6 * G, 5 * G, 10 * G)
+    assert j.verdict is ReweighVerdict.OK
+    # a class II fair scale errs by 1 g there: 5 + 2.5 + 1 + 0.5
+    assert reweigh_threshold_mg(1_250 * G, 1_244 * G, method=MORE, selling=S5,
+                                reference=FAIR_1G_II, category=C.AQUATIC_PRODUCTS) == 9 * G
+
+
+@pytest.mark.parametrize("reference", [FAIR_1G_III, FAIR_1G_II, FAIR_5G])
+def test_a_five_percent_gain_on_a_kilogram_of_meat_is_still_a_violation(
+    reference: Instrument
+) -> None:
+    method = MORE if reference.e_mg < S5.e_mg else EQUAL
+    j = judge_reweigh(1_050 * G, 1 * KG, method=method, category=C.MEAT, selling=S5,
+                      reference=reference)
+    assert j.verdict is ReweighVerdict.VIOLATION and j.threshold_mg is not None
+    assert j.threshold_mg <= 15 * G < j.shortfall_mg == 50 * G
+
+
+@pytest.mark.parametrize(
+    ("sold_mg", "reweighed_mg", "method", "reference", "threshold"),
+    [
+        # equal accuracy: Art. 6's 2 × 5 g covers both MPEs (5 g each); + 2 × 2.5 g rounding
+        (1 * KG, 985 * G, EQUAL, FAIR_5G, Fraction(15 * G)),
+        # the fair scale coarser than the law's second deviation: its own MPE (10 g) counts
+        (1 * KG, 985 * G, EQUAL, Instrument(10 * G, III), Fraction(5 * G + 2_500 + 10 * G + 5 * G)),
+        # standard weights (an inspector's): no reference error, the selling display only
+        (1 * KG, 985 * G, MORE, None, Fraction(7_500)),
+        # vegetables, 20 g: the fair scale's error (2 g + 0.5 g) on top of 20 g + 2.5 g
+        (1 * KG, 980 * G, MORE, FAIR_1G_III, Fraction(25 * G)),
+        # a reading beyond the fair scale's table (10,000 e): its last band (±3 e), no error
+        (11 * KG, 10_990 * G, MORE, FAIR_1G_III, Fraction(15 * G + 2_500 + 3 * G + 500)),
+        # a class I balance, e = 1 mg (199,004 e: ±2 e in service): half-mg rounding is exact
+        (200 * G, 199 * G, MORE, Instrument(1, I_), 5 * G + 2_500 + 2 + Fraction(1, 2)),
+    ],
+)
+def test_reweigh_thresholds(sold_mg: int, reweighed_mg: int, method: ReweighMethod,
+                            reference: Instrument | None, threshold: Fraction) -> None:
+    category = C.VEGETABLES if reweighed_mg == 980 * G else C.MEAT
+    got = reweigh_threshold_mg(sold_mg, reweighed_mg, method=method, selling=S5,
+                               reference=reference, category=category)
+    assert got == threshold
+    ok = judge_reweigh(sold_mg, sold_mg - math.floor(threshold), method=method,
+                       category=category, selling=S5, reference=reference)
+    assert ok.verdict is ReweighVerdict.OK
+    bad = judge_reweigh(sold_mg, sold_mg - math.floor(threshold) - 1, method=method,
+                        category=category, selling=S5, reference=reference)
+    assert bad.verdict is ReweighVerdict.VIOLATION
+
+
+def test_reweigh_threshold_no_rule_and_misuse() -> None:
+    assert reweigh_threshold_mg(1 * KG, 1 * KG, method=EQUAL, selling=S5, reference=FAIR_5G,
+                                category=C.LIVE_FISH) is None
+    j = judge_reweigh(1 * KG, 900 * G, method=EQUAL, category=C.LIVE_FISH, selling=S5,
+                      reference=FAIR_5G)
+    assert (j.verdict, j.limit_mg, j.threshold_mg) == (ReweighVerdict.NO_RULE, None, None)
+    with pytest.raises(MetrologyError):
+        reweigh_threshold_mg(1 * KG, 1 * KG, method=EQUAL, selling=Instrument(0, III),
+                             reference=FAIR_5G, category=C.MEAT)
+
+
 def test_art3_domain_example() -> None:
     # a 15 kg / 5 g scale (±5 g in service) may not sell goods above 100 元/kg
     for price in (10_001, 50_000):
@@ -514,14 +658,15 @@ def test_consequences() -> None:
 # --- properties ----------------------------------------------------------------------------
 
 E_VALUES = st.sampled_from([100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000])
-CLASSES = st.sampled_from([III, IIII])
+CLASSES = st.sampled_from([I_, II, III, IIII])
 CATEGORIES_WITH_RULE = st.sampled_from(
     [c for c in GoodsCategory if c not in (C.LIVE_POULTRY, C.LIVE_FISH, C.WATER_SOAKED)]
 )
 
 
 def _top_e(cls: AccuracyClass) -> int:
-    return 10_000 if cls is III else 1_000
+    # class I has no end: a range well beyond its last band edge (200,000 e)
+    return {I_: 1_000_000, II: 100_000, III: 10_000, IIII: 1_000}[cls]
 
 
 @given(e=E_VALUES, cls=CLASSES, a=st.integers(0, 10**6), b=st.integers(0, 10**6))
@@ -603,3 +748,35 @@ def test_prepackage_t_monotone(qn: int) -> None:
 def test_fraud_compensation(price: int) -> None:
     got = fraud_compensation_fen(price)
     assert got >= 3 * price and got >= 50_000 and got in (3 * price, 50_000)
+
+
+HONEST_SELLING = st.sampled_from([(15 * KG, 5 * G), (30 * KG, 10 * G), (6 * KG, 2 * G),
+                                  (3 * KG, 1 * G)])
+FAIRS = st.sampled_from([FAIR_1G_III, FAIR_1G_II, FAIR_5G, Instrument(10 * G, III),
+                         Instrument(2 * G, III)])
+
+
+@given(selling=HONEST_SELLING, fair=FAIRS, price=st.integers(0, 20_000),
+       frac=st.integers(0, 10**6), err_s=st.integers(-10**3, 10**3),
+       err_r=st.integers(-10**3, 10**3))
+def test_honest_scales_suited_to_the_goods_never_give_a_violation(
+    selling: tuple[int, int], fair: Instrument, price: int, frac: int, err_s: int, err_r: int
+) -> None:
+    """Any true mass, any error within each scale's in-service MPE, both readings rounded
+    to their e: a scale that suits the goods at the sold weight (Art. 3) is never found
+    short, on a more accurate or an equal fair scale (the method as the gateway picks it)."""
+    max_mg, e = selling
+    m = 20 * e + frac * (max_mg - 20 * e) // 10**6
+    mpe_s = mpe_mg(m, e_mg=e, accuracy_class=III, stage=SERV)
+    mpe_r = mpe_mg(m, e_mg=fair.e_mg, accuracy_class=fair.accuracy_class, stage=SERV)
+    sold = round((m + mpe_s * err_s / 1_000) / e) * e
+    reweighed = round((m + mpe_r * err_r / 1_000) / fair.e_mg) * fair.e_mg
+    if not 0 <= sold <= max_mg or not scale_suits_goods(
+            e, max_mg, III, unit_price_fen_per_kg=price, weight_mg=sold):
+        return
+    method = MORE if fair.e_mg < e else EQUAL
+    j = judge_reweigh(sold, reweighed, method=method, unit_price_fen_per_kg=price,
+                      selling=Instrument(e, III), reference=fair)
+    assert j.verdict is not ReweighVerdict.VIOLATION
+    # and the rule is never stricter than the law's limit
+    assert j.limit_mg is None or (j.threshold_mg is not None and j.threshold_mg >= j.limit_mg)
