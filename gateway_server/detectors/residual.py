@@ -95,8 +95,9 @@ def mpe2_mg_array(
 ) -> IntArray:
     """2 × MPE in integer mg, vectorised: equals ``2 * mt.mpe_mg(...)`` exactly (the table,
     ``mt.MPE_BANDS_E`` and ``mt.STAGE_FACTOR``, is in halves of e; the lower band owns its
-    edge). Raises :class:`ResidualInputError` beyond the table."""
-    bands = mt.MPE_BANDS_E[cls]
+    edge). All four classes (JJG 539 / OIML R76-1 Table 6; class I has no end). Raises
+    :class:`ResidualInputError` beyond the table."""
+    bands = mt.MPE_BANDS_E[mt.AccuracyClass(cls)]
     factor = mt.STAGE_FACTOR[stage]
     out = np.zeros(load_mg.shape, dtype=np.int64)
     done = np.zeros(load_mg.shape, dtype=bool)
@@ -104,12 +105,18 @@ def mpe2_mg_array(
         twice = 2 * mpe_e * factor
         if twice.denominator != 1:  # pragma: no cover - the tables are in halves of e
             raise AssertionError("MPE table not in halves of e")
-        here = ~done & (load_mg <= upper_e * e_mg)
+        here = ~done if upper_e is None else ~done & (load_mg <= upper_e * e_mg)
         out[here] = int(twice) * e_mg[here]
         done |= here
     if not done.all():
         raise ResidualInputError(f"load beyond {bands[-1][0]} e, the end of the class {cls} table")
     return out
+
+
+def _table_end_mg(cls: mt.AccuracyClass, e_mg: IntArray) -> IntArray | None:
+    """The end of the class's MPE table in mg per pair (None: class I, no end)."""
+    top_e = mt.MPE_BANDS_E[cls][-1][0]
+    return None if top_e is None else top_e * e_mg
 
 
 def envelope_mg_array(
@@ -123,6 +130,7 @@ def envelope_mg_array(
 ) -> FloatArray:
     """Honest envelope H per pair in mg (float64, exact: 2H is an integer).
 
+    Classes I–IIII on either side (JJG 539 / OIML R76-1 Table 6 via ``weighing.metrology``).
     ``reference_e_mg == 0`` marks an exact reference (an inspector's standard weights):
     it contributes neither MPE nor rounding.
     """
@@ -134,23 +142,24 @@ def envelope_mg_array(
         e_r = np.broadcast_to(np.asarray(reference_e_mg, dtype=np.int64), ref.shape)
     except ValueError as err:
         raise ResidualInputError(f"bad pair description: {err}") from err
-    if cls_s not in mt.MPE_BANDS_E or cls_r not in mt.MPE_BANDS_E:
-        raise ResidualInputError("only classes III and IIII have MPE tables (domain.md §2)")
     if (ref < 0).any() or (e_s <= 0).any() or (e_r < 0).any():
         raise ResidualInputError("masses must not be negative and e must be positive")
-    top_s, top_r = mt.MPE_BANDS_E[cls_s][-1][0], mt.MPE_BANDS_E[cls_r][-1][0]
     exact = e_r == 0
-    if (~exact & (ref > top_r * e_r)).any():
-        raise ResidualInputError(f"reference load beyond {top_r} e of the reference scale")
+    e_r_safe = np.where(exact, 1, e_r)
+    top_s, top_r = _table_end_mg(cls_s, e_s), _table_end_mg(cls_r, e_r_safe)
+    if top_r is not None and (~exact & (ref > top_r)).any():
+        raise ResidualInputError(
+            f"reference load beyond {mt.MPE_BANDS_E[cls_r][-1][0]} e of the reference scale")
+    if top_s is not None and (ref > top_s).any():
+        raise ResidualInputError(
+            f"load beyond {mt.MPE_BANDS_E[cls_s][-1][0]} e of the selling scale")
     # m⁺: the true mass is at most reference + max in-service MPE + 0.5 e of the reference.
     max_mpe2_r = int(2 * mt.MPE_BANDS_E[cls_r][-1][1] * mt.STAGE_FACTOR[reference_stage])
     m_hi = ref + (max_mpe2_r * e_r + e_r + 1) // 2
-    m_hi_s = np.minimum(m_hi, top_s * e_s)  # a load above the table end cannot be on the scale
-    if (ref > top_s * e_s).any():
-        raise ResidualInputError(f"load beyond {top_s} e of the selling scale")
+    # a load above the table end cannot be on the scale
+    m_hi_s = m_hi if top_s is None else np.minimum(m_hi, top_s)
     twice = mpe2_mg_array(m_hi_s, e_s, cls_s, mt.Stage.IN_SERVICE) + e_s  # 2 (MPE_s + 0.5 e_s)
-    e_r_safe = np.where(exact, 1, e_r)
-    m_hi_r = np.minimum(m_hi, top_r * e_r_safe)
+    m_hi_r = m_hi if top_r is None else np.minimum(m_hi, top_r)
     twice += np.where(exact, 0, mpe2_mg_array(m_hi_r, e_r_safe, cls_r, reference_stage) + e_r)
     return twice.astype(np.float64) / 2.0
 
@@ -212,10 +221,12 @@ def extend(
         r, e_mg=e_mg, accuracy_class=accuracy_class, reference_e_mg=reference_e_mg,
         reference_accuracy_class=reference_accuracy_class, reference_stage=reference_stage,
     )
-    top_s = mt.MPE_BANDS_E[mt.AccuracyClass(accuracy_class)][-1][0]
+    cls = mt.AccuracyClass(accuracy_class)  # envelope_mg_array has checked it
     e = np.broadcast_to(np.asarray(e_mg, dtype=np.int64), r.shape)
-    if (s > top_s * e).any():
-        raise ResidualInputError(f"settled weight beyond {top_s} e of the selling scale")
+    top_s = _table_end_mg(cls, e)
+    if top_s is not None and (s > top_s).any():
+        raise ResidualInputError(
+            f"settled weight beyond {mt.MPE_BANDS_E[cls][-1][0]} e of the selling scale")
     return ResidualState(
         np.concatenate([state.settled_mg, s]), np.concatenate([state.reference_mg, r]),
         np.concatenate([state.e_mg, e]), np.concatenate([state.envelope_mg, env]),

@@ -53,17 +53,40 @@ def _state(settled: np.ndarray, reference: np.ndarray, e: int = E5) -> R.Residua
 # --- the legal envelope ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [mt.AccuracyClass.III, mt.AccuracyClass.IIII])
+@pytest.mark.parametrize("cls", list(mt.AccuracyClass))
 @pytest.mark.parametrize("stage", list(mt.Stage))
-@pytest.mark.parametrize("e", [100, 1_000, 5_000, 10_000])
+@pytest.mark.parametrize("e", [1, 100, 1_000, 5_000, 10_000])
 def test_vectorised_mpe_equals_the_exact_table_at_every_band_edge(cls, stage, e):
-    edges = [u * e for u, _ in mt.MPE_BANDS_E[cls]]
-    loads = sorted({0, 1, *edges, *(x + 1 for x in edges[:-1]), *(x - 1 for x in edges)})
+    edges = list(mt.band_edges_mg(e, cls))
+    loads = sorted({0, 1, *edges, *(x + 1 for x in edges), *(x - 1 for x in edges)})
+    end = mt.MPE_BANDS_E[cls][-1][0]
+    if end is not None:  # one mg beyond the end of the table raises
+        loads.remove(edges[-1] + 1)
+        with pytest.raises(R.ResidualInputError):
+            R.mpe2_mg_array(np.array([edges[-1] + 1]), np.array([e]), cls, stage)
+    else:  # class I: no end
+        loads.append(10 * edges[-1])
     got = R.mpe2_mg_array(np.array(loads, np.int64), np.full(len(loads), e, np.int64), cls, stage)
     want = [2 * mt.mpe_mg(x, e_mg=e, accuracy_class=cls, stage=stage) for x in loads]
     assert [Fraction(int(v)) for v in got] == want
-    with pytest.raises(R.ResidualInputError):
-        R.mpe2_mg_array(np.array([edges[-1] + 1]), np.array([e]), cls, stage)
+
+
+def test_class_ii_fair_scale_envelope():
+    """Issue 14 cause 3: a 15 kg / 1 g class II fair scale (n = 15,000) has MPE tables."""
+    # selling 15 kg / 5 g (III): ±5 g + 2.5 g to 2.5 kg; fair (II, 1 g): ±1 g to 5 kg, +0.5 g
+    # (4.99 kg: m⁺ = 4,993.5 g, still ±1 g; 4.997 kg: m⁺ is past 5 kg, ±2 g)
+    env = R.envelope_mg_array([1_000_000, 4_990_000, 4_997_000, 6_000_000], e_mg=E5,
+                              accuracy_class=III, reference_e_mg=1_000,
+                              reference_accuracy_class="II")
+    assert env.tolist() == [5_000 + 2_500 + 1_000 + 500, 10_000 + 2_500 + 1_000 + 500,
+                            10_000 + 2_500 + 2_000 + 500, 10_000 + 2_500 + 2_000 + 500]
+    # the class II scale as the selling scale (precious goods) and a class I reference
+    st_ = R.update(R.ResidualState(), 100_010, 100_000, e_mg=10, accuracy_class="II",
+                   reference_e_mg=1, reference_accuracy_class="I")
+    # m⁺ = 100 g + 3.5 mg: II at 10,000.35 e → ±1 e in service ×2 = 20 mg; I at 100,003.5 e
+    # → ±2 mg; plus 5 mg and 0.5 mg of rounding
+    assert st_.envelope_mg.tolist() == [20 + 5 + 2 + 0.5]
+    assert R.assess(st_).verdict is R.Verdict.INSUFFICIENT
 
 
 def test_envelope_worked_examples():
@@ -92,7 +115,9 @@ def test_envelope_worked_examples():
     {"settled_mg": 60_000_000, "reference_mg": 1_000},  # beyond 10,000 e of a 5 g scale
     {"settled_mg": 1_000, "reference_mg": 60_000_000},
     {"settled_mg": 1_000, "reference_mg": 1_000, "e_mg": 0},
-    {"settled_mg": 1_000, "reference_mg": 1_000, "accuracy_class": "II"},
+    {"settled_mg": 1_000, "reference_mg": 1_000, "reference_accuracy_class": "V"},
+    {"settled_mg": 1_000, "reference_mg": 200_000_000, "reference_e_mg": 1_000,
+     "reference_accuracy_class": "II"},  # beyond 100,000 e of a class II 1 g fair scale
     {"settled_mg": 1_000, "reference_mg": 1_000, "accuracy_class": "X"},
     {"settled_mg": 1_000, "reference_mg": 1_000, "e_mg": [5_000, 5_000]},
 ])
