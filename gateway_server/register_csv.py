@@ -175,7 +175,7 @@ def _parse_row(r: _Row, market_id: str) -> None:
 
 def _check_class(r: _Row) -> None:
     mx, e, cls = r.scale.get("max_mg"), r.scale.get("e_mg"), r.scale.get("accuracy_class")
-    if mx and e and cls in ("III", "IIII"):
+    if mx and e and cls in {c.value for c in MetrologyClass}:  # I and II too (R76-1 Table 3)
         try:
             check_scale(mx, e, MetrologyClass(cls))
         except MetrologyError as err:

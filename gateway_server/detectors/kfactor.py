@@ -64,8 +64,9 @@ def _k(s: KSample) -> float:
 
 def tolerance_rel(settled_mg: int, scale: ScaleCtx) -> float:
     """(MPE in service at W + e) / W: the honest scatter of K at load W."""
-    cls = mt.AccuracyClass(scale.accuracy_class if scale.accuracy_class in ("III", "IIII")
-                           else "III")
+    # every class has its table (JJG 539 / OIML R76-1 Table 6); an unknown one: III
+    cls = mt.AccuracyClass(scale.accuracy_class if scale.accuracy_class in
+                           {c.value for c in mt.AccuracyClass} else "III")
     load = min(settled_mg, scale.max_mg)
     try:
         mpe = mt.mpe_mg(load, e_mg=scale.e_mg, accuracy_class=cls, stage=mt.Stage.IN_SERVICE)

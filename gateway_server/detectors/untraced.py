@@ -34,6 +34,7 @@ from itertools import pairwise
 
 from gateway_server.detectors import residual as rd
 from gateway_server.detectors.stream import Finding, ScaleCtx
+from weighing import metrology as mt
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -106,9 +107,13 @@ def tolerance_mg(reference_mg: int, *, selling: ScaleCtx, fair: ScaleCtx | None,
     A load beyond the selling scale's tables (it could not have sold it) gets the
     envelope at the scale's top band: the match then fails on weight, as it should.
     """
+    # every class has its table (JJG 539 / OIML R76-1 Table 6; a 15 kg / 1 g fair scale is
+    # class II); an unknown class: III. A fair scale the register does not describe is
+    # taken as equal to the selling scale (as the re-weigh verdict does, Art. 6).
+    known = {c.value for c in mt.AccuracyClass}
+    cls = selling.accuracy_class if selling.accuracy_class in known else "III"
     ref_e = fair.e_mg if fair is not None else selling.e_mg
-    ref_cls = fair.accuracy_class if fair is not None else "III"
-    cls = selling.accuracy_class if selling.accuracy_class in ("III", "IIII") else "III"
+    ref_cls = fair.accuracy_class if fair is not None and fair.accuracy_class in known else cls
     load = max(0, min(reference_mg, selling.max_mg))
     try:
         h = float(rd.envelope_mg_array(load, e_mg=selling.e_mg, accuracy_class=cls,

@@ -105,6 +105,19 @@ def test_row_errors_name_row_and_column_and_good_rows_land(market: Store) -> Non
         assert list(got_devices) == ["s-1", "s-10"]
 
 
+def test_class_ii_scales_are_checked_against_their_own_rows(market: Store) -> None:
+    """A 15 kg / 1 g fair scale is class II (n = 15,000, OIML R76-1 Table 3); a class II
+    scale with e ≥ 0.1 g needs n ≥ 5,000, so 15 kg / 5 g is not one (was imported unchecked)."""
+    rows = ZH.splitlines()[0] + "\n" + "\n".join([
+        ",,,,,fair-2,TCS-15,SN200,15 kg,1 g,II,公平秤,JD-200,2025-03-01,2026-02-28",  # 2 ok
+        ",,,,,fair-3,TCS-15,SN201,15 kg,5 g,II,公平秤,JD-201,2025-03-01,2026-02-28",  # 3
+    ]) + "\n"
+    rep = run(market, rows)
+    assert rep.imported == 1
+    assert [(e.row, e.column) for e in rep.errors] == [(3, "最大秤量")]
+    assert "5000" in rep.errors[0].message
+
+
 def test_missing_required_column_is_a_file_error(market: Store) -> None:
     rep = run(market, "设备编号,型号\ns-1,X\n")
     assert [(e.row, e.column) for e in rep.errors] == [(1, "商户名称")]

@@ -28,6 +28,14 @@ def test_tolerance_is_the_in_service_mpe_plus_one_e_over_the_load() -> None:
     assert tolerance_rel(5_000_000, SCALE) == pytest.approx(0.003)
 
 
+def test_tolerance_of_a_class_ii_transmitter_uses_the_class_ii_table() -> None:
+    # 3 kg / 0.1 g, class II (n = 30,000; OIML R76-1 Table 6): 2 kg = 20,000 e is still in the
+    # ±1 e band (±2 e in service = 0.2 g), + e → 0.3 g / 2 kg. Read as class III it would be
+    # beyond that table and get its last band (±3 e): 0.4 g.
+    ii = ScaleCtx("t-2", "m1", 100, 3_000_000, accuracy_class="II")
+    assert tolerance_rel(2_000_000, ii) == pytest.approx(0.00015)
+
+
 def sample(seq: int, true_mg: int, gain: float = 0.0) -> KSample:
     shown = round(true_mg * (1 + gain) / 5_000) * 5_000
     return KSample(seq * 1000, seq, round(true_mg * COUNTS_PER_MG), shown)

@@ -30,6 +30,13 @@ def test_tolerance_is_the_legal_envelope_plus_the_goods_noise() -> None:
                         params=UntracedParams(noise_e=0)) == 10_000
 
 
+def test_tolerance_with_a_class_ii_fair_scale() -> None:
+    # 15 kg / 1 g class II fair scale: ±1 g in service to 5 kg (OIML R76-1 Table 6), + 0.5 g.
+    # Before issue 14 its envelope raised and the tolerance fell to the noise allowance alone.
+    fair_ii = ScaleCtx("f-2", "m1", 1_000, 15_000_000, accuracy_class="II", role="fair")
+    assert tolerance_mg(1_000_000, selling=SELLING, fair=fair_ii) == 7_500 + 1_500 + 20_000
+
+
 def cand(i: int, ts: int, mg: int, device: str = "s-1") -> Candidate:
     return Candidate(i, device, ts, mg)
 
