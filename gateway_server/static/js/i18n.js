@@ -49,6 +49,8 @@ const KIND = {
   "residual-gain": ["残差：增益偏差", "Residual: gain"],
   "residual-additive": ["残差：固定偏差", "Residual: additive"],
   "residual-both": ["残差：增益与固定偏差", "Residual: gain + additive"],
+  "residual-excess": ["残差：超出法定误差", "Residual: beyond the MPE"],
+  "not-judged": ["未能判断（观察）", "Not judged (observation)"],
 };
 const VERDICT = {
   ok: ["合格", "ok"], violation: ["短秤超差", "violation"], no_rule: ["无适用规则", "no rule"],

@@ -29,6 +29,13 @@ const LABELS = {
   k_ref: ["参考测量系数 K", "reference K"], k_now: ["当前测量系数 K", "current K"],
   display_gain: ["显示增益", "display gain"], tolerance_rel: ["相对允差", "relative tolerance"],
   since_ms: ["起算时间", "since"], seqs: ["事件序号", "event seqs"],
+  threshold_mg: ["判定阈值（含两秤误差）", "threshold (both scales' errors)"],
+  detector: ["检测器", "detector"], judged: ["已判断", "judged"], pairs: ["数据对", "pairs"],
+  used: ["已使用", "used"], left_out: ["未计入", "left out"], reasons: ["原因统计", "reasons"],
+  left_out_pairs: ["未计入的数据对", "pairs left out"], count: ["数量", "count"],
+  source: ["来源", "source"], ref: ["记录", "record"], reweigh_pairs: ["复秤数据对", "re-weigh pairs"],
+  inspection_pairs: ["检查载荷数据对", "inspection-load pairs"],
+  reference_assumed: ["公平秤未登记（按同等准确度）", "fair scale not registered (taken as equal)"],
 };
 
 /** A list of evidence records (re-weighs, worst pairs) as a small table. */

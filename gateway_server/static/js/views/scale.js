@@ -117,7 +117,8 @@ export async function render(root, [device], ctx) {
     stat(L("实时重量", "Live weight"), liveVal, { sub: sc.live_ts_ms ? dateTime(sc.live_ts_ms) : L("无实时读数", "no live reading") }),
     stat(L("最近交易", "Last sale"), lastSale, { sub: lastSaleSub }),
     stat(L("交易总数", "Sales recorded"), salesTotal),
-    stat(L("待处理问题", "Open findings"), openF.length, { cls: openF.length ? "alert" : "ok" }),
+    stat(L("待处理问题", "Open findings"), openF.length,
+      { cls: openF.some((f) => f.severity !== "info") ? "alert" : "ok" }),
     stat(L("检定有效期至", "Verified until"), regScale && regScale.due_on_ms ? date(regScale.due_on_ms) : "—",
       { cls: regScale && regScale.overdue ? "alert" : "", sub: regScale && regScale.overdue ? L("已过期", "overdue") : regScale?.cert_no || "" })));
 
@@ -149,6 +150,15 @@ export async function render(root, [device], ctx) {
       h("span", { class: "key rw-ok" }), L("复秤合格", "re-weigh ok"), h("span", { class: "key rw-violation" }), L("复秤短秤", "re-weigh short"),
       h("span", { class: "key chk-fail" }), L("检查载荷（方块）", "inspection loads (squares)")));
   } else rwCard.appendChild(h("p", { class: "muted" }, L("未知 Max / e", "Max / e unknown")));
+  // what the statistical detector left out, or that it cannot judge this scale (info finding)
+  const nj = openF.find((f) => f.kind === "not-judged" && f.evidence && f.evidence.detector === "residual");
+  if (nj) {
+    rwCard.appendChild(h("p", { class: "muted", id: "not-judged" },
+      nj.evidence.judged ? L(`统计检测未计入 ${nj.evidence.left_out} / ${nj.evidence.pairs} 个数据对：`,
+        `The statistical detector left out ${nj.evidence.left_out} of ${nj.evidence.pairs} pairs: `)
+        : L("统计检测无法判断此秤：", "The statistical detector cannot judge this scale: "),
+      nj.evidence.reason, " (", link(L("详情", "details"), "finding", nj.id), ")"));
+  }
 
   const zeros = findings.filter((f) => f.kind === "zero-offset" && f.evidence && f.evidence.mean_mg !== undefined);
   const zCard = card(L("零点漂移", "Zero drift"));
