@@ -59,6 +59,10 @@ BENCHES: tuple[Bench, ...] = (
     # seeded, so its figures change only with the detector; it writes between markers
     Bench("eval_residual.py", "docs/detection.md", "### Measured operating characteristics",
           anchor="<!-- residual-eval:start -->"),
+    # rebuilds the table from the rows already run: a row is a fleet run of 2–10 minutes,
+    # run on demand (python bench/eval_matrix.py --rows ...), never by make bench
+    Bench("eval_matrix.py", "docs/detection.md", "## Robustness matrix (honest variation)",
+          ("--docs-only",), anchor="<!-- fleet-matrix:start -->"),
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from simulators import evaluate as ev
-from simulators.fleet_config import build_world, load_fleet_config
+from simulators.fleet_config import World, build_world, load_fleet_config
 from simulators.fleet_io import GatewayClient, LocalStack, run_direct, write_truth
 
 
@@ -18,8 +18,25 @@ def _client(url: str, args: argparse.Namespace) -> GatewayClient:
     return GatewayClient(url, token=args.token, username=args.username, password=args.password)
 
 
+def fetch_queue(gateway: GatewayClient, page: int = 1000) -> list[dict[str, Any]]:
+    """Every item of the gateway's inspection queue (``GET /api/v1/inspection-queue``)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        r = gateway.http.get("/api/v1/inspection-queue",
+                             params={"limit": page, "offset": len(out)})
+        r.raise_for_status()
+        items = r.json()
+        if out and items and items[0] == out[0]:  # a server without paging: one page
+            return out
+        out += items
+        if len(items) < page:
+            return out
+
+
 def evaluate_and_report(gateway: GatewayClient, truth: dict[str, Any], out: Path,
                         docs: str | None, run: dict[str, Any] | None = None) -> str:
+    (out / "queue.json").write_text(json.dumps(fetch_queue(gateway), ensure_ascii=False)
+                                    + "\n", encoding="utf-8")
     findings, codes = ev.fetch(gateway, truth)
     (out / "findings.json").write_text(json.dumps(
         {"findings": findings, "merchant_ids": {str(k): v for k, v in codes.items()}},
@@ -50,6 +67,55 @@ def _quiet() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _settle(gateway: GatewayClient, timeout_s: float = 60.0) -> None:
+    """Wait until the findings stop changing: the last batch is stored, with its findings,
+    in one transaction after the gateway's message counter has reached the total."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = gateway.http.get("/api/v1/findings/summary")  # open findings by kind
+        r.raise_for_status()
+        seen.append(sum(int(n) for n in r.json().values()))
+        if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:
+            return
+        time.sleep(0.5)
+
+
+def run_on_local_stack(world: World, out: Path, *, command: str, config: str,
+                       database_url: str | None = None, docs: str | None = None,
+                       progress: bool = False) -> dict[str, Any]:
+    """Register and run ``world`` against a private broker and gateway (a fresh SQLite
+    database under ``out/stack`` unless ``database_url``), evaluate it, stop the stack;
+    writes truth.json, run.json, queue.json, findings.json, evaluation.json/.md in ``out``.
+    Returns the run's statistics."""
+    out.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(out / "stack").start(database_url=database_url)
+    try:
+        admin = GatewayClient(stack.gateway_url, username=stack.admin[0],
+                              password=stack.admin[1])
+        print(f"local stack: MQTT {stack.mqtt_url}, gateway {stack.gateway_url}", flush=True)
+        t0 = time.monotonic()
+        admin.register(world, out)
+        registration_s = time.monotonic() - t0
+        print(f"registration took {registration_s:.1f} s", flush=True)
+        sim, stats = run_direct(world, stack.mqtt_url, gateway=admin, progress=progress)
+        truth = write_truth(sim, out / "truth.json")
+        run = stats.as_dict() | {
+            "config": config, "date": time.strftime("%Y-%m-%d"), "command": command,
+            "registration_s": round(registration_s, 1),
+            "database": "PostgreSQL" if (database_url or "").startswith("postgres")
+            else "SQLite", "speed": world.cfg.clock.speed, "flush_s": world.cfg.publish.flush_s}
+        (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+        print(json.dumps(run), flush=True)
+        _settle(admin)
+        insp = GatewayClient(stack.gateway_url, username=stack.inspector[0],
+                             password=stack.inspector[1])
+        print(evaluate_and_report(insp, truth, out, docs, run))
+        return run
+    finally:
+        stack.stop()
+
+
 def run_fleet_command(args: argparse.Namespace) -> int:
     _quiet()
     import signal
@@ -62,6 +128,12 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     world = build_world(cfg)
+    if args.local_stack and args.mode == "direct":
+        run_on_local_stack(world, out, command=f"scale-sim fleet --config {args.config} "
+                           "--local-stack", config=str(args.config),
+                           database_url=args.database_url, docs=args.docs,
+                           progress=not args.no_progress)
+        return 0
     stack = None
     if args.local_stack:
         stack = LocalStack(out / "stack").start(database_url=args.database_url)
@@ -101,10 +173,6 @@ def run_fleet_command(args: argparse.Namespace) -> int:
             else "SQLite", "speed": cfg.clock.speed, "flush_s": cfg.publish.flush_s}
         (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
         print(json.dumps(run), flush=True)
-        if stack is not None:
-            insp = GatewayClient(gw_url, username=stack.inspector[0],
-                                 password=stack.inspector[1])
-            print(evaluate_and_report(insp, truth, out, args.docs, run))
         return 0
     finally:
         if stack is not None:
