@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from gateway_server import inspection as insp
+from gateway_server import risk
 from gateway_server.auth import AdminUser, CurrentUser, now_ms
 from gateway_server.deps import OffsetQuery, RowIdPath, RowIdQuery, StoreDep
 from gateway_server.ratelimit import public_rate_limit
@@ -115,18 +117,103 @@ class QueueItem(BaseModel):
     device: str
     market: str
     merchant_id: int | None
-    risk: int
-    reasons: list[dict[str, Any]]
+    risk: int = Field(description="10 × evidence, rounded (sortable)")
+    reasons: list[dict[str, Any]] = Field(description=(
+        "per finding kind: kind, title, count, severity, finding_ids (newest first), "
+        "p_day (stated probability that an honest scale shows it on a day; null: none "
+        "stated), weight (−log10 p_day; 0: an observation), family, counted (it counts on "
+        "the strongest day); verification-overdue carries due_on_ms"))
     test_loads_mg: list[int]
+    evidence: float = Field(0.0, description=(
+        "−log10 p_honest_day of the strongest market day since the last inspection: "
+        "honest odds 1 : 10^evidence"))
+    p_honest_day: float = Field(1.0, description=(
+        "probability that an honest scale has a market day with this much evidence"))
+    day_ms: int | None = Field(None, description="start of that market day (CST)")
+    in_queue: bool = False
+    grounds: list[Literal["evidence", "verification-overdue"]] = Field(
+        default_factory=list, description="why the scale is in the queue")
+
+
+def _item(r: insp.ScaleRisk) -> dict[str, Any]:
+    return r.__dict__ | {"grounds": list(r.grounds)}
 
 
 @router.get("/inspection-queue", response_model=list[QueueItem], tags=["inspection"],
-            summary="Scales ranked by risk, with reasons and the test loads to use")
+            summary="Scales whose evidence crosses the threshold (then those overdue for "
+                    "verification), strongest first, with reasons and the test loads to use")
 def inspection_queue(store: StoreDep, market: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                     offset: OffsetQuery = 0) -> list[dict[str, Any]]:
     with store.engine.connect() as c:
-        return [r.__dict__ for r in insp.risk_ranking(c, now_ms=now_ms(), market=market,
-                                                      limit=limit)]
+        return [_item(r) for r in insp.risk_ranking(c, now_ms=now_ms(), market=market,
+                                                    limit=limit, offset=offset)]
+
+
+class RiskKind(BaseModel):
+    kind: str
+    severity: str | None = Field(description="null: any severity")
+    p_day: float
+    weight: float
+    family: str
+    counts: bool = Field(description="false: an observation, it weighs nothing")
+    why: str
+
+
+class RiskModelOut(BaseModel):
+    alpha_day: float = Field(description="a scale enters the queue on a market day whose "
+                             "p_honest_day is at most this")
+    threshold_evidence: float = Field(description="−log10 alpha_day")
+    honest_entry_p_day: float = Field(description="probability that an honest scale enters "
+                                      "the queue on a given day (≤ alpha_day)")
+    honest_entry_p_month: float = Field(description="the same over 30 days (union bound)")
+    observation_p: float
+    kinds: list[RiskKind]
+
+
+@router.get("/risk/model", response_model=RiskModelOut, tags=["inspection"],
+            summary="The evidence table and the queue threshold (docs/detection.md)")
+def risk_model() -> dict[str, Any]:
+    m = risk.DEFAULT_MODEL
+    entry = m.honest_entry_p_day()
+    return {"alpha_day": m.alpha_day, "threshold_evidence": -math.log10(m.alpha_day),
+            "honest_entry_p_day": entry, "honest_entry_p_month": min(1.0, 30 * entry),
+            "observation_p": m.observation_p,
+            "kinds": [{"kind": k.kind, "severity": k.severity, "p_day": k.p_day,
+                       "weight": round(k.weight, 3), "family": k.family,
+                       "counts": k.p_day < m.observation_p, "why": k.why} for k in m.table]}
+
+
+@router.get("/risk/scales/{device}", response_model=QueueItem, tags=["inspection"],
+            responses={404: {"description": "no such scale"}},
+            summary="One scale's evidence, in the queue or not (observations included)")
+def scale_risk(store: StoreDep, device: str) -> dict[str, Any]:
+    with store.engine.connect() as c:
+        r = insp.scale_risk(c, device, now_ms=now_ms())
+    if r is None:
+        raise HTTPException(404, f"no scale {device}")
+    return _item(r)
+
+
+class MerchantRiskOut(BaseModel):
+    merchant_id: int
+    in_queue: bool
+    evidence: float
+    p_honest_day: float
+    device: str | None = Field(description="the scale with the strongest evidence")
+    scales: list[QueueItem]
+
+
+@router.get("/risk/merchants/{merchant_id}", response_model=MerchantRiskOut,
+            tags=["inspection"], responses={404: {"description": "no such merchant"}},
+            summary="A merchant's scales and their evidence (the strongest decides)")
+def merchant_risk(store: StoreDep, merchant_id: RowIdPath) -> dict[str, Any]:
+    with store.engine.connect() as c:
+        if c.execute(select(merchants.c.id).where(merchants.c.id == merchant_id)).first() \
+                is None:
+            raise HTTPException(404, f"no merchant {merchant_id}")
+        r = insp.merchant_risk(c, merchant_id, now_ms=now_ms())
+    return r | {"scales": [_item(x) for x in r["scales"]]}
 
 
 class TaskIn(BaseModel):

@@ -1,5 +1,6 @@
-"""Finding → task → inspection result → card / list status, through the API; the
-public trust-code data follows. Also the tolerance calculator."""
+"""Finding → queue → task → inspection result → card / list status, through the API; the
+public trust-code data follows. Also the tolerance calculator. (What enters the queue:
+test_risk_queue.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from gateway_server.store import Store
 from weighing import wire
 
 
-def setup_scale_with_findings(store: Store) -> dict[str, object]:
+def setup_scale_with_findings(store: Store, *, seal_broken: bool = False) -> dict[str, object]:
+    """s-1 with an impact and a zero offset (two observations); ``seal_broken``: and a
+    calibration counter moved without a registered repair (conclusive: the queue)."""
     now = time.time_ns() // 1_000_000
     with store.engine.begin() as c:
         ids = seed(c)
@@ -33,27 +36,32 @@ def setup_scale_with_findings(store: Store) -> dict[str, object]:
         sign_event(key, "s-1", wire.ZeroCheckEvent(
             seq=2, ts_ms=now - 500, mean_mg=100_000, spread_mg=0, n=40, duration_ms=8_000)),
     ]
+    if seal_broken:
+        evs.append(sign_event(key, "s-1", wire.CounterChangeEvent(
+            seq=3, ts_ms=now - 400, name="cal", old="41", new="42")))
     inc = decode_message("scales/v1/m1/s-1/events",
                          wire.encode(wire.EventBatch(device="s-1", events=evs)), now)
     with store.engine.begin() as c:
         res = store_batch(c, [inc], now_ms=now)
-    assert len(res.new_findings) == 2, res
+    assert len(res.new_findings) == 2 + seal_broken, res
     return ids
 
 
 def test_finding_task_result_cards_and_public_page(client: TestClient, store: Store,
                                                    inspector: dict[str, str]) -> None:
-    ids = setup_scale_with_findings(store)
+    ids = setup_scale_with_findings(store, seal_broken=True)
     h = inspector
     fs = client.get("/api/v1/findings", headers=h).json()
-    assert {f["kind"] for f in fs} == {"impact", "zero-offset"}
+    assert {f["kind"] for f in fs} == {"impact", "zero-offset", "calibration-change"}
     assert all(f["evidence"] and f["legal_basis"] for f in fs)
-    queue = client.get("/api/v1/inspection-queue", headers=h).json()
-    assert queue[0]["device"] == "s-1" and queue[0]["risk"] > 0
-    assert queue[0]["test_loads_mg"] == [100_000, 2_500_000, 10_000_000, 15_000_000]
-    assert {r["kind"] for r in queue[0]["reasons"]} == {"impact", "zero-offset"}
+    (item,) = client.get("/api/v1/inspection-queue", headers=h).json()
+    assert item["device"] == "s-1" and item["risk"] > 0 and item["grounds"] == ["evidence"]
+    assert item["test_loads_mg"] == [100_000, 2_500_000, 10_000_000, 15_000_000]
+    assert [(r["kind"], r["counted"]) for r in item["reasons"]] == [
+        ("calibration-change", True), ("impact", False), ("zero-offset", False)]
     task = client.post("/api/v1/inspection-tasks", json={"device": "s-1"}, headers=h).json()
-    assert task["status"] == "open" and len(task["finding_ids"]) == 2
+    assert task["status"] == "open" and len(task["finding_ids"]) == 3
+    assert task["risk"] == item["risk"]
     # 15 kg / 5 g in service: ±5 g to 2.5 kg, ±10 g to 10 kg; reads 100 g heavy at every load
     loads = [{"load_mg": m, "indication_mg": m + 100_000} for m in task["test_loads_mg"]]
     r = client.post("/api/v1/inspections", headers=h,
@@ -66,6 +74,7 @@ def test_finding_task_result_cards_and_public_page(client: TestClient, store: St
     assert {f["status"] for f in client.get("/api/v1/findings", headers=h).json()} == {
         "confirmed"}
     assert client.get("/api/v1/inspection-tasks", headers=h).json() == []
+    assert client.get("/api/v1/inspection-queue", headers=h).json() == []  # answered
     # a second failure: red card and the black list, shown on the public trust-code data
     r = client.post("/api/v1/inspections", headers=h, json={"device": "s-1", "loads": loads})
     assert r.json()["merchant_status"] == {"status": "red", "list_status": "black"}
