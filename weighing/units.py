@@ -125,6 +125,87 @@ def amount_fen(net_mg: int, unit_price_fen_per_kg: int) -> int:
     return q + (1 if 2 * r >= MG_PER_KG else 0)
 
 
+class AmountRounding(StrEnum):
+    """A way a price-computing scale may round weight × unit price to money.
+
+    Which of these a scale uses is the instrument's (or its owner's) setting; every one
+    listed in :data:`LAWFUL_AMOUNT_ROUNDINGS` is lawful:
+
+    * to the nearest fen, half up (``FEN_HALF_UP``): OIML R76-1 4.14.3 price-computing
+      instruments — price to pay = weight × unit price, both as indicated, rounded to the
+      nearest scale interval of price to pay (here 1 fen) [M: R76-1 read in secondary
+      sources, the rule is what :func:`amount_fen` implements];
+    * to the nearest 角 (10 fen), half up (``JIAO_HALF_UP``): the same rule on a scale whose
+      scale interval of price to pay is 0.1 元 (a setting many Chinese price scales offer)
+      [L: vendors' manuals, no primary text found];
+    * half to even at the fen (``FEN_HALF_EVEN``, "banker's rounding" of POS software): it
+      differs from half up only on an exact half fen, and then in the consumer's favour [L];
+    * down to the fen or to the 角 (``FEN_DOWN``, ``JIAO_DOWN``, 抹零): charging less than
+      the marked price is lawful — 价格法 第十三条 and 明码标价和禁止价格欺诈规定 (总局令第56号,
+      2022) forbid charging *above* the marked price (不得收取未予标明的费用), not below [M].
+
+    A scale that charged more than the largest of these charged more than any lawful
+    rounding of the marked price allows (价格法 第十三条, 第十四条 price fraud).
+    """
+
+    FEN_HALF_UP = "fen-half-up"
+    FEN_HALF_EVEN = "fen-half-even"
+    FEN_DOWN = "fen-down"
+    JIAO_HALF_UP = "jiao-half-up"
+    JIAO_DOWN = "jiao-down"
+
+
+LAWFUL_AMOUNT_ROUNDINGS: tuple[AmountRounding, ...] = tuple(AmountRounding)
+
+_ROUNDING_STEP_FEN = {AmountRounding.FEN_HALF_UP: 1, AmountRounding.FEN_HALF_EVEN: 1,
+                      AmountRounding.FEN_DOWN: 1, AmountRounding.JIAO_HALF_UP: 10,
+                      AmountRounding.JIAO_DOWN: 10}
+
+
+def rounded_amount_fen(net_mg: int, unit_price_fen_per_kg: int,
+                       rounding: AmountRounding) -> int:
+    """Price of ``net_mg`` at ``unit_price_fen_per_kg`` rounded by ``rounding``, exactly.
+
+    ``FEN_HALF_UP`` equals :func:`amount_fen`. Halves and "down" are taken on the exact
+    product (integer arithmetic, no float); "down" is toward minus infinity.
+    """
+    den = MG_PER_KG * _ROUNDING_STEP_FEN[rounding]
+    q, r = divmod(net_mg * unit_price_fen_per_kg, den)
+    if rounding in (AmountRounding.FEN_HALF_UP, AmountRounding.JIAO_HALF_UP):
+        q += 1 if 2 * r >= den else 0
+    elif rounding is AmountRounding.FEN_HALF_EVEN:
+        q += 1 if 2 * r > den or (2 * r == den and q % 2) else 0
+    return q * _ROUNDING_STEP_FEN[rounding]
+
+
+def displayed_weights_mg(net_mg: int, e_mg: int | None) -> tuple[int, ...]:
+    """The weights a scale may have priced: the reported one and, where it is not a
+    multiple of e, the indicated weight it rounds to (nearest e; both neighbours on an
+    exact half, since the display's tie rule is not reported)."""
+    if not e_mg or e_mg <= 0 or net_mg % e_mg == 0:
+        return (net_mg,)
+    lo = net_mg // e_mg * e_mg
+    r = net_mg - lo
+    near = {lo} if 2 * r < e_mg else {lo + e_mg} if 2 * r > e_mg else {lo, lo + e_mg}
+    return (net_mg, *sorted(near))
+
+
+def lawful_amounts_fen(net_mg: int, unit_price_fen_per_kg: int, *,
+                       e_mg: int | None = None) -> dict[AmountRounding, int]:
+    """The largest amount each lawful rounding gives for this sale (over the weights of
+    :func:`displayed_weights_mg`)."""
+    ws = displayed_weights_mg(net_mg, e_mg)
+    return {r: max(rounded_amount_fen(w, unit_price_fen_per_kg, r) for w in ws)
+            for r in LAWFUL_AMOUNT_ROUNDINGS}
+
+
+def max_lawful_amount_fen(net_mg: int, unit_price_fen_per_kg: int, *,
+                          e_mg: int | None = None) -> int:
+    """The most a scale may charge for ``net_mg`` at ``unit_price_fen_per_kg`` under any
+    lawful rounding (:class:`AmountRounding`); an amount above it overcharges."""
+    return max(lawful_amounts_fen(net_mg, unit_price_fen_per_kg, e_mg=e_mg).values())
+
+
 def ms_to_datetime(ts_ms: int) -> datetime:
     """UTC datetime from milliseconds since the epoch."""
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
