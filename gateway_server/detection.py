@@ -32,10 +32,12 @@ from gateway_server.detectors.stream import (
     Finding,
     RegisteredPrice,
     ScaleCtx,
+    TareHabit,
     check_counter,
     check_idle_scales,
     check_sale,
     check_zero,
+    tare_habit,
 )
 from gateway_server.tables import plu_prices, sales, scales
 from gateway_server.tables_workflow import repairs, reweighs
@@ -105,16 +107,19 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
                   if r.get("merchant_id") is not None and r.get("plu")}
     prices = _prices(conn, price_keys)
     found: list[Finding] = []
-    for s in new_sales:
+    sale_prices = [_price_at(prices.get((s["merchant_id"], s["plu"]), []), s["ts_ms"])
+                   if s.get("merchant_id") is not None and s.get("plu") else None
+                   for s in new_sales]
+    habits = _tare_habits(conn, new_sales, sale_prices, prices, params)
+    for s, price in zip(new_sales, sale_prices, strict=True):
         sc = ctx.get(s["device"])
         if sc is None:
             continue
-        price = None
-        if s.get("merchant_id") is not None and s.get("plu"):
-            price = _price_at(prices.get((s["merchant_id"], s["plu"]), []), s["ts_ms"])
-        found += check_sale(s, sc, price=price, params=params)
+        found += check_sale(s, sc, price=price, habit=habits.get((s["device"], s["seq"])),
+                            params=params)
     counter_devices = {e["device"] for e in new_events if e["kind"] == "counter"}
     repair_times: dict[str, list[int]] = defaultdict(list)
+    counter_values = _counter_values(conn, counter_devices)
     if counter_devices:
         for r in conn.execute(select(repairs.c.device, repairs.c.ts_ms)
                               .where(repairs.c.device.in_(counter_devices))):
@@ -126,11 +131,13 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
             found += check_zero(body, sc, params=params)
         elif e["kind"] == "counter" and sc is not None:
             found += check_counter(body, sc, repair_times_ms=repair_times[e["device"]],
+                                   last_known=_last_value(counter_values[e["device"]], e, body),
                                    params=params)
         elif e["kind"] == "reweigh" and body.get("trace_code") is not None:
             found += _reweigh(conn, e, body, ctx)
         elif e["kind"] == "reweigh":
             untraced.store_stall_reweigh(conn, e, body)
+    found = _unique(found)  # per-day observations: one row per key, not one per sale
     found += _link_waiting_reweighs(conn, new_sales, ctx)
     found += untraced.settle(conn, new_sales=new_sales,
                              latest_ms=latest_by_market([*new_sales, *new_events]))
@@ -138,6 +145,82 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
     found += residual_findings(conn, resid_devices, now_ms=now_ms)
     found += kfactor_findings(conn, new_sales)
     return [finding_row(f, now_ms) for f in found]
+
+
+def _unique(found: list[Finding]) -> list[Finding]:
+    seen: set[str] = set()
+    out = []
+    for f in found:
+        if f.dedup_key not in seen:
+            seen.add(f.dedup_key)
+            out.append(f)
+    return out
+
+
+def _is_tray(price: RegisteredPrice | None, params: DetectorParams) -> bool:
+    return price is not None and price.category in params.tray_categories
+
+
+def _tare_habits(conn: Connection, new_sales: list[dict[str, Any]],
+                 sale_prices: list[RegisteredPrice | None],
+                 prices: dict[tuple[int, str], list[Any]],
+                 params: DetectorParams) -> dict[tuple[str, int], TareHabit]:
+    """The merchant's taring habit (``detectors.stream.tare_habit``) behind each new
+    untared sale of tray goods: its earlier sales on the same scale, newest
+    ``20 × tray_habit_sales`` plus the batch's, read once per device."""
+    cands = [s for s, p in zip(new_sales, sale_prices, strict=True)
+             if _is_tray(p, params) and not int(s.get("tare_mg") or 0)
+             and s.get("merchant_id") is not None]
+    by_dev: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in cands:
+        by_dev[s["device"]].append(s)
+    out: dict[tuple[str, int], TareHabit] = {}
+    for device, mine in by_dev.items():
+        last = max((int(s["ts_ms"]), int(s["seq"])) for s in mine)
+        n_new = sum(1 for s in new_sales if s["device"] == device)
+        rows = list(conn.execute(
+            select(sales.c.ts_ms, sales.c.seq, sales.c.plu, sales.c.tare_mg, sales.c.merchant_id)
+            .where(sales.c.device == device, sales.c.ts_ms <= last[0])
+            .order_by(sales.c.ts_ms.desc(), sales.c.seq.desc())
+            .limit(20 * params.tray_habit_sales + n_new)))
+        rows.reverse()  # oldest first
+        missing = {(r.merchant_id, r.plu) for r in rows
+                   if r.merchant_id is not None and r.plu} - set(prices)
+        prices.update(_prices(conn, missing))
+        tray = [r for r in rows if r.merchant_id is not None and r.plu and _is_tray(
+            _price_at(prices.get((r.merchant_id, r.plu), []), r.ts_ms), params)]
+        for s in mine:
+            upto = [dict(r._mapping) for r in tray if r.merchant_id == s["merchant_id"]
+                    and (r.ts_ms, r.seq) <= (s["ts_ms"], s["seq"])]
+            if upto and upto[-1]["seq"] == s["seq"]:
+                out[(device, s["seq"])] = tare_habit(upto, params=params)
+    return out
+
+
+def _counter_values(conn: Connection, devices: set[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stored counter report of ``devices`` as (ts, seq, name, new), oldest first:
+    the server's memory of each counter (the batch's own reports are stored already)."""
+    from gateway_server.tables import events
+
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    if not devices:
+        return out
+    for r in conn.execute(select(events.c.device, events.c.ts_ms, events.c.seq,
+                                 events.c.payload)
+                          .where(events.c.device.in_(devices), events.c.kind == "counter")
+                          .order_by(events.c.ts_ms, events.c.seq)):
+        body = json.loads(r.payload)
+        out[r.device].append((int(r.ts_ms), int(r.seq), body.get("name"), body.get("new")))
+    return out
+
+
+def _last_value(stored: list[tuple[Any, ...]], e: dict[str, Any],
+                body: dict[str, Any]) -> str | None:
+    """The value the server knew for this counter before report ``e`` (None: never seen)."""
+    at = (int(e["ts_ms"]), int(e["seq"]))
+    before = [new for ts, seq, name, new in stored
+              if name == body.get("name") and (ts, seq) < at]
+    return None if not before or before[-1] is None else str(before[-1])
 
 
 def latest_by_market(rows: Iterable[dict[str, Any]]) -> dict[str, int]:

@@ -14,9 +14,12 @@ merchant ids, to attribute merchant-level findings) from the gateway API and sco
 * **precision** per cheat type: of the scales flagged by the kinds that signal the type,
   those with that type injected (TP) against those with nothing injected (FP); scales
   with another injected problem are counted apart (``cross``);
-* **false flags** on honest merchants (no cheat or fault on any of their scales; benign
-  outages and clock skew allowed): merchants flagged, findings per merchant-month, and
-  the share of honest merchants flagged per 30 days (1 − (1 − p_day)^30).
+* **false alarms**: honest merchants (no cheat or fault on any of their scales; benign
+  outages and clock skew allowed) **in the inspection queue** at the end of the run
+  (``GET /api/v1/inspection-queue``: what sends an inspector), with the share per 30
+  days (1 − (1 − p_day)^30); and, apart, honest merchants **with any observation** (a
+  finding of any kind on one of their scales), findings per merchant-month;
+* **in the queue** per cheat type: the cases whose scale is in the queue at the end.
 
 Findings the gateway has dismissed (e.g. a sequence gap later filled) do not count.
 """
@@ -119,8 +122,10 @@ def _when(f: dict[str, Any], reweighs: list[list[Any]]) -> int:
 
 
 def score(truth: dict[str, Any], findings: list[dict[str, Any]],
-          merchant_codes: dict[int, str] | None = None) -> dict[str, Any]:
-    """Metrics of ``findings`` (API rows) against ``truth`` (the fleet's truth file)."""
+          merchant_codes: dict[int, str] | None = None,
+          queue: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Metrics of ``findings`` (API rows) and the inspection ``queue`` (its API items; None:
+    not fetched) against ``truth`` (the fleet's truth file)."""
     scales, merchants = truth["scales"], truth["merchants"]
     codes = merchant_codes or {}
     problem = set(CHEATS + FAULTS)
@@ -212,6 +217,12 @@ def score(truth: dict[str, Any], findings: list[dict[str, Any]],
                                                        if c["detected"]), default=None)})
         types[t] = row
 
+    queued = score_queue(truth, queue, codes)
+    for t, row in types.items():
+        row["in_queue"] = None if queued is None else sum(
+            1 for c in cases if c["kind"] == t and c["effective"]
+            and c["device"] in queued["devices"])
+
     honest = {c: m for c, m in merchants.items() if m["honest"]}
     flagged_honest: dict[str, Counter[str]] = {}
     for code, m in honest.items():
@@ -237,9 +248,52 @@ def score(truth: dict[str, Any], findings: list[dict[str, Any]],
             "by_kind": dict(sum((Counter(k) for k in flagged_honest.values()), Counter())),
             "merchants": {c: dict(k) for c, k in sorted(flagged_honest.items())[:50]},
         },
+        "queue": queued,
         "fair_scale_findings": sum(len(by_device.get(d, ())) for d in fair),
         "unattributed_findings": unattributed,
         "findings_total": len(findings),
+    }
+
+
+def score_queue(truth: dict[str, Any], queue: list[dict[str, Any]] | None,
+                codes: dict[int, str] | None = None) -> dict[str, Any] | None:
+    """Honest merchants in the inspection queue at the end of the run (None: the queue
+    was not fetched). An item names a scale (its merchant in the truth), else a merchant
+    id (``codes``); the kinds counted are those the gateway says counted (``reasons``)."""
+    if queue is None:
+        return None
+    scales, merchants = truth["scales"], truth["merchants"]
+    devices: set[str] = set()
+    by_merchant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in queue:
+        if it.get("in_queue") is False:  # every item of the queue is in it; be safe
+            continue
+        dev = it.get("device")
+        if dev in scales:
+            devices.add(dev)
+            if scales[dev].get("merchant"):
+                by_merchant[scales[dev]["merchant"]].append(it)
+        elif it.get("merchant_id") in (codes or {}):
+            by_merchant[(codes or {})[it["merchant_id"]]].append(it)
+    honest = [c for c, m in merchants.items() if m["honest"]]
+    queued = {c: by_merchant[c] for c in honest if c in by_merchant}
+    n_h, days = len(honest), int(truth["fleet"].get("days", 1))
+    p_day = (len(queued) / n_h / days) if n_h else 0.0
+    grounds: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for items in queued.values():
+        grounds.update({g for it in items for g in it.get("grounds") or ["evidence"]})
+        kinds.update({r["kind"] for it in items for r in it.get("reasons") or []
+                      if r.get("counted") and r["kind"] != "verification-overdue"})
+    return {
+        "items": len(queue), "devices": sorted(devices),
+        "honest_merchants": n_h, "in_queue": len(queued),
+        "share": (len(queued) / n_h) if n_h else None,
+        "month_share_estimate": 1 - (1 - p_day) ** 30,
+        "by_grounds": dict(sorted(grounds.items())), "by_kind": dict(sorted(kinds.items())),
+        "merchants": {c: sorted({r["kind"] for it in items for r in it.get("reasons") or []
+                                 if r.get("counted")})
+                      for c, items in sorted(queued.items())[:50]},
     }
 
 
@@ -255,8 +309,9 @@ def _min(s: float | None) -> str:
 
 
 def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
-    """The evaluation as Markdown tables (recall, time to detect, precision, false flags)."""
-    fl, ff = res["fleet"], res["false_flags"]
+    """The evaluation as Markdown tables (recall, time to detect, precision, honest
+    merchants in the inspection queue and with any observation)."""
+    fl, ff, qu = res["fleet"], res["false_flags"], res.get("queue")
     lines = []
     if title:
         lines += [title, ""]
@@ -267,8 +322,9 @@ def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
         f"{res['findings_total']:,} findings fetched from the gateway.",
         "",
         "| cheat type | cases | found | recall | ≤ 5 min | TTD median / p90 / max (min) | "
-        "≤ 10 re-weighs (gain ≥ 5 %) | precision (TP/FP scales) | first found by |",
-        "|---|---:|---:|---:|---:|---|---|---|---|",
+        "≤ 10 re-weighs (gain ≥ 5 %) | precision (TP/FP scales) | first found by | "
+        "in the queue at the end |",
+        "|---|---:|---:|---:|---:|---|---|---|---|---:|",
     ]
     for t, r in res["types"].items():
         if not r["cases"] and not r["not_effective"]:
@@ -284,16 +340,19 @@ def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
             f"| {t}{mark} | {r['cases']} | {r['detected']} | {_pct(r['recall'])} | "
             f"{_pct(r['recall_5min'])} | {_min(r['ttd_median_s'])} / {_min(r['ttd_p90_s'])} / "
             f"{_min(r['ttd_max_s'])} | {rw} | {_pct(r['precision'])} "
-            f"({r['tp_scales']}/{r['fp_scales']}) | {by or '–'} |")
+            f"({r['tp_scales']}/{r['fp_scales']}) | {by or '–'} | "
+            + ("–" if r.get("in_queue") is None else f"{r['in_queue']}/{r['cases']}") + " |")
     lines += [
         "",
         "◆ stream-visible (target: recall ≥ 0.98 within 5 simulated minutes of onset).",
         "",
-        f"**False flags on honest merchants**: {ff['flagged']} of {ff['honest_merchants']:,} "
-        f"honest merchants flagged ({_pct(ff['flagged_share'])} in the run), "
+        _queue_line(qu),
+        "",
+        f"**Honest merchants with any observation** (a finding of any kind on one of their "
+        f"scales; not an accusation): {ff['flagged']} of {ff['honest_merchants']:,} "
+        f"({_pct(ff['flagged_share'])} in the run), "
         f"{ff['findings']} findings = {ff['per_merchant_month'] or 0:.3f} per honest "
-        f"merchant-month; estimated share flagged per 30 days "
-        f"{_pct(ff['month_share_estimate'])} (target ≤ 0.5 %)."
+        f"merchant-month; per 30 days {_pct(ff['month_share_estimate'])}."
         + (f" By kind: {', '.join(f'{k} {v}' for k, v in sorted(ff['by_kind'].items()))}."
            if ff["by_kind"] else ""),
         "",
@@ -304,6 +363,20 @@ def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
         lines.append(f"| {k} | {r['flagged']} | {r['tp']} | {r['fp']} | {r['cross']} | "
                      f"{r['findings']} |")
     return "\n".join(lines) + "\n"
+
+
+def _queue_line(qu: dict[str, Any] | None) -> str:
+    if qu is None:
+        return ("**False alarms — honest merchants in the inspection queue**: not measured "
+                "(the queue was not fetched from the gateway).")
+    why = ", ".join(f"{k} {v}" for k, v in qu["by_grounds"].items())
+    kinds = ", ".join(f"{k} {v}" for k, v in qu["by_kind"].items())
+    return (f"**False alarms — honest merchants in the inspection queue** at the end of the "
+            f"run: {qu['in_queue']} of {qu['honest_merchants']:,} "
+            f"({_pct(qu['share'])}); per 30 days {_pct(qu['month_share_estimate'])} "
+            f"(target ≤ 0.5 %)." + (f" Why: {why}." if why else "")
+            + (f" Kinds that counted: {kinds}." if kinds else "")
+            + f" The queue held {qu['items']:,} scales.")
 
 
 def check_gateway_holds(gateway: Any, truth: dict[str, Any]) -> int:

@@ -35,13 +35,14 @@ def fetch_queue(gateway: GatewayClient, page: int = 1000) -> list[dict[str, Any]
 
 def evaluate_and_report(gateway: GatewayClient, truth: dict[str, Any], out: Path,
                         docs: str | None, run: dict[str, Any] | None = None) -> str:
-    (out / "queue.json").write_text(json.dumps(fetch_queue(gateway), ensure_ascii=False)
-                                    + "\n", encoding="utf-8")
+    queue = fetch_queue(gateway)
+    (out / "queue.json").write_text(json.dumps(queue, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
     findings, codes = ev.fetch(gateway, truth)
     (out / "findings.json").write_text(json.dumps(
         {"findings": findings, "merchant_ids": {str(k): v for k, v in codes.items()}},
         ensure_ascii=False) + "\n", encoding="utf-8")
-    res = ev.score(truth, findings, codes)
+    res = ev.score(truth, findings, codes, queue=queue)
     if run is not None:
         res["run"] = run
     md = ev.save(res, json_path=out / "evaluation.json", md_path=out / "evaluation.md")
@@ -182,13 +183,19 @@ def run_fleet_command(args: argparse.Namespace) -> int:
 def run_evaluate_command(args: argparse.Namespace) -> int:
     _quiet()
     truth = json.loads(Path(args.truth).read_text(encoding="utf-8"))
+    queue: list[dict[str, Any]] | None = None
     if args.findings:  # saved by `scale-sim fleet --local-stack` (findings.json)
         saved = json.loads(Path(args.findings).read_text(encoding="utf-8"))
         findings = saved["findings"]
         codes = {int(k): v for k, v in saved["merchant_ids"].items()}
+        saved_queue = Path(args.findings).with_name("queue.json")  # saved beside it
+        if saved_queue.exists():
+            queue = json.loads(saved_queue.read_text(encoding="utf-8"))
     else:
-        findings, codes = ev.fetch(_client(args.gateway, args), truth)
-    res = ev.score(truth, findings, codes)
+        gateway = _client(args.gateway, args)
+        findings, codes = ev.fetch(gateway, truth)
+        queue = fetch_queue(gateway)
+    res = ev.score(truth, findings, codes, queue=queue)
     md = ev.save(res, json_path=Path(args.json) if args.json else None,
                  md_path=Path(args.markdown) if args.markdown else None)
     if args.docs:

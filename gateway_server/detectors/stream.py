@@ -12,13 +12,23 @@ Rules implemented here (numbers refer to domain.md §4 derived rules):
   more than 1 e (冲击法).
 * ``zero-offset`` (3): an idle-pan mean outside ±0.25 e (zero-setting accuracy, OIML R76)
   over at least ``zero_min_window_ms`` (预留底数, hand press, magnet).
-* ``tare-omission`` (5/§4 连盘出售): a sale of tray-sold goods with tare 0.
+* ``tare-omission`` (5/§4 连盘出售): a sale of tray-sold goods with tare 0 **where the
+  merchant's own data show a tray**: the same merchant tared that PLU (or, for a PLU with
+  little history, its tray goods) on this scale in most recent sales (:func:`tare_habit`).
+  Severity medium at the break, high once ``tray_confirm_sales`` untared sales against a
+  habit follow one another. Without that evidence a tray-goods sale with tare 0 is the
+  observation ``untared-tray-goods`` (info, once per scale and day): the stall may simply
+  sell without trays.
 * ``price-decimal-trick`` / ``price-mismatch`` / ``amount-mismatch`` (5): unit price off
-  the registered price by ×0.01 / ×0.1, off otherwise, or amount ≠ rounded weight × price.
+  the registered price by ×0.01 / ×0.1, off otherwise, or an amount above the largest any
+  lawful rounding of weight × price gives (``weighing.units.max_lawful_amount_fen``).
 * ``scale-too-coarse`` (5, Art. 3): the scale's in-service MPE exceeds the goods' negative
   deviation at the sold weight.
 * ``calibration-change`` (4): a CAL/CFG counter, calibration register or software id
   changed with no registered repair or verification within ``repair_grace_ms`` before.
+  A first report (no old value from the agent, none stored by the server) sets the
+  baseline; an agent that lost its memory (old = None) is compared with the server's
+  last stored value.
 * ``idle-while-peers-trade`` (6) and ``offline-trading-hours`` are window rules over a
   market (see :func:`check_idle_scales`).
 """
@@ -31,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weighing import metrology as mt
-from weighing.units import amount_fen
+from weighing.units import amount_fen, lawful_amounts_fen
 
 LEGAL_CHEATING = "计量法 第九条、零售商品称重计量监督管理办法 第五条 (禁止利用计量器具作弊)"
 LEGAL_ZERO = "OIML R76-1 / JJG 539 置零准确度 ±0.25 e"
@@ -39,6 +49,16 @@ LEGAL_PRICE = "价格法 第十三条 明码标价; 零售商品称重计量监�
 LEGAL_ART3 = "零售商品称重计量监督管理办法 第三条 (计量器具误差应小于商品负偏差)"
 LEGAL_SEAL = "JJG 539 / OIML G 18 事件计数器: 计数变化等同破坏封印"
 LEGAL_TRACE = "放心消费 智慧溯源秤 使用规定 (市场开办者管理责任, 总局令第94号)"
+LEGAL_TARE = ("零售商品称重计量监督管理办法 第四条、第五条 (结算重量为商品净重, 负偏差); "
+              "计量法 第九条")
+
+DAY_MS = 86_400_000
+CST_OFFSET_MS = 8 * 3_600_000  # findings "per day" are per market day, China Standard Time
+
+
+def market_day(ts_ms: int) -> int:
+    """Days since the epoch of the CST calendar day of ``ts_ms`` (dedup keys per day)."""
+    return (ts_ms + CST_OFFSET_MS) // DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +87,10 @@ class DetectorParams:
     zero_min_window_ms: int = 2_000  # an idle period shorter than this says little
     tray_categories: frozenset[str] = frozenset({"meat", "poultry", "aquatic_products"})
     tray_min_net_e: int = 20  # only goods of at least Min capacity (20 e)
+    tray_habit_sales: int = 10  # window of the merchant's own earlier sales of the PLU
+    tray_habit_min: int = 3  # fewer earlier sales than this: no habit can be shown
+    tray_habit_share: float = 0.8  # tared in at least this share of the window
+    tray_confirm_sales: int = 3  # consecutive untared sales against a habit: high severity
     repair_grace_ms: int = 24 * 3_600_000  # a repair registered ≤ 1 day before explains it
     idle_window_ms: int = 3 * 3_600_000  # judged window of the idle-scale rule
     idle_baseline_ms: int = 3 * 3_600_000  # the scale's own share, measured just before
@@ -96,9 +120,82 @@ def _f(kind: str, sev: str, title: str, basis: str, scale: ScaleCtx, ts: int, ke
                    f"{kind}:{scale.device}:{key}", merchant_id, evidence)
 
 
+@dataclass(frozen=True, slots=True)
+class TareHabit:
+    """What the merchant's own earlier sales say about trays (evidence for ``tare-omission``).
+
+    ``basis`` "plu": the window is the merchant's last sales of the same PLU on this scale
+    earlier the same market day; "merchant": the PLU had fewer than ``tray_habit_min`` of
+    them, so the window is the merchant's last sales of any tray-sold goods there.
+    ``breaks``: consecutive tray sales ending with this one that were untared although
+    their PLU had a taring habit (untared sales of a PLU the merchant never tares are
+    neutral; a tared sale ends it).
+    """
+
+    basis: str  # "plu" | "merchant"
+    window: int
+    tared: int
+    typical_tare_mg: int  # median tare of the tared sales of the window (0: none tared)
+    breaks: int
+
+    def holds(self, params: DetectorParams) -> bool:
+        return (self.window >= params.tray_habit_min
+                and self.tared >= params.tray_habit_share * self.window)
+
+
+def _window(tray_sales: Sequence[Mapping[str, Any]], i: int,
+            params: DetectorParams) -> tuple[str, list[Mapping[str, Any]]]:
+    plu, day = tray_sales[i].get("plu"), market_day(int(tray_sales[i]["ts_ms"]))
+    # the same market day only: a habit of yesterday (another shift's merchant on an
+    # unregistered shared scale, a stall that changed how it packs) is not today's evidence
+    earlier = [r for r in tray_sales[max(0, i - 20 * params.tray_habit_sales):i][::-1]
+               if market_day(int(r["ts_ms"])) == day]  # newest first
+    same = [r for r in earlier if r.get("plu") == plu][:params.tray_habit_sales]
+    if len(same) >= params.tray_habit_min:
+        return "plu", same
+    return "merchant", earlier[:params.tray_habit_sales]
+
+
+def _tared(r: Mapping[str, Any]) -> bool:
+    return int(r.get("tare_mg") or 0) > 0
+
+
+def _habit_holds(tray_sales: Sequence[Mapping[str, Any]], i: int,
+                 params: DetectorParams) -> bool:
+    _, w = _window(tray_sales, i, params)
+    n = sum(1 for r in w if _tared(r))
+    return len(w) >= params.tray_habit_min and n >= params.tray_habit_share * len(w)
+
+
+def tare_habit(tray_sales: Sequence[Mapping[str, Any]], *,
+               params: DetectorParams = DetectorParams()) -> TareHabit:
+    """The taring habit behind the last of ``tray_sales``.
+
+    ``tray_sales``: one merchant's sales of tray-sold goods on one scale, oldest first,
+    the sale to judge last (keys ``ts_ms``, ``plu``, ``tare_mg``); only those of the same
+    market day (CST) count. Pure; the caller reads them.
+    """
+    i = len(tray_sales) - 1
+    basis, w = _window(tray_sales, i, params)
+    tares = sorted(int(r.get("tare_mg") or 0) for r in w if _tared(r))
+    breaks = 0
+    for j in range(i, -1, -1):
+        if breaks >= params.tray_confirm_sales or _tared(tray_sales[j]):
+            break
+        if _habit_holds(tray_sales, j, params):
+            breaks += 1
+    return TareHabit(basis, len(w), len(tares), tares[len(tares) // 2] if tares else 0,
+                     breaks)
+
+
 def check_sale(sale: Mapping[str, Any], scale: ScaleCtx, *, price: RegisteredPrice | None = None,
+               habit: TareHabit | None = None,
                params: DetectorParams = DetectorParams()) -> list[Finding]:
-    """Rules on one stored sale row (keys as in the ``sales`` table)."""
+    """Rules on one stored sale row (keys as in the ``sales`` table).
+
+    ``habit``: the merchant's taring habit for this sale (:func:`tare_habit`), if the
+    caller read it; without one an untared tray-goods sale is only an observation.
+    """
     out: list[Finding] = []
     e = scale.e_mg
     ts, seq, mid = int(sale["ts_ms"]), int(sale["seq"]), sale.get("merchant_id")
@@ -111,22 +208,13 @@ def check_sale(sale: Mapping[str, Any], scale: ScaleCtx, *, price: RegisteredPri
             stable_device=bool(sale.get("stable_device")),
             stable_software=bool(sale.get("stable_software"))))
     category = price.category if price else None
+    unit = sale.get("unit_price_fen_per_kg")
     if (category in params.tray_categories and int(sale.get("tare_mg") or 0) == 0
             and net >= params.tray_min_net_e * e):
-        out.append(_f(
-            "tare-omission", "medium", "托盘未去皮 (连盘出售) Tray sold with the goods",
-            LEGAL_CHEATING, scale, ts, f"{seq}", mid, seq=seq, net_mg=net, plu=sale.get("plu"),
-            category=category))
-    unit = sale.get("unit_price_fen_per_kg")
+        out += _tare_rule(sale, scale, category, habit, params)
     amount = sale.get("amount_fen")
     if unit is not None and amount is not None:
-        expected = amount_fen(net, int(unit))
-        if int(amount) != expected:
-            out.append(_f(
-                "amount-mismatch", "high", "金额与重量×单价不符 Amount is not weight × price",
-                LEGAL_PRICE, scale, ts, f"{seq}", mid, seq=seq, net_mg=net,
-                unit_price_fen_per_kg=int(unit), amount_fen=int(amount),
-                expected_amount_fen=expected))
+        out += _amount_rule(sale, scale, int(unit), int(amount))
     if unit is not None and price is not None:
         reg = price.unit_price_fen_per_kg
         u = int(unit)
@@ -144,8 +232,8 @@ def check_sale(sale: Mapping[str, Any], scale: ScaleCtx, *, price: RegisteredPri
                     "registered price", LEGAL_PRICE, scale, ts, f"{seq}", mid, seq=seq,
                     plu=price.plu, unit_price_fen_per_kg=u, registered_fen_per_kg=reg))
     if unit is not None or category is not None:
-        cat = mt.GoodsCategory(category) if category in mt.GoodsCategory.__members__.values() \
-            else None
+        cat = (mt.GoodsCategory(category) if category is not None
+               and category in mt.GoodsCategory.__members__.values() else None)
         try:
             suits = mt.scale_suits_goods(
                 e, scale.max_mg, mt.AccuracyClass(scale.accuracy_class), category=cat,
@@ -168,6 +256,57 @@ def check_sale(sale: Mapping[str, Any], scale: ScaleCtx, *, price: RegisteredPri
     return out
 
 
+def _tare_rule(sale: Mapping[str, Any], scale: ScaleCtx, category: str | None,
+               habit: TareHabit | None, params: DetectorParams) -> list[Finding]:
+    """Tray goods, tare 0: ``tare-omission`` on the merchant's own evidence of a tray,
+    else the day's ``untared-tray-goods`` observation."""
+    ts, seq, mid = int(sale["ts_ms"]), int(sale["seq"]), sale.get("merchant_id")
+    net, day = int(sale["net_mg"]), market_day(ts)
+    plausible = habit is not None and (
+        net - habit.typical_tare_mg >= params.tray_min_net_e * scale.e_mg)
+    if habit is None or not habit.holds(params) or not habit.breaks or not plausible:
+        return [_f("untared-tray-goods", "info", "托盘类商品未去皮 (无托盘证据) Tray goods "
+                   "sold with tare 0, no evidence of a tray", LEGAL_TARE, scale, ts, f"{day}",
+                   mid, seq=seq, net_mg=net, plu=sale.get("plu"), category=category,
+                   habit=None if habit is None else _habit_ev(habit))]
+    unit = sale.get("unit_price_fen_per_kg")
+    ev = dict(seq=seq, net_mg=net, plu=sale.get("plu"), category=category,
+              habit=_habit_ev(habit), tray_estimate_mg=habit.typical_tare_mg,
+              overcharge_estimate_fen=None if unit is None
+              else amount_fen(habit.typical_tare_mg, int(unit)))
+    out = [_f("tare-omission", "medium", "托盘未去皮 (连盘出售) Tray sold with the goods: the "
+              "merchant tares this goods' tray otherwise", LEGAL_CHEATING, scale, ts, f"{day}",
+              mid, **ev)]
+    if habit.breaks >= params.tray_confirm_sales:
+        out.append(_f("tare-omission", "high", "持续连盘出售 Trays no longer tared: "
+                      f"{habit.breaks} sales in a row against the merchant's habit",
+                      LEGAL_CHEATING, scale, ts, f"{day}:persistent", mid, **ev))
+    return out
+
+
+def _habit_ev(h: TareHabit) -> dict[str, Any]:
+    return {"basis": h.basis, "window": h.window, "tared": h.tared,
+            "typical_tare_mg": h.typical_tare_mg, "breaks": h.breaks}
+
+
+def _amount_rule(sale: Mapping[str, Any], scale: ScaleCtx, unit: int,
+                 amount: int) -> list[Finding]:
+    """An amount above what every lawful rounding of weight × price allows overcharges;
+    one below is in the consumer's favour (抹零) and no finding."""
+    net = int(sale["net_mg"])
+    lawful = lawful_amounts_fen(net, unit, e_mg=scale.e_mg)
+    most = max(lawful.values())
+    if amount <= most:
+        return []
+    ts, seq = int(sale["ts_ms"]), int(sale["seq"])
+    return [_f("amount-mismatch", "high", "金额超过重量×单价 Amount above weight × price under "
+               "any lawful rounding", LEGAL_PRICE, scale, ts, f"{seq}", sale.get("merchant_id"),
+               seq=seq, net_mg=net, unit_price_fen_per_kg=unit, amount_fen=amount,
+               expected_amount_fen=amount_fen(net, unit), max_lawful_amount_fen=most,
+               overcharge_fen=amount - most,
+               lawful_amounts_fen={str(k): v for k, v in lawful.items()})]
+
+
 def check_zero(ev: Mapping[str, Any], scale: ScaleCtx, *, merchant_id: int | None = None,
                params: DetectorParams = DetectorParams()) -> list[Finding]:
     """An idle-pan window whose mean lies outside the zero-setting accuracy (±0.25 e)."""
@@ -186,16 +325,27 @@ def check_zero(ev: Mapping[str, Any], scale: ScaleCtx, *, merchant_id: int | Non
 
 
 def check_counter(ev: Mapping[str, Any], scale: ScaleCtx, *, repair_times_ms: Sequence[int],
-                  merchant_id: int | None = None,
+                  last_known: str | None = None, merchant_id: int | None = None,
                   params: DetectorParams = DetectorParams()) -> list[Finding]:
-    """A counter / calibration / identity change with no registered repair shortly before."""
-    ts = int(ev["ts_ms"])
+    """A counter / calibration / identity change with no registered repair shortly before.
+
+    The value changed from is the agent's ``old``; where the agent has none (its first
+    report, or it lost its memory) it is ``last_known``, the value the server stored last
+    for this device and name. Neither known: this report is the baseline, no finding.
+    The same value again: nothing changed.
+    """
+    ts, new = int(ev["ts_ms"]), ev.get("new")
+    old = ev.get("old")
+    before = old if old is not None else last_known
+    if before is None or str(before) == str(new):
+        return []
     if any(ts - params.repair_grace_ms <= r <= ts for r in repair_times_ms):
         return []
     return [_f("calibration-change", "critical",
                "计量参数或计数器变更且无维修检定记录 Calibration / counter changed without a "
                "registered repair", LEGAL_SEAL, scale, ts, f"{ev['seq']}", merchant_id,
-               name=ev.get("name"), old=ev.get("old"), new=ev.get("new"), seq=int(ev["seq"]))]
+               name=ev.get("name"), old=old, new=new, seq=int(ev["seq"]),
+               server_last_value=last_known)]
 
 
 def poisson_cdf(n: int, lam: float) -> float:

@@ -104,6 +104,88 @@ def test_registered_repair_explains_a_counter_change(store: Store, market: int) 
     assert all_findings(store) == []
 
 
+def by_kind(store: Store) -> dict[str, list[tuple[str, str]]]:  # type: ignore[type-arg]
+    out: dict[str, list[tuple[str, str]]] = {}
+    for f in all_findings(store):
+        out.setdefault(f["kind"], []).append((f["severity"], f["dedup_key"]))
+    return out
+
+
+def test_stall_selling_tray_goods_without_trays_is_not_accused(store: Store, market: int) -> None:
+    """Issue 14 cause 1: meat sold with tare 0 all day by a stall that never uses trays was a
+    medium finding per sale; now one info observation per scale and day, no accusation."""
+    day = [sale(i, ts_ms=T0 + i * 60_000, tare_mg=0) for i in range(1, 41)]
+    res = run(store, events("s-1", day[:20]))
+    run(store, events("s-1", day[20:]))
+    got = by_kind(store)
+    assert "tare-omission" not in got
+    assert [sev for sev, _ in got["untared-tray-goods"]] == ["info"]
+    assert len(res.new_findings) == 1  # deduplicated inside the batch too
+
+
+def test_tray_not_tared_found_on_the_first_untared_sale(store: Store, market: int) -> None:
+    """The fleet's tray cheat: trays tared (15-45 g), then sold with the tray; found on the
+    first untared sale, high once three follow one another."""
+    tared = [sale(i, ts_ms=T0 + i * 300_000, tare_mg=5_000 * (3 + i % 7)) for i in range(1, 13)]
+    run(store, events("s-1", tared))
+    run(store, events("s-1", [sale(13, ts_ms=T0 + 13 * 300_000, tare_mg=0)]))
+    ((sev, _),) = by_kind(store)["tare-omission"]
+    assert sev == "medium"
+    (f,) = [f for f in all_findings(store) if f["kind"] == "tare-omission"]
+    ev = json.loads(f["evidence"])
+    assert ev["habit"]["tared"] == 10 and ev["habit"]["basis"] == "plu" and ev["seq"] == 13
+    assert f["merchant_id"] == market
+    run(store, events("s-1", [sale(i, ts_ms=T0 + i * 300_000, tare_mg=0) for i in (14, 15)]))
+    assert sorted(sev for sev, _ in by_kind(store)["tare-omission"]) == ["high", "medium"]
+
+
+def test_first_counter_report_sets_the_baseline(store: Store, market: int) -> None:
+    """Issue 14 cause 4: the agent's first report (old=None) accused every new scale."""
+    def counter(seq: int, old: str | None, new: str) -> wire.CounterChangeEvent:
+        return wire.CounterChangeEvent(seq=seq, ts_ms=T0 + seq, name="cal_counter", old=old,
+                                       new=new)
+
+    run(store, events("s-1", [counter(1, None, "41"),
+                              wire.CounterChangeEvent(seq=2, ts_ms=T0 + 2, name="sw_id", old=None,
+                                                      new="V2.1")]))
+    assert all_findings(store) == []
+    # the agent restarted without its memory: the same value again is nothing ...
+    run(store, events("s-1", [counter(3, None, "41")]))
+    assert all_findings(store) == []
+    # ... a different one is a change the server saw (its last stored value was 41)
+    run(store, events("s-1", [counter(4, None, "42")]))
+    (f,) = all_findings(store)
+    assert f["kind"] == "calibration-change" and f["severity"] == "critical"
+    assert json.loads(f["evidence"])["server_last_value"] == "41"
+    # and in one batch: a first report, then a change against it
+    run(store, events("s-1", [wire.CounterChangeEvent(seq=5, ts_ms=T0 + 5, name="cfg_counter",
+                                                      old=None, new="7"),
+                              wire.CounterChangeEvent(seq=6, ts_ms=T0 + 6, name="cfg_counter",
+                                                      old=None, new="8")]))
+    assert [json.loads(f["evidence"])["name"] for f in all_findings(store)] == [
+        "cal_counter", "cfg_counter"]
+
+
+@pytest.mark.parametrize(("amount_fen", "why"), [
+    (3_460, "to the jiao, half up"), (3_450, "to the jiao, down"), (3_457, "to the fen"),
+    (3_400, "below: in the consumer's favour")])
+def test_lawful_rounding_of_the_amount_is_not_a_finding(store: Store, market: int,
+                                                        amount_fen: int, why: str) -> None:
+    """Issue 14 cause 5: 1.235 kg x 28.00 = 34.58 yuan; a scale rounding another lawful way."""
+    run(store, events("s-1", [sale(1, net_mg=1_235_000, settled_mg=1_235_000,
+                                   peak_mg=1_235_000, amount_fen=amount_fen)]))
+    assert all_findings(store) == [], why
+
+
+def test_amount_above_every_lawful_rounding_is_a_finding(store: Store, market: int) -> None:
+    run(store, events("s-1", [sale(1, net_mg=1_235_000, settled_mg=1_235_000,
+                                   peak_mg=1_235_000, amount_fen=3_461)]))
+    (f,) = all_findings(store)
+    ev = json.loads(f["evidence"])
+    assert f["kind"] == "amount-mismatch" and ev["max_lawful_amount_fen"] == 3_460
+    assert ev["overcharge_fen"] == 1 and ev["expected_amount_fen"] == 3_458
+
+
 @pytest.mark.parametrize("reweigh_first", [False, True])
 def test_fair_scale_reweigh_linked_to_its_sale(store: Store, market: int,
                                                reweigh_first: bool) -> None:

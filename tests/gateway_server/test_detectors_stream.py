@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway_server.detectors.stream import (
     RegisteredPrice,
     ScaleCtx,
@@ -9,6 +14,15 @@ from gateway_server.detectors.stream import (
     check_idle_scales,
     check_sale,
     check_zero,
+    market_day,
+    tare_habit,
+)
+from weighing.units import (
+    LAWFUL_AMOUNT_ROUNDINGS,
+    AmountRounding,
+    amount_fen,
+    max_lawful_amount_fen,
+    rounded_amount_fen,
 )
 
 SC = ScaleCtx("s-1", "m1", e_mg=5_000, max_mg=15_000_000)  # 15 kg / 5 g, class III
@@ -58,13 +72,131 @@ def test_price_decimal_trick_and_mismatch_and_amount() -> None:
     assert kinds(f) == ["amount-mismatch"] and f[0].evidence["expected_amount_fen"] == 1_250
 
 
-def test_tray_omission_only_for_tray_goods() -> None:
-    meat = RegisteredPrice("301", 2_800, "meat")
-    f = check_sale(sale(plu="301", unit_price_fen_per_kg=2_800, amount_fen=3_500), SC,
-                   price=meat)
-    assert kinds(f) == ["tare-omission"]
-    assert check_sale(sale(plu="301", unit_price_fen_per_kg=2_800, amount_fen=3_500,
-                           tare_mg=20_000), SC, price=meat) == []
+MEAT = RegisteredPrice("301", 2_800, "meat")
+RIBS = RegisteredPrice("302", 4_000, "meat")
+
+
+def tray_sale(seq: int, tare_mg: int, plu: str = "301", **kw: object) -> dict[str, object]:
+    unit = 2_800 if plu == "301" else 4_000
+    return sale(seq=seq, ts_ms=T + seq * 60_000, plu=plu, tare_mg=tare_mg,
+                unit_price_fen_per_kg=unit, amount_fen=amount_fen(1_250_000, unit)) | kw
+
+
+def judge(history: list[dict[str, object]], **kw: object) -> list:  # type: ignore[type-arg]
+    """check_sale on the last of ``history`` with the habit its earlier sales show."""
+    last = history[-1]
+    price = MEAT if last["plu"] == "301" else RIBS
+    return check_sale(last, SC, price=price, habit=tare_habit(history), **kw)
+
+
+def test_untared_tray_goods_without_evidence_of_a_tray_is_an_observation() -> None:
+    # no history at all (the old rule accused this sale): one info observation a day
+    (f,) = check_sale(tray_sale(1, 0), SC, price=MEAT)
+    assert f.kind == "untared-tray-goods" and f.severity == "info"
+    assert f.dedup_key == f"untared-tray-goods:s-1:{market_day(T + 60_000)}"
+    # a stall that never tares (sells without trays): every sale the same day-key
+    never = [tray_sale(i, 0) for i in range(1, 40)]
+    fs = [judge(never[:i]) for i in range(1, 40)]
+    assert {f.kind for x in fs for f in x} == {"untared-tray-goods"}
+    assert len({f.dedup_key for x in fs for f in x}) == 1
+    # tared: nothing; goods not sold in trays: nothing
+    assert check_sale(tray_sale(1, 20_000), SC, price=MEAT) == []
+    assert check_sale(tray_sale(1, 0), SC, price=RegisteredPrice("301", 2_800, "vegetables")) \
+        == []
+
+
+def test_tare_omission_needs_the_merchants_own_taring_habit() -> None:
+    tared = [tray_sale(i, 25_000 + 5_000 * (i % 3)) for i in range(1, 11)]
+    (f,) = judge([*tared, tray_sale(11, 0)])
+    assert f.kind == "tare-omission" and f.severity == "medium"
+    ev = f.evidence
+    assert ev["habit"] == {"basis": "plu", "window": 10, "tared": 10, "typical_tare_mg": 30_000,
+                           "breaks": 1}
+    assert ev["tray_estimate_mg"] == 30_000 and ev["overcharge_estimate_fen"] == 84  # 30 g
+    assert f.dedup_key == f"tare-omission:s-1:{market_day(T + 11 * 60_000)}"
+    # three untared sales in a row against the habit: high, its own key
+    fs = judge([*tared, tray_sale(11, 0), tray_sale(12, 0), tray_sale(13, 0)])
+    assert [(f.kind, f.severity) for f in fs] == [("tare-omission", "medium"),
+                                                  ("tare-omission", "high")]
+    assert fs[1].dedup_key.endswith(":persistent") and fs[1].evidence["habit"]["breaks"] == 3
+
+
+def test_a_plu_the_merchant_never_tares_is_not_accused() -> None:
+    # pork in trays (tared), ribs sold in a bag (never tared): the ribs say nothing
+    mixed = [tray_sale(i, 30_000) if i % 2 else tray_sale(i, 0, plu="302") for i in range(1, 21)]
+    assert kinds(judge(mixed)) == ["untared-tray-goods"]
+    # a forgotten tare on the pork after ribs: one break, not three
+    (f,) = judge([*mixed, tray_sale(21, 0, plu="302"), tray_sale(22, 0)])
+    assert f.severity == "medium" and f.evidence["habit"]["breaks"] == 1
+
+
+def test_a_new_plu_is_judged_by_the_merchants_tray_habit() -> None:
+    tared = [tray_sale(i, 30_000) for i in range(1, 6)]
+    (f,) = judge([*tared, tray_sale(6, 0, plu="302")])  # first ribs ever, untared
+    assert f.kind == "tare-omission" and f.evidence["habit"]["basis"] == "merchant"
+    assert kinds(judge([tray_sale(1, 30_000), tray_sale(2, 0)])) == ["untared-tray-goods"]
+
+
+def test_yesterdays_habit_is_not_todays_evidence() -> None:
+    # an unregistered shared scale: yesterday's merchant tared, today's sells without trays
+    day = 86_400_000
+    yesterday = [tray_sale(i, 30_000) | {"ts_ms": T + i * 60_000 - day} for i in range(1, 11)]
+    assert kinds(judge([*yesterday, tray_sale(11, 0)])) == ["untared-tray-goods"]
+
+
+def test_a_weak_habit_or_an_implausible_weight_is_an_observation() -> None:
+    half = [tray_sale(i, 30_000 if i % 2 else 0) for i in range(1, 11)]  # tares half the time
+    assert kinds(judge([*half, tray_sale(11, 0)])) == ["untared-tray-goods"]
+    tared = [tray_sale(i, 30_000) for i in range(1, 11)]
+    # 120 g on the pan: less than 20 e of goods once a 30 g tray is taken off
+    assert kinds(judge([*tared, tray_sale(11, 0, net_mg=120_000, settled_mg=120_000,
+                                          peak_mg=120_000, amount_fen=34)])) == [
+        "untared-tray-goods"]
+
+
+def test_fleet_tray_cheat_is_found_on_its_first_untared_sale() -> None:
+    # simulators/fleet.py "tray-not-tared": every tray sale tared (15-45 g trays), then none
+    rng = random.Random(5)
+    for _ in range(200):
+        before = [tray_sale(i, rng.randint(3, 9) * 5_000, plu=rng.choice(("301", "302")))
+                  for i in range(1, rng.randint(4, 30))]
+        first = tray_sale(len(before) + 1, 0, plu=rng.choice(("301", "302")))
+        assert kinds(judge([*before, first])) == ["tare-omission"]
+
+
+def test_time_shift_changes_nothing_but_the_day() -> None:
+    tared = [tray_sale(i, 30_000) for i in range(1, 11)]
+    fs = judge([*tared, tray_sale(11, 0)])
+    shifted = [r | {"ts_ms": int(r["ts_ms"]) + 86_400_000} for r in [*tared, tray_sale(11, 0)]]
+    gs = judge(shifted)
+    assert [(f.kind, f.severity, dict(f.evidence)) for f in fs] == [
+        (g.kind, g.severity, dict(g.evidence)) for g in gs]
+
+
+@given(st.integers(100_000, 15_000_000), st.integers(1, 50_000),
+       st.sampled_from(LAWFUL_AMOUNT_ROUNDINGS), st.sampled_from([5_000, 2_000, 10_000]))
+def test_any_lawful_rounding_passes_and_an_overcharge_does_not(
+        net_mg: int, price: int, rounding: AmountRounding, e_mg: int) -> None:
+    sc = ScaleCtx("s-1", "m1", e_mg=e_mg, max_mg=30_000_000)
+    net = net_mg // e_mg * e_mg
+    s = sale(net_mg=net, settled_mg=net, peak_mg=net, unit_price_fen_per_kg=price)
+    lawful = rounded_amount_fen(net, price, rounding)
+    assert "amount-mismatch" not in kinds(check_sale(s | {"amount_fen": lawful}, sc))
+    # below every rounding: in the consumer's favour
+    assert "amount-mismatch" not in kinds(check_sale(s | {"amount_fen": max(0, lawful - 7)}, sc))
+    most = max_lawful_amount_fen(net, price, e_mg=e_mg)
+    (f,) = [f for f in check_sale(s | {"amount_fen": most + 1}, sc)
+            if f.kind == "amount-mismatch"]
+    assert f.evidence["overcharge_fen"] == 1 and f.evidence["max_lawful_amount_fen"] == most
+
+
+def test_amount_rounded_to_the_jiao_or_down_is_lawful() -> None:
+    # 1.25 kg x 12.36 = 15.45 yuan: 15.50 (jiao, half up) and 15.40 (jiao, down) are lawful
+    s = sale(unit_price_fen_per_kg=1_236)
+    for amount in (1_545, 1_550, 1_540, 1_500):
+        assert check_sale(s | {"amount_fen": amount}, SC) == []
+    (f,) = check_sale(s | {"amount_fen": 1_551}, SC)
+    assert f.kind == "amount-mismatch" and f.evidence["max_lawful_amount_fen"] == 1_550
 
 
 def test_art3_scale_too_coarse_for_dear_goods() -> None:
@@ -93,6 +225,20 @@ def test_counter_change_needs_a_registered_repair() -> None:
     assert check_counter(ev, SC, repair_times_ms=[T - 3_600_000]) == []
     assert kinds(check_counter(ev, SC, repair_times_ms=[T - 3 * 86_400_000])) == [
         "calibration-change"]
+
+
+def test_first_counter_report_is_the_baseline() -> None:
+    # the agent's first report of a counter (edge_agent: old=None) accuses nobody
+    first = {"ts_ms": T, "seq": 9, "name": "cal_counter", "old": None, "new": "42"}
+    assert check_counter(first, SC, repair_times_ms=[]) == []
+    # an agent that lost its memory reports old=None again: the server's last value decides
+    assert check_counter(first, SC, repair_times_ms=[], last_known="42") == []
+    (f,) = check_counter(first, SC, repair_times_ms=[], last_known="41")
+    assert f.severity == "critical" and f.evidence["server_last_value"] == "41"
+    assert check_counter(first, SC, repair_times_ms=[T - 60_000], last_known="41") == []
+    # the agent's own old value is a known baseline whatever the server stored
+    changed = first | {"old": "41"}
+    assert kinds(check_counter(changed, SC, repair_times_ms=[])) == ["calibration-change"]
 
 
 def test_idle_scale_judged_against_its_own_share() -> None:

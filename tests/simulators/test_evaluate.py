@@ -114,3 +114,46 @@ def test_grace_and_markdown(tmp_path) -> None:  # type: ignore[no-untyped-def]
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Detection\n\nother section\n\n<!-- fleet-eval:start -->\nsecond\n")
     assert text.count("fleet-eval:start") == 1 and "first" not in text
+
+
+def _item(device: str | None, *kinds: str, grounds: tuple[str, ...] = ("evidence",),
+          merchant_id: int | None = None) -> dict:
+    return {"device": device, "merchant_id": merchant_id, "in_queue": True,
+            "grounds": list(grounds), "evidence": 5.0,
+            "reasons": [{"kind": k, "counted": True} for k in kinds]
+            + [{"kind": "impact", "counted": False}]}
+
+
+QUEUE = [
+    _item("s-imp1", "impact"),  # a cheat in the queue
+    _item("s-h2", "amount-mismatch"),  # an honest merchant: a false alarm
+    _item("s-h4", "verification-overdue", grounds=("verification-overdue",)),  # legal reason
+    _item("s-x", "price-decimal-trick", merchant_id=44),  # a scale not in the truth: M4
+]
+
+
+def test_honest_merchants_in_the_queue_are_the_false_alarms() -> None:
+    res = score(_truth(), FINDINGS, {44: "M4"}, queue=QUEUE)
+    q = res["queue"]
+    assert (q["honest_merchants"], q["in_queue"], q["share"]) == (4, 2, 0.5)
+    assert q["by_grounds"] == {"evidence": 1, "verification-overdue": 1}
+    assert q["by_kind"] == {"amount-mismatch": 1}  # what counted, not the observations
+    assert q["merchants"] == {"H2": ["amount-mismatch"], "H4": ["verification-overdue"]}
+    assert abs(q["month_share_estimate"] - (1 - 0.5 ** 30)) < 1e-12
+    assert q["devices"] == ["s-h2", "s-h4", "s-imp1"] and q["items"] == 4
+    assert res["types"]["impact"]["in_queue"] == 1  # s-imp1 of the two impact cases
+    assert res["types"]["remote-gain"]["in_queue"] == 0  # its merchant, not its scale
+    # the observation figure is unchanged: H1's impact is an observation, not in the queue
+    assert res["false_flags"]["flagged"] == 1
+    md = to_markdown(res)
+    assert ("**False alarms — honest merchants in the inspection queue** at the end of the "
+            "run: 2 of 4 (50.0 %)") in md
+    assert "**Honest merchants with any observation**" in md and "1 of 4 (25.0 %" in md
+    assert "| impact ◆ | 2 | 2 | 100.0 % | 50.0 % |" in md and "| 1/2 |" in md
+
+
+def test_without_the_queue_the_false_alarms_are_not_measured() -> None:
+    res = score(_truth(), FINDINGS, {44: "M4"})
+    assert res["queue"] is None and res["types"]["impact"]["in_queue"] is None
+    md = to_markdown(res)
+    assert "inspection queue**: not measured" in md and "| impact ◆ |" in md
