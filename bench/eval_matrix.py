@@ -125,7 +125,7 @@ def _queued_kinds(item: dict[str, Any]) -> list[str]:
     return counted or [r["kind"] for r in reasons if r.get("weight", 1)] or ["(none)"]
 
 
-def summarise(row: str, out: Path) -> dict[str, Any]:
+def summarise(row: str, out: Path, *, code: str = "") -> dict[str, Any]:
     """A finished run's row of the matrix (from the files the run wrote)."""
     truth = json.loads((out / "truth.json").read_text(encoding="utf-8"))
     saved = json.loads((out / "findings.json").read_text(encoding="utf-8"))
@@ -169,7 +169,19 @@ def summarise(row: str, out: Path) -> dict[str, Any]:
             "exposed": len(exposed), "flagged": tally(flagged),
             "queued": None if queued is None else tally(queued), "cheats": cheats,
             "wall_s": round(run["wall_s"] + run.get("registration_s", 0)),
-            "date": run.get("date")}
+            "date": run.get("date"), "code": code}
+
+
+def _code_version() -> str:
+    """The commit the gateway ran, and whether its rules had uncommitted changes."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=benchlib.ROOT, capture_output=True,
+                              text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "gateway_server", "weighing")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted rule changes" if dirty else "")
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -287,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                                              encoding="utf-8")
             print(f"== {row}: {cfg.fleet.markets} markets, seed {args.seed}, honest "
                   f"{cfg.honest.enabled() or 'none'}", flush=True)
+            code = _code_version()
             run_on_local_stack(build_world(cfg), out, config=str(out / "config.json"),
                                command=f"python bench/eval_matrix.py --rows {row} "
                                        f"--seed {args.seed}")
-            summary = summarise(row, out)
+            summary = summarise(row, out, code=code)
             (out / "row.json").write_text(json.dumps(summary, indent=1) + "\n",
                                           encoding="utf-8")
             if not args.no_docs:

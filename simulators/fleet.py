@@ -52,6 +52,7 @@ from typing import Any
 import msgspec
 
 from simulators import fleet_honest as hon
+from simulators import fleet_honest_world as honest_world
 from simulators import goods as gd
 from simulators.fleet_config import CHEATS, FAULTS, Merchant, ScaleSpec, Scenario, World
 from weighing import wire
@@ -308,7 +309,7 @@ class Simulation:
                                   fraction=f)
 
     def _merchant(self, st: _Scale, t: int) -> Merchant:
-        code = hon.merchant_at(self.world, self.honest, st.spec.device, t)
+        code = honest_world.merchant_at(self.world, self.honest, st.spec.device, t)
         return self.world.merchants[code or ""]
 
     def _price(self, merchant: Merchant, plu: str, t: int) -> int:

@@ -18,7 +18,8 @@ Scenario kinds (domain.md §4): cheats ``remote-gain``, ``chip-gain``, ``chip-ad
 conditions ``outage`` and ``clock-skew`` that must *not* raise findings. One scenario per
 scale. Honest behaviours of real markets (no tray, bags, preset tare, fair scales of other
 classes, amount rounding, …) are the ``[honest]`` section (``simulators.fleet_honest``):
-shares of units, assigned after the scenarios and independent of them.
+shares of units, assigned after the scenarios and independent of them
+(``simulators.fleet_honest_world``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway_server.uscc import CODE_SET, check_char
 from simulators import goods as gd
-from simulators.fleet_honest import HonestSection, HonestWorld
+from simulators.fleet_honest import HonestSection
+from simulators.fleet_honest_world import HonestWorld
 from weighing.errors import GatewayError
 
 CHEATS = ("remote-gain", "chip-gain", "chip-additive", "recalibration", "preset-base",
@@ -322,7 +324,7 @@ def build_world(cfg: FleetConfig) -> World:
                 idx += 1
     world = World(cfg, markets, merchants, scales, fair, {})
     _assign_scenarios(world, rng)
-    from simulators.fleet_honest import assign
+    from simulators.fleet_honest_world import assign
 
     world.honest = assign(world)  # own generators: the scenarios above do not depend on it
     return world

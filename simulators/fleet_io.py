@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.broker import free_port
-from simulators import fleet_honest as hon
+from simulators import fleet_honest_world as honest_world
 from simulators import goods as gd
 from simulators.fleet import Simulation
 from simulators.fleet_config import World
@@ -187,7 +187,7 @@ class GatewayClient:
 
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(post, jobs))
-        for dev, code, at in hon.bindings(world, world.honest):  # registered shifts
+        for dev, code, at in honest_world.bindings(world, world.honest):  # registered shifts
             r = self.http.post(f"/api/v1/registry/scales/{dev}/bindings",
                                json={"merchant_id": ids[code], "at_ms": at})
             r.raise_for_status()

@@ -11,6 +11,7 @@ import pytest
 
 from gateway_server.uscc import is_valid
 from simulators import fleet_honest as honest
+from simulators import fleet_honest_world as honest_world
 from simulators import fleet_io
 from simulators import goods as gd
 from simulators.fleet import Simulation
@@ -375,7 +376,7 @@ def test_shared_scale_changes_merchant_at_the_handover() -> None:
             if s.plu:
                 assert s.plu in (afternoon.prices if s.ts_ms >= hand else owner.prices)
     assert fleet_io.scaleless_merchants(world) == sorted(s["afternoon"] for s in shared.values())
-    assert [b[:2] for b in honest.bindings(world, world.honest)] == sorted(
+    assert [b[:2] for b in honest_world.bindings(world, world.honest)] == sorted(
         (d, s["afternoon"]) for d, s in shared.items())
 
 
