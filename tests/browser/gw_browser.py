@@ -133,6 +133,9 @@ def seed(gw: Gateway) -> None:
         *[wire.ZeroCheckEvent(seq=gw.next_seq("s-1"), ts_ms=now - k * h, mean_mg=mean,
                               spread_mg=200, n=40, duration_ms=8_000)
           for k, mean in ((4, 1_800), (3, 2_600), (2, 3_400), (1, 4_100))],
+        # the calibration counter moved, no repair registered: conclusive (the queue)
+        wire.CounterChangeEvent(seq=gw.next_seq("s-1"), ts_ms=now - h + 60_000, name="cal",
+                                old="41", new="42"),
     ])
     gw.send("s-2", "m1", [
         gw.sale("s-2", ts_ms=t0 + 900_000, net_mg=1_200_000, price_fen=400, plu="2001",

@@ -30,13 +30,20 @@ def test_login_queue_scale_inspection_and_public_yellow_card(
     expect(page.locator("#nav")).to_contain_text("检查队列")
 
     page.click("#nav a[href='#/queue']")
-    first = page.locator("#queue tbody tr").first
-    expect(first).to_contain_text("s-1")
+    # s-1: a broken seal (in), its impact an observation beside it; s-3's zero offset alone
+    # is an observation (not in the queue)
+    expect(page.locator("#threshold")).to_contain_text("1/10,000")
+    first = page.locator("#queue tbody tr", has_text="s-1")
+    expect(first).to_contain_text("计量参数变更")
     expect(first).to_contain_text("冲击法")
+    expect(first).to_contain_text("观察，不计入")
+    expect(first).to_contain_text("诚实秤概率 1 : ")
     expect(first).to_contain_text("0.100 · 2.500 · 10.000 · 15.000")  # test loads, kg
+    expect(page.locator("#queue")).not_to_contain_text("s-3")
 
     first.locator("a[href='#/scale/s-1']").click()
     expect(page.locator("h1")).to_contain_text("计量秤 s-1")
+    expect(page.locator("#risk")).to_contain_text("在检查队列中")
     expect(page.locator(".view-scale svg.chart polygon.envelope")).to_have_count(1)
     expect(page.locator("#sales-total")).to_have_text("4")
     # a new sale arrives through the ingest pipeline → the SSE stream → the open page

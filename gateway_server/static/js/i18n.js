@@ -89,3 +89,16 @@ export const verdictText = (k) => pick(VERDICT, k);
 export const categoryText = (k) => pick(CATEGORY, k);
 export const methodText = (k) => pick(METHOD, k);
 export const CATEGORIES = Object.keys(CATEGORY);
+
+/** A finding's title ("中文 English") in the page's language: the text before the first
+ * English word, or from it on. */
+export function titleText(title) {
+  if (!title) return "";
+  const m = /\s[A-Z][a-z]/.exec(title);
+  if (!m) return title;
+  return lang() === "en" ? title.slice(m.index + 1).trim() : title.slice(0, m.index).trim();
+}
+
+/** A finding kind in words; a kind without a label shows its finding's title, never its
+ * raw name (unless there is no title either). */
+export const kindLabel = (k, title) => (KIND[k] ? pick(KIND, k) : titleText(title) || k);

@@ -3,7 +3,8 @@
 import { api } from "../api.js";
 import { badge, card, h, kv, link, table } from "../dom.js";
 import { fracKg, kg, parseKg } from "../format.js";
-import { L, listText, statusText, verdictText } from "../i18n.js";
+import { L, kindLabel, listText, statusText, verdictText } from "../i18n.js";
+import { evidenceText, groundsText } from "./risk.js";
 
 export async function render(root, [device, taskArg]) {
   const [sc, queue, tasks] = await Promise.all([
@@ -18,7 +19,11 @@ export async function render(root, [device, taskArg]) {
   root.appendChild(h("p", { class: "muted" }, `Max ${kg(sc.max_mg)} kg · e = ${kg(sc.e_mg)} kg · ${sc.accuracy_class || "III"} · `,
     L("按使用中检查的最大允许误差（JJG 539，检定 MPE 的 2 倍）判定。", "Judged against the in-service MPE (JJG 539: twice the verification MPE).")));
   if (q) {
-    root.appendChild(h("p", {}, L("检查原因：", "Why: "), q.reasons.map((r) => r.title + (r.count > 1 ? " ×" + r.count : "")).join("；")));
+    const counted = q.reasons.filter((r) => r.counted);
+    root.appendChild(h("p", { id: "why" }, L("检查原因：", "Why: "),
+      (q.grounds || []).map(groundsText).join(L("；", "; ")),
+      q.evidence > 0 ? " · " + evidenceText(q.evidence) : "", counted.length ? " · " : "",
+      counted.map((r) => kindLabel(r.kind, r.title) + (r.count > 1 ? " ×" + r.count : "")).join(L("；", "; "))));
   }
 
   const rows = h("tbody");

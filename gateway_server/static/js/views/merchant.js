@@ -4,6 +4,7 @@ import { api, blobUrl } from "../api.js";
 import { badge, card, h, kv, link, table } from "../dom.js";
 import { date, dateTime, kg, yuan } from "../format.js";
 import { L, categoryText, listText, methodText, statusText, verdictText } from "../i18n.js";
+import { merchantRiskCard, riskModel } from "./risk.js";
 import { findingsTable, inspectionsTable } from "./scale.js";
 
 const STATUS_CLS = { normal: "ok", yellow: "card-yellow", red: "card-red", suspended: "card-red", delisted: "grey" };
@@ -60,6 +61,8 @@ export async function render(root, [id]) {
     { label: L("检定有效期至", "Verified until"), value: (s) => h("span", {}, date(s.due_on_ms), s.overdue ? [" ", badge(L("已过期", "overdue"), "sev-high")] : "") },
     { label: L("状态", "State"), value: (s) => s.state },
   ], scales, { empty: L("未绑定计量秤", "No scale bound"), id: "merchant-scales" })));
+  const [risk, model] = await Promise.all([api(`/risk/merchants/${m.id}`), riskModel()]);
+  root.appendChild(merchantRiskCard(risk, model));
   root.appendChild(card(L("问题", "Findings"), findingsTable(findings, "merchant-findings")));
   root.appendChild(card(L("消费投诉", "Complaints"), table([
     { label: L("时间", "Time"), value: (c) => dateTime(c.ts_ms) },

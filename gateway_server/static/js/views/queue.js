@@ -1,33 +1,40 @@
-// The risk-ranked inspection queue: risk, reasons, the test loads to use; open tasks.
+// The inspection queue: only scales whose evidence crosses the threshold (an honest scale
+// has such a day with probability ≤ 1/10,000), then those overdue for verification (a
+// legal reason); each with its evidence and what it means, the kinds that counted and the
+// observations beside them, the test loads to use; open tasks.
 import { api } from "../api.js";
-import { badge, card, h, link, table } from "../dom.js";
+import { card, h, link, table } from "../dom.js";
 import { date, dateTime, kg } from "../format.js";
-import { L, kindText, severityText } from "../i18n.js";
+import { L } from "../i18n.js";
+import { evidenceText, groundsText, reasonItem, riskModel, thresholdText } from "./risk.js";
 
 export async function render(root) {
-  const [queue, tasks, merchants] = await Promise.all([
+  const [queue, tasks, merchants, model] = await Promise.all([
     api("/inspection-queue", { params: { limit: 100 } }), api("/inspection-tasks"),
-    api("/merchants", { params: { limit: 1000 } }),
+    api("/merchants", { params: { limit: 1000 } }), riskModel(),
   ]);
   const names = Object.fromEntries(merchants.items.map((m) => [m.id, m.name]));
   const maxRisk = Math.max(1, ...queue.map((q) => q.risk));
   const merchantCell = (id) => (id !== null && id !== undefined ? link(names[id] || "#" + id, "merchant", id) : "—");
-  root.appendChild(h("h1", {}, L("检查队列（按风险排序）", "Inspection queue (ranked by risk)")));
-  root.appendChild(h("p", { class: "muted" }, L(
-    "风险分来自待处理问题（按严重程度加权、随时间衰减）与检定过期；试验载荷按 JJG 539 选在最小秤量、500e、2000e 和最大秤量附近。",
-    "Risk adds up open findings (weighted by severity, decaying with age) and overdue verification; test loads follow JJG 539: near Min, 500 e, 2,000 e and Max.")));
+  root.appendChild(h("h1", {}, L("检查队列（按证据排序）", "Inspection queue (ranked by evidence)")));
+  root.append(h("p", { class: "muted" }, L(
+    "只有证据达到门槛的计量秤进入队列（证据越强越靠前），其后是检定过期的计量秤（法定理由）。证据 E 表示诚实秤一天内出现同样强的证据的概率为 1 : 10^E。未达门槛的问题作为观察记录显示在计量秤和商户页面。试验载荷按 JJG 539 选在最小秤量、500e、2000e 和最大秤量附近。",
+    "Only scales whose evidence crosses the threshold enter the queue (strongest first), then scales overdue for verification (a legal reason). Evidence E means an honest scale has a day this strong with odds 1 : 10^E. What stays below the threshold is an observation, shown on the scale and merchant pages. Test loads follow JJG 539: near Min, 500 e, 2,000 e and Max.")),
+    h("p", { class: "muted small", id: "threshold" }, thresholdText(model)));
   const msg = h("p", { class: "ok-msg", role: "status" });
   root.appendChild(card(null, table([
     { label: "#", cls: "num", value: (q) => String(queue.indexOf(q) + 1) },
-    { label: L("风险", "Risk"), cls: "risk", value: (q) => h("span", { class: "riskbar" },
-      h("span", { class: "track" }, h("span", { class: "fill", "data-w": Math.round((100 * q.risk) / maxRisk) })),
-      h("b", {}, String(q.risk))) },
+    { label: L("证据", "Evidence"), cls: "risk", value: (q) => (q.evidence > 0 ? h("span", {},
+      h("span", { class: "riskbar" },
+        h("span", { class: "track" }, h("span", { class: "fill", "data-w": Math.round((100 * q.risk) / maxRisk) })),
+        h("b", {}, q.evidence.toFixed(1))),
+      h("div", { class: "muted small" }, evidenceText(q.evidence).split(" · ")[1]),
+      q.day_ms ? h("div", { class: "muted small" }, date(q.day_ms)) : null) : "—") },
+    { label: L("理由", "Grounds"), value: (q) => (q.grounds || []).map(groundsText).join(L("；", "; ")) },
     { label: L("计量秤", "Scale"), value: (q) => link(q.device, "scale", q.device) },
     { label: L("商户", "Merchant"), value: (q) => merchantCell(q.merchant_id) },
-    { label: L("原因", "Reasons"), value: (q) => h("ul", { class: "reasons" }, q.reasons.map((r) => h("li", {},
-      badge(severityText(r.severity), "sev-" + r.severity), " ",
-      r.finding_ids.length ? link(kindText(r.kind), "finding", r.finding_ids[0]) : kindText(r.kind),
-      r.count > 1 ? " ×" + r.count : "", r.due_on_ms ? " (" + date(r.due_on_ms) + ")" : ""))) },
+    { label: L("问题（计入的加粗，其余为观察）", "Findings (counted in bold, the rest observations)"),
+      value: (q) => h("ul", { class: "reasons" }, q.reasons.map((r) => reasonItem(r))) },
     { label: L("试验载荷 (kg)", "Test loads (kg)"), value: (q) => q.test_loads_mg.map((m) => kg(m)).join(" · ") || "—" },
     { label: "", value: (q) => h("span", { class: "actions" },
       h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(q.device) }, L("检查", "Inspect")),
@@ -48,7 +55,7 @@ export async function render(root) {
       { label: L("创建", "Created"), value: (t) => dateTime(t.created_ms) },
       { label: L("计量秤", "Scale"), value: (t) => link(t.device, "scale", t.device) },
       { label: L("商户", "Merchant"), value: (t) => merchantCell(t.merchant_id) },
-      { label: L("风险", "Risk"), cls: "num", value: (t) => String(t.risk) },
+      { label: L("证据", "Evidence"), cls: "num", value: (t) => (t.risk ? (t.risk / 10).toFixed(1) : "—") },
       { label: L("原因", "Reason"), value: (t) => t.reason },
       { label: "", value: (t) => h("a", { class: "button", href: `#/inspect/${encodeURIComponent(t.device)}/${t.id}` }, L("执行", "Do it")) },
     ], list, { empty: L("暂无任务", "No open tasks"), id: "tasks" }));

@@ -6,7 +6,8 @@ import { api } from "../api.js";
 import { envelopePlot, timePlot } from "../charts.js";
 import { badge, card, h, kv, link, stat, table } from "../dom.js";
 import { date, dateTime, fracKg, fracNumber, kg, yuan } from "../format.js";
-import { L, findingStatusText, kindText, severityText, verdictText } from "../i18n.js";
+import { L, findingStatusText, kindLabel, kindText, severityText, verdictText } from "../i18n.js";
+import { riskCard, riskModel } from "./risk.js";
 
 const ENVELOPE_POINTS = 48;
 
@@ -51,7 +52,7 @@ export function salesTable(items, id = "sales") {
 export function findingsTable(items, id = "findings") {
   return table([
     { label: L("时间", "Time"), value: (f) => dateTime(f.ts_ms) },
-    { label: L("类型", "Kind"), value: (f) => link(kindText(f.kind), "finding", f.id) },
+    { label: L("类型", "Kind"), value: (f) => link(kindLabel(f.kind, f.title), "finding", f.id) },
     { label: L("级别", "Severity"), value: (f) => badge(severityText(f.severity), "sev-" + f.severity) },
     { label: L("状态", "Status"), value: (f) => badge(findingStatusText(f.status), "st-" + f.status) },
     { label: L("计量秤", "Scale"), value: (f) => (f.device ? link(f.device, "scale", f.device) : "—") },
@@ -95,6 +96,8 @@ export async function render(root, [device], ctx) {
   ]);
   const sc = all.find((s) => s.device === device) || regScale;
   if (!sc) throw new Error(L("没有此计量秤：", "No such scale: ") + device);
+  const [risk, model] = await Promise.all([
+    optional(api("/risk/scales/" + encodeURIComponent(device))), riskModel()]);
   const merchantId = regScale ? regScale.merchant_id : null;
   const merchant = merchantId !== null ? await optional(api("/merchants/" + merchantId)) : null;
   const maxMg = sc.max_mg, eMg = sc.e_mg, cls = sc.accuracy_class || "III";
@@ -121,6 +124,8 @@ export async function render(root, [device], ctx) {
       { cls: openF.some((f) => f.severity !== "info") ? "alert" : "ok" }),
     stat(L("检定有效期至", "Verified until"), regScale && regScale.due_on_ms ? date(regScale.due_on_ms) : "—",
       { cls: regScale && regScale.overdue ? "alert" : "", sub: regScale && regScale.overdue ? L("已过期", "overdue") : regScale?.cert_no || "" })));
+
+  if (risk) root.appendChild(riskCard(risk, model));
 
   const byKind = {};
   for (const f of findings) (byKind[f.kind] ||= { open: 0, all: 0 }).all += 1;
