@@ -202,12 +202,13 @@ class RiskModel:
         return k if k is not None and k.p_day < self.observation_p else None
 
     def p_day(self, score: float) -> float:
-        """Upper bound of P(an honest scale's day scores ≥ ``score``)."""
+        """Upper bound of P(an honest scale's day scores ≥ ``score``); never 0 (beyond the
+        strongest score the table can produce: that score's, so evidence stays finite)."""
         if score <= _EPS:
             return 1.0
         scores, tails = _tail(self)
         i = bisect.bisect_left(scores, score - _EPS)
-        return tails[i] if i < len(tails) else 0.0
+        return tails[min(i, len(tails) - 1)]
 
     def honest_entry_p_day(self) -> float:
         """P(an honest scale enters the queue on a given day): the bound at the weakest
