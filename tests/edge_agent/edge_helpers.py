@@ -1,21 +1,20 @@
 """Helpers for the edge agent's reliability tests: a persistent-session subscriber that
-records every event as it arrives, config files, ptys fed by hand, signed commands."""
+records every event as it arrives, an agent's outbox read from outside, config files,
+signed commands; the pty scales of ``pty_scales`` (fed by hand, or gated)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
-import tty
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from pty_scales import GatedScale, PtyScale  # noqa: F401 - re-exported
 
-from device_profiles.codecs import Codec, WeightFrame
 from weighing import wire
 from weighing.signing import sign_command
 
@@ -30,14 +29,17 @@ class Collector:
     server that deduplicates on (device, seq) would store.
     """
 
-    def __init__(self, port: int, *, client_id: str = "test-collector",
-                 topics: Iterable[str] = ("scales/v1/+/+/events", "scales/v1/+/+/state")) -> None:
+    def __init__(self, port: int, *, client_id: str | None = None,
+                 topics: Iterable[str] = ("scales/v1/+/+/events", "scales/v1/+/+/state",
+                                          "scales/v1/+/+/birth")) -> None:
         self.arrivals: list[tuple[str, wire.Event]] = []
         self.states: list[tuple[str, str]] = []
+        self.births: list[tuple[str, str]] = []  # (device, boot_id): one per agent connect
         self._lock = threading.Lock()
         self._topics = list(topics)
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id=client_id, clean_session=False)
+                                  client_id=client_id or f"test-collector-{secrets.token_hex(4)}",
+                                  clean_session=False)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -55,6 +57,8 @@ class Collector:
                 self.arrivals += [(parts.device, e) for e in payload.events]
             elif isinstance(payload, wire.State):
                 self.states.append((parts.device, payload.state.value))
+            elif isinstance(payload, wire.Birth):
+                self.births.append((parts.device, payload.boot_id))
 
     def close(self) -> None:
         self.client.disconnect()  # first: it wakes the network loop, loop_stop is then quick
@@ -81,6 +85,11 @@ class Collector:
 
     def faults(self, device: str, code: str) -> list[wire.FaultEvent]:
         return [e for e in self.events(device, wire.FaultEvent) if e.code == code]
+
+    def boot_ids(self, device: str) -> set[str]:
+        """The agents (boot ids) that have connected for ``device``."""
+        with self._lock:
+            return {b for d, b in self.births if d == device}
 
     def first_arrival_seqs(self, device: str) -> list[int]:
         seen: set[int] = set()
@@ -110,49 +119,45 @@ def write_config(path: Path, *, agent: dict[str, object], mqtt_: dict[str, objec
     return path
 
 
-class PtyScale:
-    """A pty fed by hand: the test writes frames with a codec's ``encode`` in real time."""
+def outbox_rows(path: Path, device: str) -> list[wire.Event]:
+    """The events queued (committed, not yet acknowledged) in an agent's outbox file,
+    read from outside the agent (another process may hold it open: SQLite WAL)."""
+    import sqlite3
 
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.done = threading.Event()
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        payloads = [bytes(r[0]) for r in db.execute(
+            "SELECT payload FROM outbox WHERE device = ? AND channel = 'events' ORDER BY id",
+            (device,))]
+    except sqlite3.OperationalError:  # the agent has not created its tables yet
+        return []
+    finally:
+        db.close()
+    if not payloads:
+        return []
+    _, batch = wire.decode(wire.topic("m", device, wire.Channel.EVENTS),
+                           wire.event_batch_payload(device, payloads))
+    assert isinstance(batch, wire.EventBatch)
+    return list(batch.events)
 
-    def play(self, frames: list[tuple[int, WeightFrame]]) -> None:
-        """Write ``(t_ms, frame)`` pairs at their times, in a thread."""
 
-        def run() -> None:
-            t0 = time.monotonic()
-            for t_ms, frame in frames:
-                delay = t0 + t_ms / 1000 - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    return
-                try:
-                    os.write(self.master, self.codec.encode(frame))
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return
-            self.done.set()
+def outbox_state(path: Path, device: str, name: str) -> bytes | None:
+    """One state entry of an agent's outbox file (checkpoint, last frame time)."""
+    import sqlite3
 
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        row = db.execute("SELECT value FROM state WHERE device = ? AND name = ?",
+                         (device, name)).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        db.close()
+    return None if row is None else bytes(row[0])
 
 
 def command(name: wire.CommandName, *, device: str, key: bytes = KEY, ts_ms: int | None = None,

@@ -37,8 +37,10 @@ def test_record_only_traceability_scale(tmp_path: Path, mosquitto: Mosquitto) ->
                    "key": KEY_HEX}]}))
     agent.start()
     try:
+        # pyserial flushes the port as it opens it: a record sent before would be lost
+        wait_until(lambda: agent.workers[0].stats.state == "running", 60, what="port open")
         scale.play(frames)
-        wait_until(lambda: len(col.sales("trace-1")) >= 3, 20, what="three sales")
+        wait_until(lambda: len(col.sales("trace-1")) >= 3, 120, what="three sales")
         got = col.sales("trace-1")
     finally:
         agent.stop()

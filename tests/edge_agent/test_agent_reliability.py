@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from edge_helpers import KEY_HEX, Collector, write_config
+import msgspec
+import pytest
+from edge_helpers import (
+    KEY_HEX,
+    Collector,
+    GatedScale,
+    outbox_rows,
+    outbox_state,
+    write_config,
+)
 from support import BIN, Mosquitto, start_mosquitto, wait_until
 
+from device_profiles.codecs import make_codec
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from simulators.emulator import SerialEmulator
 from simulators.script import Load, random_script
 from weighing import wire
 
@@ -57,34 +65,43 @@ def record_seqs(agent: Agent) -> list[tuple[str, int, wire.Event]]:
     return assigned
 
 
+def gated_scale(loads: list[Load]) -> GatedScale:
+    profile = load_profile(PROFILE)
+    return GatedScale(make_codec(profile.protocol, profile.codec), loads,
+                      e_mg=profile.metrology.e_mg, rate_hz=profile.link.output_rate_hz)
+
+
 def test_broker_outage_while_selling_loses_and_reorders_nothing(tmp_path: Path) -> None:
     broker = start_broker(tmp_path)
-    profile = load_profile(PROFILE)
-    loads = random_script(profile, 6, seed=21, fast=True)
+    loads = random_script(load_profile(PROFILE), 6, seed=21, fast=True)
+    scale = gated_scale(loads)
     col = Collector(broker.port)
     try:
-        with SerialEmulator(profile, loads) as emu:
-            agent = make_agent(tmp_path, broker.url, emu.path)
-            assigned = record_seqs(agent)
-            agent.start()
-            try:
-                wait_until(lambda: col.sales(DEV), 20, what="the first sale")
-                broker.stop()
-                n_before = sum(k == "sale" for k, _, _ in assigned)
-                # the scale keeps selling while the broker is down
-                wait_until(lambda: sum(k == "sale" for k, _, _ in assigned) >= n_before + 2, 20,
-                           what="two more sales committed during the outage")
-                assert not agent.workers[0].publisher.stats.connected
-                assert agent.outbox.depth() > 0
-                broker.start()
-                wait_until(lambda: len(col.sales(DEV)) >= len(loads), 30, what="every sale")
-                wait_until(lambda: agent.outbox.depth() == 0, 10, what="outbox drained")
-                status = agent.status()
-            finally:
-                agent.stop()
+        agent = make_agent(tmp_path, broker.url, scale.path)
+        assigned = record_seqs(agent)
+        agent.start()
+        try:
+            # the scale talks once the agent has opened (and flushed) its port
+            wait_until(lambda: agent.workers[0].stats.state == "running", 60, what="port open")
+            scale.start(gate=scale.at(1, "idle", 100))  # the first load, sold and delivered
+            wait_until(lambda: col.sales(DEV), 60, what="the first sale")
+            broker.stop()
+            # the scale sells every other load while the broker is down
+            scale.wait_at(len(scale.frames))
+            wait_until(lambda: sum(k == "sale" for k, _, _ in assigned) == len(loads), 60,
+                       what="the other sales committed during the outage")
+            assert not agent.workers[0].publisher.stats.connected
+            assert agent.outbox.depth() >= len(loads) - 1
+            broker.start()
+            wait_until(lambda: len(col.sales(DEV)) >= len(loads), 120, what="every sale")
+            wait_until(lambda: agent.outbox.depth() == 0, 60, what="outbox drained")
+            status = agent.status()
+        finally:
+            agent.stop()
     finally:
         col.close()
         broker.stop()
+        scale.close()
     sale_seqs = {seq for kind, seq, _ in assigned if kind == "sale"}
     received = col.by_seq(DEV)
     # every seq the agent assigned (sales and all else) arrived, at least once
@@ -110,52 +127,73 @@ def _spawn_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+
+
+@pytest.mark.slow
 def test_sigkill_mid_stream_loses_and_duplicates_no_sale(tmp_path: Path) -> None:
     broker = start_broker(tmp_path)
-    profile = load_profile(PROFILE)
     loads = _loads_for_kill()
     col = Collector(broker.port)
     log = tmp_path / "agent.log"
+    outbox = tmp_path / "outbox.db"
     procs: list[subprocess.Popen[bytes]] = []
-    # the emulator (and so the pty) lives in this process: killing the agent leaves the
-    # scale talking, as a real scale would
-    emu = SerialEmulator(profile, loads, lead_ms=1000)
+    # the scale (and so the pty) lives in this process: killing the agent leaves the
+    # scale talking, as a real scale would. Each step waits for what the agent has done
+    # (read from its outbox file), never for a time.
+    scale = gated_scale(loads)
     cfg = write_config(
         tmp_path / "agent.toml",
-        agent={"market": "m-test", "outbox": str(tmp_path / "outbox.db"), "heartbeat_s": 60},
+        agent={"market": "m-test", "outbox": str(outbox), "heartbeat_s": 60},
         mqtt_={"url": broker.url, "max_delay_ms": 50, "reconnect_max_s": 1},
-        scales=[{"device": DEV, "profile": PROFILE, "port": emu.path, "key": KEY_HEX}],
+        scales=[{"device": DEV, "profile": PROFILE, "port": scale.path, "key": KEY_HEX}],
     )
-    try:
+
+    def last_frame() -> bytes | None:
+        return outbox_state(outbox, DEV, "last_frame_ms")
+
+    def spawn_reading() -> None:
+        """Start an agent; return once it reads the scale (it stores the frame time)."""
+        before = last_frame()
         procs.append(_spawn_agent(cfg, log))
-        time.sleep(1.0)  # let the agent open the port before the scale starts talking
-        emu.start()
-        t0 = time.monotonic()
-        period = [ld.idle_ms + ld.settle_ms + ld.hold_ms + ld.remove_ms for ld in loads]
+        wait_until(lambda: (t := last_frame()) is not None and t != before, 120,
+                   what="the agent reading the scale")
 
-        def at(i: int, phase: str) -> float:
-            """Seconds after start when load i reaches phase ('removal', 'end')."""
-            start = emu.lead_ms + sum(period[:i])
-            ld = loads[i]
-            off = {"removal": ld.idle_ms + ld.settle_ms + ld.hold_ms, "end": period[i]}[phase]
-            return t0 + (start + off) / 1000
+    def queued_sales() -> list[int]:
+        return [e.net_mg for e in outbox_rows(outbox, DEV) if isinstance(e, wire.SaleEvent)]
 
-        wait_until(lambda: col.sales(DEV), 20, what="the first sale")
+    def checkpoint_settled_mg() -> int | None:
+        cp = outbox_state(outbox, DEV, "sm.load")
+        return None if cp is None else msgspec.json.decode(cp)["load"]["settled_mg"]
+
+    try:
+        scale.start()
+        spawn_reading()
+        scale.open_to(scale.at(1, "idle", 300))
+        wait_until(lambda: col.sales(DEV), 120, what="the first sale")
         # kill 1: broker down, load 2's sale committed to the outbox but never acknowledged
         broker.stop()
-        time.sleep(max(0.0, at(1, "end") - time.monotonic()) + 0.3)
-        procs[-1].send_signal(signal.SIGKILL)
-        procs[-1].wait(5)
+        scale.wait_at(scale.at(2, "idle", 300))
+        wait_until(lambda: loads[1].mass_mg in queued_sales(), 120, what="load 2 committed")
+        _kill(procs[-1])
         broker.start()
-        procs.append(_spawn_agent(cfg, log))
-        # kill 2: late in load 3's plateau, so the restarted agent never sees the pan
-        # settle: only the persisted checkpoint of the settled load can give the sale
-        time.sleep(max(0.0, at(2, "removal") - 0.3 - time.monotonic()))
-        procs[-1].send_signal(signal.SIGKILL)
-        procs[-1].wait(5)
-        procs.append(_spawn_agent(cfg, log))
-        wait_until(lambda: len(col.sales(DEV)) >= len(loads), 30, what="every sale")
-        time.sleep(0.5)
+        boots = col.boot_ids(DEV)  # the first agent's (its birth came before its sale)
+        spawn_reading()
+        # kill 2: load 3 settled on the pan and checkpointed, then the agent dies; the
+        # goods are lifted before the next agent reads, so it never sees the pan settle:
+        # only the persisted checkpoint of the settled load can give the sale
+        scale.wait_at(scale.at(2, "removal", -300))
+        wait_until(lambda: checkpoint_settled_mg() == loads[2].mass_mg, 120,
+                   what="load 3 settled and checkpointed")
+        wait_until(lambda: col.boot_ids(DEV) - boots, 120, what="the second agent connected")
+        _kill(procs[-1])
+        scale.wait_at(scale.at(3, "idle", 300))
+        scale.drain()  # what the scale said while no agent listened is gone
+        spawn_reading()
+        scale.open_to(len(scale.frames))
+        wait_until(lambda: len(col.sales(DEV)) >= len(loads), 120, what="every sale")
     except AssertionError:
         print(log.read_text()[-4000:])
         print(sorted(col.by_seq(DEV).items()))
@@ -164,8 +202,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_no_sale(tmp_path: Path) -> None
         for p in procs:
             if p.poll() is None:
                 p.terminate()
-                p.wait(10)
-        emu.stop()
+                p.wait(60)
+        scale.close()
         col.close()
         broker.stop()
     sales = col.sales(DEV)
@@ -176,41 +214,47 @@ def test_sigkill_mid_stream_loses_and_duplicates_no_sale(tmp_path: Path) -> None
     assert firsts == sorted(firsts)
     # the third agent took up load 3 from the checkpoint its killed predecessor stored
     assert "resuming an unfinished load" in log.read_text()
-    # the broker published the last will on each SIGKILL (the state went offline)
+    # the broker published the last will on the SIGKILL of a connected agent
     assert ("s-0001", "offline") in col.states
 
 
 def test_full_outbox_follows_the_policy_and_says_so(tmp_path: Path) -> None:
     broker = start_broker(tmp_path)
     broker.stop()  # the broker is away from the start: everything piles up
-    profile = load_profile(PROFILE)
     loads = [Load(mass_mg=(20 + 7 * i) * 5_000 * 10, idle_ms=250, settle_ms=150, hold_ms=900,
                   remove_ms=100) for i in range(12)]
     col: Collector | None = None
-    with SerialEmulator(profile, loads, lead_ms=500) as emu:
-        agent = make_agent(tmp_path, broker.url, emu.path, outbox_max_rows=10,
-                           samples_interval_s=0.2, heartbeat_s=1)
-        assigned = record_seqs(agent)
-        agent.start()
-        try:
-            wait_until(lambda: agent.outbox.alarm, 30, what="the outbox alarm")
-            c = agent.outbox.counters()
-            assert c["dropped_samples"] > 0  # samples went first
-            assert c["queued"] >= agent.outbox.max_rows  # full of never-dropped events
-            assert not agent.outbox.put_samples(DEV, wire.SampleBatch(
-                device=DEV, t_ms=[1], net_mg=[0], flags=[0]))  # samples refused
-            wait_until(emu.done.is_set, 30, what="the script played")
-            time.sleep(1.5)  # a heartbeat or two while full
-            broker.start()
-            col = Collector(broker.port)  # retained nothing: only the drained outbox
-            wait_until(lambda: len(col.sales(DEV)) >= len(loads), 20, what="every sale")
-            wait_until(lambda: not agent.outbox.alarm, 10, what="the alarm cleared")
-            status = agent.status()
-        finally:
-            agent.stop()
-            if col is not None:
-                col.close()
-            broker.stop()
+    scale = gated_scale(loads)
+    agent = make_agent(tmp_path, broker.url, scale.path, outbox_max_rows=10,
+                       samples_interval_s=0.2, heartbeat_s=1)
+    assigned = record_seqs(agent)
+    agent.start()
+    try:
+        wait_until(lambda: agent.workers[0].stats.state == "running", 60, what="port open")
+        scale.start(gate=len(scale.frames))
+        wait_until(lambda: agent.outbox.alarm, 120, what="the outbox alarm")
+        c = agent.outbox.counters()
+        assert c["dropped_samples"] > 0  # samples went first
+        assert c["queued"] >= agent.outbox.max_rows  # full of never-dropped events
+        assert not agent.outbox.put_samples(DEV, wire.SampleBatch(
+            device=DEV, t_ms=[1], net_mg=[0], flags=[0]))  # samples refused
+        wait_until(lambda: sum(k == "sale" for k, _, _ in assigned) == len(loads), 120,
+                   what="every sale committed")
+        # a heartbeat queued while full shows the backlog and the drops
+        wait_until(lambda: [h for h in outbox_rows(tmp_path / "outbox.db", DEV)
+                            if isinstance(h, wire.HeartbeatEvent) and h.queued > 10
+                            and h.dropped > 0], 60, what="a heartbeat of the full outbox")
+        broker.start()
+        col = Collector(broker.port)  # retained nothing: only the drained outbox
+        wait_until(lambda: len(col.sales(DEV)) >= len(loads), 120, what="every sale")
+        wait_until(lambda: not agent.outbox.alarm, 60, what="the alarm cleared")
+        status = agent.status()
+    finally:
+        agent.stop()
+        scale.close()
+        if col is not None:
+            col.close()
+        broker.stop()
     assert col is not None
     # no sale was dropped, each arrived with its weight
     assert [s.net_mg for s in col.sales(DEV)] == [ld.mass_mg for ld in loads]
