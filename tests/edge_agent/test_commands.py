@@ -44,16 +44,20 @@ def test_time_sync_and_config_reload_act_only_when_authentic(
     col = Collector(mosquitto.port)
     agent.start()
     try:
-        wait_until(lambda: all(w.publisher.stats.connected for w in agent.workers), 10,
+        wait_until(lambda: all(w.publisher.stats.connected for w in agent.workers), 60,
                    what="both scales connected")
         # -- time-sync: the server's clock is 5 s ahead --------------------------------
-        good = command(TS, device="s-a", server_ms=time.time_ns() // 10**6 + 5_000)
+        sent_ms = time.time_ns() // 10**6
+        good = command(TS, device="s-a", server_ms=sent_ms + 5_000)
         publish(mosquitto.port, _topic("s-a", "time-sync"), good)
-        wait_until(lambda: agent.clock.offset_ms is not None, 10, what="the offset recorded")
-        assert 4_000 <= agent.clock.offset_ms <= 6_000  # type: ignore[operator]
-        (skew,) = wait_until(lambda: col.faults("s-a", "clock-skew"), 10, what="clock-skew")
-        beat = wait_until(lambda: col.events("s-a", wire.HeartbeatEvent), 10, what="heartbeat")[-1]
-        assert beat.clock_offset_ms is not None and 4_000 <= beat.clock_offset_ms <= 6_000
+        offset = wait_until(lambda: agent.clock.offset_ms, 60, what="the offset recorded")
+        # 5 s less the time the command took to arrive (however long that was)
+        assert 5_000 - (time.time_ns() // 10**6 - sent_ms) <= offset <= 5_000
+        (skew,) = wait_until(lambda: col.faults("s-a", "clock-skew"), 60, what="clock-skew")
+        (beat, *_) = wait_until(lambda: [h for h in col.events("s-a", wire.HeartbeatEvent)
+                                         if h.clock_offset_ms is not None], 60,
+                                what="a heartbeat with the offset")
+        assert beat.clock_offset_ms == offset
         # -- forgeries and replays are rejected and counted ------------------------------
         now = time.time_ns() // 10**6
         forged = [
@@ -70,11 +74,11 @@ def test_time_sync_and_config_reload_act_only_when_authentic(
         ]
         for topic, payload in forged:
             publish(mosquitto.port, topic, payload)
-        wait_until(lambda: agent.gate.rejected("s-a") >= len(forged), 10, what="rejections")
+        wait_until(lambda: agent.gate.rejected("s-a") >= len(forged), 60, what="rejections")
         status = agent.status()
         cmds = status["scales"]["s-a"]["commands"]  # type: ignore[index]
         assert cmds["accepted"] == 1 and cmds["rejected"] == len(forged)
-        assert 4_000 <= agent.clock.offset_ms <= 6_000  # type: ignore[operator]
+        assert agent.clock.offset_ms == offset  # no forgery moved it
         reasons = agent.gate.stats["s-a"].rejected_by_reason
         assert {"replayed", "bad signature", "stale", "unsigned"} <= set(reasons), reasons
         # -- config-reload: b changes, c is added, a stays as it is ------------------------
@@ -82,8 +86,8 @@ def test_time_sync_and_config_reload_act_only_when_authentic(
         write_config(cfg_path, agent=agent_sec, mqtt_=mqtt_sec, scales=[
             _scale("s-a", a), _scale("s-b", b, window_ms=600), _scale("s-c", c)])
         publish(mosquitto.port, _topic("s-b", "config-reload"), command(RELOAD, device="s-b"))
-        wait_until(lambda: agent.reloads == 1, 15, what="the reload")
-        wait_until(lambda: ("s-c", "online") in col.states, 10, what="the new scale online")
+        wait_until(lambda: agent.reloads == 1, 60, what="the reload")
+        wait_until(lambda: ("s-c", "online") in col.states, 60, what="the new scale online")
         devices = [w.cfg.device for w in agent.workers]
         assert devices == ["s-a", "s-b", "s-c"]
         assert agent.workers[0] is w_a  # unchanged: not restarted
@@ -92,13 +96,13 @@ def test_time_sync_and_config_reload_act_only_when_authentic(
         write_config(cfg_path, agent=agent_sec, mqtt_=mqtt_sec, scales=[_scale("s-a", a)])
         publish(mosquitto.port, _topic("s-a", "config-reload"),
                 command(RELOAD, device="s-a", key=b"guess"))
-        wait_until(lambda: agent.gate.rejected("s-a") > len(forged), 10, what="rejection")
+        wait_until(lambda: agent.gate.rejected("s-a") > len(forged), 60, what="rejection")
         time.sleep(0.3)
         assert agent.reloads == 1 and len(agent.workers) == 3
         hb = agent.workers[0]
         hb.heartbeat()
         last = wait_until(lambda: [h for h in col.events("s-a", wire.HeartbeatEvent)
-                                   if h.commands_rejected > len(forged)], 10, what="heartbeat")
+                                   if h.commands_rejected > len(forged)], 60, what="heartbeat")
         assert last[-1].commands_rejected == len(forged) + 1
     finally:
         agent.stop()

@@ -107,7 +107,7 @@ def test_tls_with_the_right_ca_and_client_certificate_delivers(
                        username="agent", password="s3cret")
         agent.start()
         try:
-            wait_until(lambda: col.events("s-tls", wire.HeartbeatEvent), 15,
+            wait_until(lambda: col.events("s-tls", wire.HeartbeatEvent), 60,
                        what="heartbeats over TLS")
             st = agent.status()["scales"]["s-tls"]["publisher"]  # type: ignore[index]
         finally:
@@ -136,7 +136,7 @@ def test_a_tls_failure_is_an_error_and_never_falls_back_to_plaintext(
         agent.start()
         try:
             pub = agent.workers[0].publisher
-            wait_until(lambda: pub.stats.tls_errors >= 2, 15, what="TLS errors, retried")
+            wait_until(lambda: pub.stats.tls_errors >= 2, 60, what="TLS errors, retried")
             time.sleep(0.5)
             st = agent.status()["scales"][device]  # type: ignore[index]
         finally:
