@@ -28,22 +28,33 @@ def test_gateway_and_edge_metrics(tmp_path: Path, mosquitto, gateway_factory) ->
     gw = gateway_factory(mosquitto.url, extra_env={"GATEWAY_UNKNOWN_DEVICES": "accept"})
     profile = load_profile("toledo-15kg-5g")
     loads = random_script(profile, 2, seed=21, fast=True)
-    with SerialEmulator(profile, loads, faults=Faults(garbage=0.1), seed=3) as emu:
-        agent = Agent(AgentConfig.model_validate({
-            "agent": {"market": "m-metrics", "outbox": str(tmp_path / "o.db")},
-            "mqtt": {"url": mosquitto.url},
-            "scale": [{"device": "met-1", "profile": profile.id, "port": emu.path,
-                       "key": "ab" * 16}]}))
-        agent.start()
-        try:
-            with MetricsServer(agent.status) as ms:
-                wait_until(lambda: gw.get("/api/v1/weighings")["total"] >= len(loads), 40,
-                           what="loads stored")
-                edge = httpx.get(f"http://127.0.0.1:{ms.port}/metrics", timeout=5).text
-                text = httpx.get(gw.url + "/metrics", timeout=5).text
-                assert httpx.get(f"http://127.0.0.1:{ms.port}/other").status_code == 404
-        finally:
-            agent.stop()
+    emu = SerialEmulator(profile, loads, faults=Faults(garbage=0.1), seed=3)
+    agent = Agent(AgentConfig.model_validate({
+        "agent": {"market": "m-metrics", "outbox": str(tmp_path / "o.db")},
+        "mqtt": {"url": mosquitto.url},
+        "scale": [{"device": "met-1", "profile": profile.id, "port": emu.path,
+                   "key": "ab" * 16}]}))
+    agent.start()
+    try:
+        # the scale talks once the agent has its port open (pyserial flushes it at open)
+        wait_until(lambda: agent.workers[0].stats.state == "running", 60, what="port open")
+        emu.start()
+        with MetricsServer(agent.status) as ms:
+
+            def scraped() -> tuple[str, str] | None:
+                """Both scrapes once they count every sale (the counters are updated
+                just after what they count is stored or acknowledged)."""
+                edge = httpx.get(f"http://127.0.0.1:{ms.port}/metrics", timeout=30).text
+                text = httpx.get(gw.url + "/metrics", timeout=30).text
+                done = (value(text, "scalegw_ingest_stored_sales_total") >= len(loads)
+                        and value(edge, "scaleedge_outbox_sent_total") >= len(loads))
+                return (edge, text) if done else None
+
+            edge, text = wait_until(scraped, 120, 0.2, what="every sale stored and counted")
+            assert httpx.get(f"http://127.0.0.1:{ms.port}/other").status_code == 404
+    finally:
+        agent.stop()
+        emu.stop()
     assert value(edge, "scaleedge_frames_total", 'device="met-1"') > 20
     assert value(edge, "scaleedge_frame_errors_total", 'device="met-1"') >= 1
     assert value(edge, "scaleedge_connected", 'device="met-1"') == 1

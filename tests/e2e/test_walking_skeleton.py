@@ -1,14 +1,21 @@
-"""End to end on real parts: emulator on a pty → edge agent → Mosquitto → gateway → API."""
+"""End to end on real parts: emulator on a pty → edge agent → Mosquitto → gateway → API.
+
+The scale starts talking once the agent has opened its port (pyserial flushes a port it
+opens); "nothing more arrives" is known from a barrier through the broker
+(``support.gateway_barrier``), not from a quiet time.
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from support import wait_until
+from pty_scales import GatedScale
+from support import gateway_barrier, wait_until
 
+from device_profiles.codecs import make_codec
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
@@ -31,63 +38,80 @@ def make_agent(tmp: Path, mqtt_url: str, port: str, *, device: str = "s-0001") -
     return Agent(cfg)
 
 
-def weighings(gw) -> list[dict]:  # type: ignore[no-untyped-def]
-    return gw.get("/api/v1/weighings", limit=1000)["items"]
+def weighings(gw, device: str = "s-0001") -> list[dict]:  # type: ignore[no-untyped-def]
+    return gw.get("/api/v1/weighings", device=device, limit=1000)["items"]
+
+
+def start_reading(agent: Agent) -> None:
+    """Start the agent; return once it has its port open (and flushed)."""
+    agent.start()
+    wait_until(lambda: agent.workers[0].stats.state == "running", 60, what="the port open")
 
 
 def test_emulated_loads_arrive_exactly_once_in_mg(tmp_path, mosquitto, gateway_factory):  # type: ignore[no-untyped-def]
     gw = gateway_factory(mosquitto.url, extra_env=ACCEPT)
     profile = load_profile(PROFILE)
     loads = random_script(profile, 4, seed=7, fast=True)
-    with SerialEmulator(profile, loads) as emu:
-        agent = make_agent(tmp_path, mosquitto.url, emu.path)
-        agent.start()
-        try:
-            wait_until(lambda: len(weighings(gw)) >= len(loads), 40, what="all loads stored")
-            time.sleep(0.5)  # nothing more may arrive
-            got = weighings(gw)
-        finally:
-            agent.stop()
+    emu = SerialEmulator(profile, loads)
+    agent = make_agent(tmp_path, mosquitto.url, emu.path)
+    try:
+        start_reading(agent)
+        emu.start()
+        wait_until(lambda: len(weighings(gw)) >= len(loads), 120, what="all loads stored")
+        # nothing more may arrive: all the agent sent has reached the broker, and the
+        # gateway has processed all the broker got
+        wait_until(lambda: emu.done.is_set() and agent.outbox.depth() == 0, 120,
+                   what="the script played and the outbox drained")
+        gateway_barrier(gw, mosquitto.port)
+        got = weighings(gw)
+    finally:
+        agent.stop()
+        emu.stop()
     assert sorted(w["net_mg"] for w in got) == sorted(ld.mass_mg for ld in loads)
     assert len({(w["device"], w["seq"]) for w in got}) == len(got) == len(loads)
     assert all(w["device"] == "s-0001" and w["market"] == "m-test" for w in got)
     assert all(w["stable_device"] and w["stable_software"] for w in got)
     assert not any(w["signed"] for w in got)  # no register, no key: stored unverified
     assert all(isinstance(w["ts_ms"], int) and w["ts_ms"] > 1_600_000_000_000 for w in got)
-    scales = gw.get("/api/v1/scales")
+    scales = gw.get("/api/v1/scales", market="m-test")
     assert [s["device"] for s in scales] == ["s-0001"]
     assert scales[0]["max_mg"] == 15_000_000 and scales[0]["e_mg"] == 5_000
 
 
+@pytest.mark.slow
 def test_gateway_restart_between_loads_loses_and_duplicates_nothing(  # type: ignore[no-untyped-def]
     tmp_path, mosquitto, gateway_factory
 ):
     gw = gateway_factory(mosquitto.url, client_id="gw-restart", extra_env=ACCEPT)
     profile = load_profile(PROFILE)
-    loads = random_script(profile, 5, seed=11)  # full-length holds: robust on a loaded machine
-    with SerialEmulator(profile, loads) as emu:
-        agent = make_agent(tmp_path, mosquitto.url, emu.path)
-        agent.start()
+    loads = random_script(profile, 5, seed=11)
+    scale = GatedScale(make_codec(profile.protocol, profile.codec), loads,
+                       e_mg=profile.metrology.e_mg, rate_hz=profile.link.output_rate_hz)
+    agent = make_agent(tmp_path, mosquitto.url, scale.path)
+    try:
+        start_reading(agent)
+        scale.start(gate=scale.at(1, "idle", 300))
+        wait_until(lambda: len(weighings(gw)) >= 1, 120, what="first load stored")
+        gw.kill()  # SIGKILL: no goodbye, no final acks
+        sent_before = agent.workers[0].stats.events
+        # the scale sells the other loads while the gateway is down
+        scale.wait_at(len(scale.frames))
+        wait_until(lambda: agent.workers[0].stats.events >= sent_before + len(loads) - 1, 120,
+                   what="the other sales published while the gateway is down")
+        wait_until(lambda: agent.outbox.depth() == 0, 120, what="outbox drained to broker")
+        gw2 = gateway_factory(mosquitto.url, client_id="gw-restart", port=gw.port,
+                              extra_env=ACCEPT)
         try:
-            wait_until(lambda: len(weighings(gw)) >= 1, 30, what="first load stored")
-            gw.kill()  # SIGKILL: no goodbye, no final acks
-            sent_before = agent.workers[0].stats.events
-            # the scale keeps selling while the gateway is down
-            wait_until(lambda: agent.workers[0].stats.events >= sent_before + 2, 30,
-                       what="two more events published while the gateway is down")
-            wait_until(lambda: agent.outbox.depth() == 0, 10, what="outbox drained to broker")
-            gw2 = gateway_factory(mosquitto.url, client_id="gw-restart", port=gw.port,
-                                  extra_env=ACCEPT)
-            try:
-                wait_until(lambda: len(weighings(gw2)) >= len(loads), 40, what="all loads stored")
-            except AssertionError:
-                print(weighings(gw2), gw2.get("/healthz"), agent.status(), [ld.mass_mg for ld in loads])
-                print(gw2.log.read_text()[-3000:])
-                raise
-            time.sleep(0.5)
-            got = weighings(gw2)
-        finally:
-            agent.stop()
+            wait_until(lambda: len(weighings(gw2)) >= len(loads), 120, what="all loads stored")
+        except AssertionError:
+            print(weighings(gw2), gw2.get("/healthz"), agent.status(), [ld.mass_mg for ld in loads])
+            print(gw2.log.read_text()[-3000:])
+            raise
+        gateway_barrier(gw2, mosquitto.port)
+        got = weighings(gw2)
+    finally:
+        agent.stop()
+        scale.close()
     assert sorted(w["net_mg"] for w in got) == sorted(ld.mass_mg for ld in loads)
     assert len({w["seq"] for w in got}) == len(got) == len(loads)
 
@@ -114,14 +138,16 @@ def test_malformed_payload_is_dead_lettered_and_good_data_beside_it_kept(  # typ
         c.publish(topic, payload, qos=1).wait_for_publish(5)
     c.loop_stop()
     c.disconnect()
-    wait_until(lambda: gw.get("/healthz")["ingest"]["dead_letters"] >= 3, 10, what="dead letters")
+    wait_until(lambda: gw.get("/healthz")["ingest"]["dead_letters"] >= 3, 60, what="dead letters")
     dead = gw.get("/api/v1/dead-letters")
     reasons = " | ".join(d["reason"] for d in dead)
     assert len(dead) == 3
     assert "malformed" in reasons.lower() or "json" in reasons.lower()
     assert "$.events[0].net_mg" in reasons  # says where
     assert "differs from the topic" in reasons
-    got = wait_until(lambda: weighings(gw), 10, what="the good sale")
+    got = wait_until(lambda: weighings(gw, "d-1"), 60, what="the good sale")
+    gateway_barrier(gw, mosquitto.port)  # what else was going to be stored, is
+    got = weighings(gw, "d-1") + weighings(gw, "d-2")
     assert [(w["device"], w["seq"], w["net_mg"]) for w in got] == [("d-1", 1, 1_250_000)]
     assert gw.proc.poll() is None  # still running
 
@@ -133,14 +159,16 @@ def test_malformed_serial_frames_are_counted_and_loads_still_arrive(  # type: ig
     profile = load_profile(PROFILE)
     loads = random_script(profile, 3, seed=3, fast=True)
     faults = Faults(bad_checksum=0.05, garbage=0.05)
-    with SerialEmulator(profile, loads, faults=faults, seed=5) as emu:
-        agent = make_agent(tmp_path, mosquitto.url, emu.path)
-        agent.start()
-        try:
-            wait_until(lambda: len(weighings(gw)) >= len(loads), 40, what="all loads stored")
-            stats = agent.workers[0].stats
-        finally:
-            agent.stop()
+    emu = SerialEmulator(profile, loads, faults=faults, seed=5)
+    agent = make_agent(tmp_path, mosquitto.url, emu.path)
+    try:
+        start_reading(agent)
+        emu.start()
+        wait_until(lambda: len(weighings(gw)) >= len(loads), 120, what="all loads stored")
+        stats = agent.workers[0].stats
+    finally:
+        agent.stop()
+        emu.stop()
     injected = emu.stats.faults.get("bad_checksum", 0) + emu.stats.faults.get("garbage", 0)
     assert injected > 0
     assert stats.frame_errors > 0
