@@ -5,9 +5,9 @@ ptys sends a re-weigh for a scanned load and a sale for an unscanned one."""
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import subprocess
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,7 +32,7 @@ class Events:
     def __init__(self, port: int) -> None:
         self.events: list[wire.Event] = []
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                  client_id="test-station-sim")
+                                  client_id=f"test-station-sim-{secrets.token_hex(4)}")
         self.client.on_connect = lambda c, *_: c.subscribe("scales/v1/+/+/events", qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
@@ -48,62 +48,107 @@ class Events:
         self.client.loop_stop()
 
 
+class Line:
+    """One pty the command prints, opened here as an agent would, read without blocking."""
+
+    def __init__(self, printed: str) -> None:
+        self.fd = os.open(printed.split('"')[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self.data = b""
+        self.open = True
+
+    def drain(self) -> bytes:
+        """Everything the command has written so far (b"" once it closed its end)."""
+        got = b""
+        while self.open:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: the command closed its end
+                chunk = b""
+            if not chunk:
+                self.open = False
+            got += chunk
+        self.data += got
+        return got
+
+
 def test_the_command_scans_each_code_before_its_goods_are_placed() -> None:
+    # the last weighing (no scan) is a tail: the command closes its ptys when done, and
+    # what an agent has not read by then is gone
     proc = subprocess.Popen(
         [str(BIN / "scale-sim"), "station", "--profile", PROFILE, "--code", "TR-1",
-         "--weight-g", "500", "--code", TRUST, "--weight-g", "1250.5", "--gap-s", "0.6",
-         "--hold-s", "0.8", "--lead-s", "0.3", "--exit-when-done"],
+         "--weight-g", "500", "--code", TRUST, "--weight-g", "1250.5", "--code", "",
+         "--weight-g", "300", "--gap-s", "0.6", "--hold-s", "0.8", "--lead-s", "0.3",
+         "--exit-when-done"],
         stdout=subprocess.PIPE, text=True)
+    profile = load_profile(PROFILE)
+    codec = make_codec(profile.protocol, profile.codec)
+    # Each line is read as soon as it has something; when one shows something new, the
+    # other is read at once: what was sent there before is there by then. So "Y was sent
+    # before X" is checked as "Y is there when X is seen", however late this reader runs.
+    settled: list[int] = []  # weights, in the order they first showed settled
+    scans_when_settled: dict[int, bytes] = {}  # weight → the scanner's bytes by then
+    settled_when_scanned: dict[bytes, list[int]] = {}  # scanned line → weights settled by then
+    lines: list[Line] = []
     try:
         assert proc.stdout is not None
         port = proc.stdout.readline().strip()
-        scanner = proc.stdout.readline().strip()
-        assert port.startswith('port = "/dev/') and scanner.startswith('scanner = "/dev/')
-        fds = {os.open(line.split('"')[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK): name
-               for line, name in ((port, "scale"), (scanner, "scanner"))}
-        got: dict[str, list[tuple[float, bytes]]] = {"scale": [], "scanner": []}
-        deadline = time.monotonic() + 9
-        open_fds = set(fds)
-        while open_fds and time.monotonic() < deadline:
-            for fd in select.select(list(open_fds), [], [], 0.1)[0]:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:  # EIO: the emulator closed its end
-                    data = b""
-                if data:
-                    got[fds[fd]].append((time.monotonic(), data))
-                else:
-                    open_fds.discard(fd)
-        for fd in fds:
-            os.close(fd)
-        assert proc.wait(5) == 0
+        scanner_line = proc.stdout.readline().strip()
+        assert port.startswith('port = "/dev/') and scanner_line.startswith('scanner = "/dev/')
+        scale, scanner = Line(port), Line(scanner_line)
+        lines += [scale, scanner]
+
+        def read_scale() -> None:
+            frames, errors = codec.feed(scale.drain())
+            assert not errors
+            for f in frames:
+                if f.stable and f.weight_mg and f.weight_mg not in settled:
+                    settled.append(f.weight_mg)
+                    scanner.drain()
+                    scans_when_settled[f.weight_mg] = scanner.data
+
+        def read_scanner() -> None:
+            scanner.drain()
+            for line in scanner.data.splitlines(keepends=True):
+                if line.endswith(b"\n") and line not in settled_when_scanned:
+                    read_scale()
+                    settled_when_scanned[line] = list(settled)
+
+        def both_closed() -> bool:
+            select.select([x.fd for x in lines if x.open], [], [], 0.1)
+            read_scanner()
+            read_scale()
+            return not scale.open and not scanner.open
+
+        wait_until(both_closed, 120, 0, what="the command to play its script and close")
+        assert proc.wait(60) == 0
     finally:
         proc.kill()
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-    assert b"".join(d for _, d in got["scanner"]) == f"TR-1\r\n{TRUST}\r\n".encode()
-    profile = load_profile(PROFILE)
-    codec = make_codec(profile.protocol, profile.codec)
-    stable_at: dict[int, float] = {}  # weight -> first arrival as a stable reading
-    for t, data in got["scale"]:
-        frames, errors = codec.feed(data)
-        assert not errors
-        for f in frames:
-            if f.stable and f.weight_mg:
-                stable_at.setdefault(f.weight_mg, t)
-    # 1250.5 g on a 5 g scale shows 1250 g; each code arrives before its goods settle
-    assert sorted(stable_at) == [500_000, 1_250_000]
-    (t_scan1, _), (t_scan2, _) = got["scanner"][0], got["scanner"][-1]
-    assert t_scan1 < stable_at[500_000] < t_scan2 < stable_at[1_250_000]
+        for x in lines:
+            os.close(x.fd)
+    code1, code2 = b"TR-1\r\n", f"{TRUST}\r\n".encode()
+    assert scanner.data == code1 + code2
+    # 1250.5 g on a 5 g scale shows 1250 g
+    assert settled == [500_000, 1_250_000, 300_000]
+    # each code arrives before its goods settle, and after the goods before it settled
+    assert code1 in scans_when_settled[500_000]
+    assert 500_000 in settled_when_scanned[code2]
+    assert code2 in scans_when_settled[1_250_000]
 
 
 def test_the_real_agent_turns_the_emulated_station_into_a_reweigh_and_a_sale(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
+    # the scan pairs with the weighing whose time follows the scan's: an agent starved of
+    # the CPU for the whole 4 s from scan to lifting would read both at once and see the
+    # scan last (the agent's pairing rule, not this test's timing)
     emu = StationEmulator(load_profile(PROFILE),
-                          [Reweigh("TR-SIM-1", 750_000, gap_s=0.6), Reweigh("", 300_000, 0.6)],
-                          lead_ms=300, hold_ms=1000)
+                          [Reweigh("TR-SIM-1", 750_000, gap_s=2.0), Reweigh("", 300_000, 0.6)],
+                          lead_ms=300, hold_ms=2000)
     col = Events(mosquitto.port)
     agent = Agent(AgentConfig.model_validate({
         "agent": {"market": "m-test", "outbox": str(tmp_path / "o.db"), "heartbeat_s": 60},
@@ -113,14 +158,14 @@ def test_the_real_agent_turns_the_emulated_station_into_a_reweigh_and_a_sale(
     agent.start()
     try:
         wait_until(lambda: agent.status()["scales"]["fair-sim"]["station"]["scanner"]  # type: ignore[index]
-                   == "open", 5, what="scanner open")
+                   == "open", 60, what="scanner open")
         emu.start()
 
         def events() -> list[wire.Event]:
             return [e for e in list(col.events)
                     if isinstance(e, wire.ReweighEvent | wire.SaleEvent)]
 
-        got = wait_until(lambda: len(events()) >= 2 and events(), 10, what="two weighings")
+        got = wait_until(lambda: len(events()) >= 2 and events(), 120, what="two weighings")
     finally:
         agent.stop()
         emu.stop()
