@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,13 @@ class FramePlayer(SerialEmulator):
         self.done.set()
         while not self._stop.is_set():
             time.sleep(0.05)
+
+
+def _wait(done: Callable[[], bool], timeout_s: float) -> None:
+    """Until ``done()`` or ``timeout_s`` has passed (the caller goes on either way)."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def full_path_world(world: World) -> World:
@@ -116,7 +124,12 @@ def scale_frames(world: World, device: str, *, loads: int, onset_load: int,
 
 def run_full_path(world: World, mqtt_url: str, work: Path, *, loads: int = 12,
                   onset_load: int = 3, settle_s: float = 8.0) -> dict[str, Any]:
-    """Play every trade scale through a real agent; returns the (wall-clock) truth."""
+    """Play every trade scale through a real agent; returns the (wall-clock) truth.
+
+    The scales start once every agent has its ports open; after the last frame the
+    agents get at most ``settle_s`` to read what is left and publish their outboxes
+    (no longer than they need).
+    """
     players: dict[str, FramePlayer] = {}
     truths: dict[str, Any] = {}
     for dev, spec in world.scales.items():
@@ -141,14 +154,19 @@ def run_full_path(world: World, mqtt_url: str, work: Path, *, loads: int = 12,
         })))
     for a in agents:
         a.start()
-    time.sleep(1.0)  # the agents open their ports before the scales talk
+    # the agents open their ports before the scales talk (a port is flushed as it opens)
+    _wait(lambda: all(w.stats.state == "running" for a in agents for w in a.workers), 60.0)
     wall0 = int(time.time() * 1000)
     for p in players.values():
         p.start()
     try:
         while not all(p.done.is_set() for p in players.values()):
             time.sleep(0.2)
-        time.sleep(settle_s)  # the last loads end, the outbox publishes
+        # the last loads end (each agent has read every frame), the outboxes publish
+        _wait(lambda: all(
+            w.stats.frames >= players[w.cfg.device].stats.frames
+            - players[w.cfg.device].stats.dropped_writes for a in agents for w in a.workers)
+            and not any(a.outbox.depth() for a in agents), settle_s)
     finally:
         for a in agents:
             a.stop()
