@@ -242,6 +242,37 @@ def _start_gateway(tmp: Path, mqtt_url: str, *, db_url: str | None, port: int, c
     return gw
 
 
+def gateway_barrier(gw: GatewayProc, mqtt_port: int) -> None:
+    """Return once the gateway has processed everything the broker got before this call.
+
+    A marker sale of a device of its own goes through the broker after everything else;
+    Mosquitto delivers a subscriber's messages in the order it received them and the
+    gateway stores them in that order, so once the marker is stored, so is all before
+    it. (The gateway must accept unregistered devices: ``GATEWAY_UNKNOWN_DEVICES``.)
+    What arrives at the gateway is then known without waiting for a quiet time.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from weighing import wire
+
+    device = f"barrier-{secrets.token_hex(4)}"
+    sale = wire.SaleEvent(seq=1, ts_ms=time.time_ns() // 10**6, net_mg=1_000, settled_mg=1_000,
+                          peak_mg=1_000, stable_device=True, stable_software=True)
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=device)
+    c.connect("127.0.0.1", mqtt_port)
+    c.loop_start()
+    try:
+        c.publish(wire.topic("m-barrier", device, wire.Channel.EVENTS),
+                  wire.encode(wire.EventBatch(device=device, events=[sale])),
+                  qos=1).wait_for_publish(60)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    wait_until(lambda: gw.get("/api/v1/weighings", device=device)["items"], 120,
+               what="the gateway to store the barrier's marker")
+
+
 def freeze_rate_limits(app, settings) -> None:  # type: ignore[no-untyped-def]
     """Stop the clock of ``app``'s rate limiters (``gateway_server.ratelimit``).
 
