@@ -8,6 +8,7 @@ import re
 import pytest
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from support import freeze_rate_limits
 
 from conftest import PASSWORD, login
 from gateway_server import auth, cli
@@ -115,7 +116,8 @@ def test_malformed_login_is_422(client) -> None:  # type: ignore[no-untyped-def]
                        headers={"Content-Type": "application/json"}).status_code == 422
 
 
-def test_login_is_rate_limited(client, store) -> None:  # type: ignore[no-untyped-def]
+def test_login_is_rate_limited(client, store, settings) -> None:  # type: ignore[no-untyped-def]
+    freeze_rate_limits(client.app, settings)  # the burst is the allowance, however slow
     codes = [client.post("/api/v1/auth/token", json={"username": "x", "password": "y"})
              .status_code for _ in range(12)]
     assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]

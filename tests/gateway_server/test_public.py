@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import freeze_rate_limits
 
 from conftest import CODE_A, seed
 from gateway_server import registry as reg
@@ -80,7 +81,8 @@ def test_unknown_token_is_404(client) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 404
 
 
-def test_public_endpoint_is_rate_limited_per_client(client, trust) -> None:  # type: ignore[no-untyped-def]
+def test_public_endpoint_is_rate_limited_per_client(client, trust, settings) -> None:  # type: ignore[no-untyped-def]
+    freeze_rate_limits(client.app, settings)  # the burst is the allowance, however slow
     codes = [client.get(trust["url"]).status_code for _ in range(10)]
     assert codes == [200] * 10  # the burst
     r = client.get(trust["url"])
@@ -98,6 +100,7 @@ def test_forwarded_for_is_used_only_when_trusted(store) -> None:  # type: ignore
     for trusted, expect in ((False, 429), (True, 404)):
         s = Settings(public_rate_burst=1, trust_forwarded_for=trusted)
         with TestClient(create_app(store, None, s)) as c:
+            freeze_rate_limits(c.app, s)
             assert c.get("/api/v1/public/merchants/x",
                          headers={"X-Forwarded-For": "10.0.0.1"}).status_code == 404
             r = c.get("/api/v1/public/merchants/x", headers={"X-Forwarded-For": "10.0.0.2"})
