@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert
-from support import start_mosquitto
+from support import start_mosquitto, wait_until
 
 from gateway_server.mosquitto_export import export, mosquitto_hash
 from gateway_server.store import Store
@@ -27,11 +27,17 @@ def client(port: int, user: str, password: str) -> mqtt.Client:
     c.on_connect = lambda *a: rc.append(a[3])
     c.connect("127.0.0.1", port)
     c.loop_start()
-    deadline = time.monotonic() + 5
-    while not rc and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rc and not rc[0].is_failure, f"{user} could not connect: {rc}"
+    wait_until(lambda: rc, 60, 0.02, what=f"{user}'s CONNACK")
+    assert not rc[0].is_failure, f"{user} could not connect: {rc}"
     return c
+
+
+def subscribe(c: mqtt.Client, topic: str) -> None:
+    """Subscribe and wait for the SUBACK: from then on the broker routes to ``c``."""
+    acked: list[int] = []
+    c.on_subscribe = lambda _c, _u, mid, *_: acked.append(mid)
+    _, mid = c.subscribe(topic, qos=1)
+    wait_until(lambda: mid in acked, 60, 0.02, what=f"the SUBACK of {topic}")
 
 
 def test_hash_matches_mosquitto_format() -> None:
@@ -65,23 +71,31 @@ def test_exported_acl_confines_each_device(tmp_path: Path) -> None:
                 got.append((m.topic, m.payload))
 
         gw.on_message = on_message
-        gw.subscribe("scales/v1/#", qos=1)
-        time.sleep(0.3)
+        subscribe(gw, "scales/v1/#")
         a = client(broker.port, "dev-a", mqtt_password(KEYS["dev-a"], "dev-a"))
-        a.publish("scales/v1/m1/dev-a/events", b"own", qos=1).wait_for_publish(5)
-        a.publish("scales/v1/m1/dev-b/events", b"forged", qos=1).wait_for_publish(5)
-        a.publish("scales/v1/m2/dev-a/events", b"other-market", qos=1).wait_for_publish(5)
-        # dev-a must not read dev-b's commands
+        a.publish("scales/v1/m1/dev-a/events", b"own", qos=1).wait_for_publish(60)
+        a.publish("scales/v1/m1/dev-b/events", b"forged", qos=1).wait_for_publish(60)
+        a.publish("scales/v1/m2/dev-a/events", b"other-market", qos=1).wait_for_publish(60)
+        # the broker forwards one publisher's messages in order: once this one is in, a
+        # forged one let through would be in too (no quiet time to wait for)
+        a.publish("scales/v1/m1/dev-a/events", b"own-2", qos=1).wait_for_publish(60)
+
+        def device_msgs() -> list[tuple[str, bytes]]:
+            with lock:
+                return [g for g in got if "/cmd/" not in g[0]]
+
+        wait_until(lambda: ("scales/v1/m1/dev-a/events", b"own-2") in device_msgs(), 60,
+                   what="dev-a's second own message")
+        assert device_msgs() == [("scales/v1/m1/dev-a/events", b"own"),
+                                 ("scales/v1/m1/dev-a/events", b"own-2")]
+        # dev-a must not read dev-b's commands (sent first: it would come first)
         a_cmds: list[str] = []
         a.on_message = lambda _c, _u, m: a_cmds.append(m.topic)
-        a.subscribe("scales/v1/m1/+/cmd/#", qos=1)
-        time.sleep(0.3)
-        gw.publish("scales/v1/m1/dev-b/cmd/time-sync", b"{}", qos=1).wait_for_publish(5)
-        gw.publish("scales/v1/m1/dev-a/cmd/time-sync", b"{}", qos=1).wait_for_publish(5)
-        time.sleep(1.0)
-        with lock:
-            device_msgs = [g for g in got if "/cmd/" not in g[0]]
-        assert device_msgs == [("scales/v1/m1/dev-a/events", b"own")]
+        subscribe(a, "scales/v1/m1/+/cmd/#")
+        gw.publish("scales/v1/m1/dev-b/cmd/time-sync", b"{}", qos=1).wait_for_publish(60)
+        gw.publish("scales/v1/m1/dev-a/cmd/time-sync", b"{}", qos=1).wait_for_publish(60)
+        wait_until(lambda: "scales/v1/m1/dev-a/cmd/time-sync" in a_cmds, 60,
+                   what="dev-a's own command")
         assert a_cmds == ["scales/v1/m1/dev-a/cmd/time-sync"]
         # a wrong password is refused
         bad = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="dev-b")
@@ -90,11 +104,9 @@ def test_exported_acl_confines_each_device(tmp_path: Path) -> None:
         bad.on_connect = lambda *x: rcs.append(x[3])
         bad.connect("127.0.0.1", broker.port)
         bad.loop_start()
-        deadline = time.monotonic() + 5
-        while not rcs and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: rcs, 60, 0.02, what="the CONNACK of a wrong password")
         bad.loop_stop()
-        assert rcs and rcs[0].is_failure
+        assert rcs[0].is_failure
         store.engine.dispose()
         for c in (gw, a):
             c.loop_stop()
