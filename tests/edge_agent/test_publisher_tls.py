@@ -137,7 +137,8 @@ def test_a_tls_failure_is_an_error_and_never_falls_back_to_plaintext(
         try:
             pub = agent.workers[0].publisher
             wait_until(lambda: pub.stats.tls_errors >= 2, 60, what="TLS errors, retried")
-            time.sleep(0.5)
+            wait_until(lambda: agent.workers[0].stats.events, 60, what="events queued meanwhile")
+            time.sleep(0.5)  # a chance for anything sent in the clear to show
             st = agent.status()["scales"][device]  # type: ignore[index]
         finally:
             agent.stop()
