@@ -158,11 +158,18 @@ def summarise(row: str, out: Path, *, code: str = "") -> dict[str, Any]:
         return {"n": len(who), "share": len(who) / len(honest) if honest else None,
                 "exposed": sum(1 for c in who if c in exposed), "by_kind": dict(kinds)}
 
+    in_queue = None if queue is None or queued is None else (
+        {it["device"] for it in queue if it["in_queue"]},
+        {codes.get(it.get("merchant_id")) for it in queue if it["in_queue"]})
     cheats = {}
     for kind, r in evaluation["types"].items():
         if r["cases"]:
             cheats[kind] = {"cases": r["cases"], "found": r["detected"],
                             "ttd_median_s": r["ttd_median_s"], "ttd_p90_s": r["ttd_p90_s"]}
+            if in_queue is not None:  # the case's scale (or its merchant) is in the queue
+                cheats[kind]["queued"] = sum(
+                    1 for c in evaluation["cases"] if c["kind"] == kind and c["effective"]
+                    and (c["device"] in in_queue[0] or c["merchant"] in in_queue[1]))
     fl = truth["fleet"]
     return {"row": row, "seed": fl["seed"], "markets": fl["markets"], "scales": fl["scales"],
             "merchants": fl["merchants"], "events": fl["events"], "honest": len(honest),
@@ -200,9 +207,11 @@ def _kinds(by_kind: dict[str, int], top: int = 4) -> str:
 def to_markdown(results: list[dict[str, Any]], seed: int) -> str:
     order = {r: i for i, r in enumerate(rows())}
     results = sorted(results, key=lambda r: order.get(r["row"], 99))
+    code = ", ".join(sorted({f"{r.get('date')}: {r.get('code') or '?'}" for r in results}))
     lines = [
         f"Seed {seed} (not a tuning seed); one fresh gateway per row; "
-        f"{len(results)} of {len(rows())} rows run. Honest merchants: those with no cheat or "
+        f"{len(results)} of {len(rows())} rows run (code: {code}). "
+        "Honest merchants: those with no cheat or "
         "fault on any scale. *With it*: honest merchants that have the row's behaviour "
         "(their count in brackets). Queued: in the gateway's inspection queue "
         "(`in_queue`); flagged: any finding.",
@@ -221,7 +230,8 @@ def to_markdown(results: list[dict[str, Any]], seed: int) -> str:
             f"{f['exposed']} of {r['exposed']:,} | {_kinds(f['by_kind'])} | "
             f"{r['wall_s'] / 60:.1f} min |")
     kinds = [k for k in CHEATS + FAULTS if any(k in r["cheats"] for r in results)]
-    lines += ["", "Cheats found: found / cases, median time to detect (simulated minutes).", "",
+    lines += ["", "Cheats: found by any finding / cases (of them in the queue at the end of "
+              "the day), median time to the first finding in simulated minutes.", "",
               "| row | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
     for r in results:
         cells = []
@@ -231,7 +241,8 @@ def to_markdown(results: list[dict[str, Any]], seed: int) -> str:
                 cells.append("–")
                 continue
             ttd = "" if c["ttd_median_s"] is None else f", {c['ttd_median_s'] / 60:.0f}"
-            cells.append(f"{c['found']}/{c['cases']}{ttd}")
+            queued = f" ({c['queued']})" if "queued" in c else ""
+            cells.append(f"{c['found']}/{c['cases']}{queued}{ttd}")
         lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
