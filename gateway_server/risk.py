@@ -232,7 +232,7 @@ class RiskModel:
                 continue
             fam = best[r.day]
             if k.family not in fam or k.weight > fam[k.family][0]:
-                fam[k.family] = (k.weight, k.kind)
+                fam[k.family] = (k.weight, r.kind)  # the finding's kind (residual-gain, …)
         out = []
         for day in sorted(best):
             fams = best[day]

@@ -75,6 +75,7 @@ def test_residual_states_its_own_alpha() -> None:
         "residual-additive", "high")
     (s,) = DEFAULT_MODEL.score_days(day("residual-gain", "residual-additive"))
     assert s.score == pytest.approx(-math.log10(p))
+    assert s.counted == ("residual-gain",)  # the finding's kind, as the pages name it
 
 
 def test_what_weighs_nothing() -> None:
