@@ -195,6 +195,7 @@ def _price_changes(world: World, hw: HonestWorld) -> None:
     for code in _chosen(world, "price-change", list(world.merchants), pc.share):
         m = world.merchants[code]
         current = dict(m.prices)
+        keyed: dict[str, int] = {}  # PLU → when the scale took its last change
         changes: list[dict[str, Any]] = []
         for day in range(world.cfg.fleet.days):
             times = sorted(rng.uniform(*pc.at_h) for _ in range(rng.randint(*pc.per_day)))
@@ -207,9 +208,13 @@ def _price_changes(world: World, hw: HonestWorld) -> None:
                 new = max(step, round(old * (1 + rng.uniform(*pc.change)) / step) * step)
                 if new == old:
                     continue
-                reg_ms = start + day * DAY_MS + int(at_h * HOUR_MS)
+                # a PLU's next change comes after the scale has taken the last one: the
+                # scale follows the register in order, never an older price after a newer
+                reg_ms = max(start + day * DAY_MS + int(at_h * HOUR_MS), keyed.get(plu, 0))
                 scale_ms = reg_ms + int(rng.uniform(*pc.lag_min) * 60_000)
-                current[plu] = new
+                if reg_ms >= start + day * DAY_MS + int(hours * HOUR_MS):
+                    continue
+                current[plu], keyed[plu] = new, scale_ms
                 changes.append({"plu": plu, "registered_ms": reg_ms, "scale_ms": scale_ms,
                                 "old": old, "new": new})
         if changes:

@@ -327,7 +327,7 @@ def test_new_scale_reports_its_counters_first_with_old_none() -> None:
 
 
 def test_price_change_registered_then_followed_by_the_scale() -> None:
-    world = _world({"price-change": {"share": 1.0, "per_day": [2, 2], "lag_min": [1, 3]}})
+    world = _world({"price-change": {"share": 1.0, "per_day": [4, 4], "lag_min": [1, 30]}})
     _, evs = _events(world)
     checked = 0
     for code, v in world.honest.merchants.items():
@@ -344,6 +344,13 @@ def test_price_change_registered_then_followed_by_the_scale() -> None:
                 assert s.unit_price_fen_per_kg == want
                 checked += 1
     assert checked > 20
+    for v in world.honest.merchants.values():  # in order per PLU: the day ends as registered
+        last: dict[str, dict[str, Any]] = {}
+        for c in v.get("price-change", ()):
+            if c["plu"] in last:
+                assert c["registered_ms"] >= last[c["plu"]]["scale_ms"]
+                assert c["old"] == last[c["plu"]]["new"]
+            last[c["plu"]] = c
     versions = fleet_io.price_versions(world)
     assert sum(1 for *_, at in versions if at is not None) == sum(
         len(v.get("price-change", ())) for v in world.honest.merchants.values())
