@@ -10,9 +10,11 @@ the merchant's sales by weight and time in :mod:`gateway_server.untraced`.
 
 Re-weighs (核称): a fair scale's ``ReweighEvent`` names the receipt's traceability code;
 the sale carrying that code is looked up, the re-weigh method follows from the two
-scales' e (a finer fair scale is "more accurate": 1× the negative deviation; an equal
-one 2×, Art. 6), and ``weighing.metrology.judge_reweigh`` gives the verdict. A re-weigh
-that arrives before its sale is stored as ``unlinked`` and linked when the sale arrives.
+scales (a fair scale that may err less at that load is "more accurate": 1× the negative
+deviation; an equal one 2×, Art. 6), and ``weighing.metrology.judge_reweigh`` gives the
+verdict, allowing for both scales' in-service MPE and display rounding as the law does
+(docs/metrology.md "Single re-weigh verdict"). A re-weigh that arrives before its sale is
+stored as ``unlinked`` and linked when the sale arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
+from fractions import Fraction
 from itertools import pairwise
 from typing import Any
 
@@ -28,6 +31,8 @@ from sqlalchemy import Connection, func, select
 
 from gateway_server.detectors import kfactor as kf
 from gateway_server.detectors.stream import (
+    CST_OFFSET_MS,
+    DAY_MS,
     DetectorParams,
     Finding,
     RegisteredPrice,
@@ -37,7 +42,9 @@ from gateway_server.detectors.stream import (
     check_idle_scales,
     check_sale,
     check_zero,
+    market_day,
     tare_habit,
+    tray_history_sales,
 )
 from gateway_server.tables import plu_prices, sales, scales
 from gateway_server.tables_workflow import repairs, reweighs
@@ -166,8 +173,8 @@ def _tare_habits(conn: Connection, new_sales: list[dict[str, Any]],
                  prices: dict[tuple[int, str], list[Any]],
                  params: DetectorParams) -> dict[tuple[str, int], TareHabit]:
     """The merchant's taring habit (``detectors.stream.tare_habit``) behind each new
-    untared sale of tray goods: its earlier sales on the same scale, newest
-    ``20 × tray_habit_sales`` plus the batch's, read once per device."""
+    untared sale of tray goods: the scale's sales of that market day before it (at most
+    ``tray_history_sales`` plus the batch's), read once per device."""
     cands = [s for s, p in zip(new_sales, sale_prices, strict=True)
              if _is_tray(p, params) and not int(s.get("tare_mg") or 0)
              and s.get("merchant_id") is not None]
@@ -176,19 +183,22 @@ def _tare_habits(conn: Connection, new_sales: list[dict[str, Any]],
         by_dev[s["device"]].append(s)
     out: dict[tuple[str, int], TareHabit] = {}
     for device, mine in by_dev.items():
-        last = max((int(s["ts_ms"]), int(s["seq"])) for s in mine)
+        last = max(int(s["ts_ms"]) for s in mine)
+        day0 = min(market_day(int(s["ts_ms"])) for s in mine) * DAY_MS - CST_OFFSET_MS
         n_new = sum(1 for s in new_sales if s["device"] == device)
         rows = list(conn.execute(
             select(sales.c.ts_ms, sales.c.seq, sales.c.plu, sales.c.tare_mg, sales.c.merchant_id)
-            .where(sales.c.device == device, sales.c.ts_ms <= last[0])
+            .where(sales.c.device == device, sales.c.ts_ms >= day0, sales.c.ts_ms <= last)
             .order_by(sales.c.ts_ms.desc(), sales.c.seq.desc())
-            .limit(20 * params.tray_habit_sales + n_new)))
+            .limit(tray_history_sales(params) + n_new)))
         rows.reverse()  # oldest first
         missing = {(r.merchant_id, r.plu) for r in rows
                    if r.merchant_id is not None and r.plu} - set(prices)
         prices.update(_prices(conn, missing))
+        for k in missing:
+            prices.setdefault(k, [])  # no registered price: asked once per batch
         tray = [r for r in rows if r.merchant_id is not None and r.plu and _is_tray(
-            _price_at(prices.get((r.merchant_id, r.plu), []), r.ts_ms), params)]
+            _price_at(prices[(r.merchant_id, r.plu)], r.ts_ms), params)]
         for s in mine:
             upto = [dict(r._mapping) for r in tray if r.merchant_id == s["merchant_id"]
                     and (r.ts_ms, r.seq) <= (s["ts_ms"], s["seq"])]
@@ -245,75 +255,21 @@ def _devices_with_new_pairs(conn: Connection, new_events: list[dict[str, Any]],
                                              reweighs.c.sale_device.is_not(None)).distinct())}
 
 
-LEGAL_RESIDUAL = ("JJG 539 / OIML R76-1 使用中检查最大允许误差; 计量法 第九条; "
-                  "零售商品称重计量监督管理办法 第五条")
-_RESIDUAL_TITLES = {
-    "gain": "称量比例偏差超出法定误差 (疑似遥控/改标定) Multiplicative gain beyond the MPE",
-    "additive": "称量固定偏差超出法定误差 (疑似预留底数/加重) Additive offset beyond the MPE",
-    "both": "称量比例与固定偏差均超差 Gain and offset beyond the MPE",
-    "honest": "核称残差超出法定误差 Re-weigh residuals beyond the MPE",
-}
-
-
 def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> list[Finding]:
-    """The statistical re-weigh detector (``detectors.residual``) per selling scale.
+    """The statistical re-weigh detector (``detectors.residual``) per selling scale, run by
+    :mod:`gateway_server.residual_scan`: the loads of the inspection that opened the
+    evidence period and every re-weigh linked by trace code since; a bad pair is left out
+    alone, and what is left out (or a scale it cannot judge) is a ``not-judged`` finding."""
+    from gateway_server import residual_scan
 
-    Pairs: every linked re-weigh (sold settled weight vs the fair scale's reference) and
-    every inspection load (indication vs test weights) since the scale's last inspection
-    or registered verification/repair, which resets the evidence.
-    """
-    from gateway_server.detectors import residual as rd
-
-    out: list[Finding] = []
-    ctx = scale_contexts(conn, devices)
-    for device in sorted(devices):
-        sc = ctx.get(device)
-        if sc is None:
-            continue
-        reset = _reset_ms(conn, device)
-        rows = list(conn.execute(
-            select(reweighs.c.settled_mg, reweighs.c.reference_mg, reweighs.c.device,
-                   reweighs.c.ts_ms, reweighs.c.merchant_id)
-            .where(reweighs.c.sale_device == device, reweighs.c.settled_mg.is_not(None),
-                   reweighs.c.trace_code.is_not(None),  # stall-named: linked by weight only
-                   reweighs.c.ts_ms > reset)
-            .order_by(reweighs.c.ts_ms, reweighs.c.id)))
-        if len(rows) < rd.DEFAULT_PARAMS.min_pairs:
-            continue
-        fair = scale_contexts(conn, {r.device for r in rows})
-        state = rd.ResidualState()
-        try:
-            for r in rows:
-                f = fair.get(r.device)
-                state = rd.update(state, int(r.settled_mg), int(r.reference_mg), e_mg=sc.e_mg,
-                                  reference_e_mg=f.e_mg if f else sc.e_mg,
-                                  accuracy_class=sc.accuracy_class,
-                                  reference_accuracy_class=f.accuracy_class if f else "III")
-        except rd.ResidualInputError:
-            continue  # a pair beyond the legal tables: judged singly by judge_reweigh
-        a = rd.assess(state)
-        if a.flagged_at is None:
-            continue
-        kind = a.verdict.value if a.verdict.value in ("gain", "additive", "both") else "honest"
-        ev = {"verdict": a.verdict.value, "n": a.n, "flagged_at": a.flagged_at,
-              "a_mg": round(a.a_mg), "bound_a_mg": round(a.bound_a_mg), "z_a": round(a.z_a, 2),
-              "b": None if a.b != a.b else round(a.b, 5), "bound_b": round(a.bound_b, 5),
-              "z_b": round(a.z_b, 2), "attributed_by_test": a.attributed_by_test,
-              "worst": [{"settled_mg": w.settled_mg, "reference_mg": w.reference_mg,
-                         "residual_mg": w.residual_mg, "envelope_mg": w.envelope_mg}
-                        for w in a.worst],
-              "since_ms": reset}
-        at = rows[min(a.flagged_at, len(rows)) - 1]  # the pair that raised the flag
-        out.append(Finding(
-            f"residual-{kind if kind != 'honest' else 'excess'}", "high", _RESIDUAL_TITLES[kind],
-            LEGAL_RESIDUAL, int(at.ts_ms), device, sc.market,
-            f"residual:{device}:{reset}", at.merchant_id, ev))
-    return out
+    return residual_scan.residual_findings(conn, devices, now_ms=now_ms, reset_of=_reset_ms)
 
 
 def _reset_ms(conn: Connection, device: str) -> int:
     """The scale's last inspection or registered repair/verification (0: none): the
-    evidence of the statistical detectors starts afresh from there."""
+    evidence of the statistical detectors starts afresh from there. The loads of an
+    inspection *at* this time belong to the new evidence (the state the inspector found;
+    ``residual_scan.pairs_since``); a repair after it discards them too."""
     from gateway_server.tables_workflow import inspection_results
 
     return int(max(
@@ -370,25 +326,53 @@ def _k_samples(rows: Iterable[Any], e_mg: int) -> list[kf.KSample]:
     return [k for k in got if kf.qualifies(k.span_ad, k.settled_mg, e_mg)]
 
 
-def _method(fair: ScaleCtx | None, selling: ScaleCtx | None) -> mt.ReweighMethod:
-    if fair is not None and selling is not None and fair.e_mg < selling.e_mg:
-        return mt.ReweighMethod.MORE_ACCURATE_SCALE
-    return mt.ReweighMethod.EQUAL_ACCURACY_SCALE
+def _instrument(sc: ScaleCtx | None) -> mt.Instrument | None:
+    """The scale as ``weighing.metrology`` sees it (in service), if its class is known."""
+    if sc is None or sc.accuracy_class not in {c.value for c in mt.AccuracyClass}:
+        return None
+    return mt.Instrument(sc.e_mg, mt.AccuracyClass(sc.accuracy_class))
+
+
+def _worst_error_mg(inst: mt.Instrument, load_mg: int) -> Fraction:
+    return (mt.mpe_mg(load_mg, e_mg=inst.e_mg, accuracy_class=inst.accuracy_class,
+                      stage=inst.stage) + mt.rounding_uncertainty_mg(inst.e_mg))
+
+
+def _method(fair: ScaleCtx | None, selling: ScaleCtx | None,
+            load_mg: int = 0) -> mt.ReweighMethod:
+    """Art. 6: a fair scale that may err less at this load than the selling scale (in-service
+    MPE + ½ e, any class I–IIII) is "more accurate" (1× the deviation); otherwise, or when
+    either is unknown, "equal accuracy" (2×). Beyond a table: the finer e decides."""
+    f, s = _instrument(fair), _instrument(selling)
+    if f is None or s is None:
+        return mt.ReweighMethod.EQUAL_ACCURACY_SCALE
+    try:
+        finer = _worst_error_mg(f, load_mg) < _worst_error_mg(s, load_mg)
+    except mt.MetrologyError:
+        finer = f.e_mg < s.e_mg
+    return (mt.ReweighMethod.MORE_ACCURATE_SCALE if finer
+            else mt.ReweighMethod.EQUAL_ACCURACY_SCALE)
 
 
 def _judge(conn: Connection, sale: Any, reference_mg: int, fair: ScaleCtx | None,
            selling: ScaleCtx | None) -> tuple[dict[str, Any], mt.ReweighJudgement]:
+    """Art. 6 verdict on one linked re-weigh, allowing for both scales' in-service MPE and
+    display rounding (``mt.reweigh_threshold_mg``). A fair scale the register does not
+    describe is taken as equal to the selling scale (as the method is); a selling scale
+    without e or class gets the law's limit alone."""
     category = None
     if sale.merchant_id is not None and sale.plu:
         pv = _price_at(_prices(conn, {(sale.merchant_id, sale.plu)}).get(
             (sale.merchant_id, sale.plu), []), sale.ts_ms)
         category = pv.category if pv else None
     cat = mt.GoodsCategory(category) if category in {c.value for c in mt.GoodsCategory} else None
-    method = _method(fair, selling)
+    method = _method(fair, selling, int(sale.net_mg))
     unit = sale.unit_price_fen_per_kg
+    selling_i = _instrument(selling)
     try:
         j = mt.judge_reweigh(int(sale.net_mg), reference_mg, method=method, category=cat,
-                             unit_price_fen_per_kg=None if cat or unit is None else int(unit))
+                             unit_price_fen_per_kg=None if cat or unit is None else int(unit),
+                             selling=selling_i, reference=_instrument(fair) or selling_i)
     except mt.MetrologyError:  # no category and no price: no table applies
         j = mt.ReweighJudgement(int(sale.net_mg) - reference_mg, None, mt.ReweighVerdict.NO_RULE)
     row = {"sale_id": sale.id, "sale_device": sale.device, "merchant_id": sale.merchant_id,
@@ -400,16 +384,20 @@ def _judge(conn: Connection, sale: Any, reference_mg: int, fair: ScaleCtx | None
     return row, j
 
 
-def _reweigh_finding(rw: dict[str, Any], selling: ScaleCtx | None, market: str) -> list[Finding]:
+def _reweigh_finding(rw: dict[str, Any], selling: ScaleCtx | None, market: str, *,
+                     threshold_mg: Fraction | None = None) -> list[Finding]:
+    """``reweigh-short`` for a violation; ``limit_mg`` is Art. 6's limit, ``threshold_mg``
+    (exact mg, as text) what the shortfall was compared with."""
     if rw["verdict"] != mt.ReweighVerdict.VIOLATION.value:
         return []
     sc = selling or ScaleCtx(rw["sale_device"], market, 1, 1)
+    ev = {k: rw.get(k) for k in ("trace_code", "sold_mg", "reference_mg", "shortfall_mg",
+                                 "limit_mg", "method", "category", "sale_id")}
+    ev["threshold_mg"] = None if threshold_mg is None else str(threshold_mg)
     return [Finding(
         "reweigh-short", "high", "公平秤核称短秤 Fair-scale re-weigh found short weight",
         LEGAL_REWEIGH, int(rw["ts_ms"]), sc.device, sc.market,
-        f"reweigh-short:{rw['device']}:{rw['seq']}", rw.get("merchant_id"),
-        {k: rw.get(k) for k in ("trace_code", "sold_mg", "reference_mg", "shortfall_mg",
-                                "limit_mg", "method", "category", "sale_id")})]
+        f"reweigh-short:{rw['device']}:{rw['seq']}", rw.get("merchant_id"), ev)]
 
 
 def _reweigh(conn: Connection, e: dict[str, Any], body: dict[str, Any],
@@ -423,10 +411,11 @@ def _reweigh(conn: Connection, e: dict[str, Any], body: dict[str, Any],
         conn.execute(reweighs.insert().values(**base, method="", verdict="unlinked"))
         return []
     selling = ctx.get(sale.device) or scale_contexts(conn, [sale.device]).get(sale.device)
-    row, _ = _judge(conn, sale, reference, ctx.get(e["device"]), selling)
+    fair = ctx.get(e["device"]) or scale_contexts(conn, [e["device"]]).get(e["device"])
+    row, j = _judge(conn, sale, reference, fair, selling)
     rw = base | row
     conn.execute(reweighs.insert().values(**rw))
-    return _reweigh_finding(rw, selling, sale.market)
+    return _reweigh_finding(rw, selling, sale.market, threshold_mg=j.threshold_mg)
 
 
 def _link_waiting_reweighs(conn: Connection, new_sales: list[dict[str, Any]],
@@ -444,9 +433,10 @@ def _link_waiting_reweighs(conn: Connection, new_sales: list[dict[str, Any]],
             continue
         fair = ctx.get(w.device) or scale_contexts(conn, [w.device]).get(w.device)
         selling = ctx.get(sale.device) or scale_contexts(conn, [sale.device]).get(sale.device)
-        row, _ = _judge(conn, sale, int(w.reference_mg), fair, selling)
+        row, j = _judge(conn, sale, int(w.reference_mg), fair, selling)
         conn.execute(reweighs.update().where(reweighs.c.id == w.id).values(**row))
-        out += _reweigh_finding(dict(w._mapping) | row, selling, sale.market)
+        out += _reweigh_finding(dict(w._mapping) | row, selling, sale.market,
+                                threshold_mg=j.threshold_mg)
     return out
 
 

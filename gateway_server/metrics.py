@@ -7,6 +7,7 @@ open inspection tasks) come from the database, so any API process can serve them
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -50,6 +51,22 @@ INGEST_COUNTERS = {
 }
 
 
+def _not_judged(evidence: list[dict[str, Any]]) -> list[str]:
+    """What the detectors left out (open ``not-judged`` findings, docs/detection.md): scales
+    a detector cannot judge at all, and pairs the statistical detector left out."""
+    detectors = sorted({str(e.get("detector", "")) for e in evidence} | {"residual"})
+    scales_ = [_line("scales_not_judged",
+                     sum(1 for e in evidence if e.get("detector") == d and not e.get("judged")),
+                     {"detector": d}) for d in detectors]
+    left_out = sum(int(e.get("left_out") or 0) for e in evidence
+                   if e.get("detector") == "residual")
+    return (_family("scales_not_judged", "gauge",
+                    "scales a detector could not judge (open not-judged findings)", scales_)
+            + _family("residual_pairs_left_out", "gauge",
+                      "pairs the statistical detector left out (open not-judged findings)",
+                      [_line("residual_pairs_left_out", left_out)]))
+
+
 def render(store: Store, ingestor: Any | None, sink: Any | None = None) -> str:
     out: list[str] = []
     now = time.time_ns() // 1_000_000
@@ -73,12 +90,16 @@ def render(store: Store, ingestor: Any | None, sink: Any | None = None) -> str:
         states = c.execute(select(scales.c.state, func.count()).group_by(scales.c.state)).all()
         tasks = c.execute(select(func.count()).select_from(inspection_tasks)
                           .where(inspection_tasks.c.status == "open")).scalar_one()
+        not_judged = [json.loads(e) for (e,) in c.execute(
+            select(findings.c.evidence).where(findings.c.status == "open",
+                                              findings.c.kind == "not-judged"))]
     out += _family("findings_open", "gauge", "open findings by kind and severity", [
         _line("findings_open", n, {"kind": k, "severity": s}) for k, s, n in by_kind])
     out += _family("scales", "gauge", "scales by reported state", [
         _line("scales", n, {"state": s}) for s, n in states])
     out += _family("inspection_tasks_open", "gauge", "open inspection tasks",
                    [_line("inspection_tasks_open", tasks)])
+    out += _not_judged(not_judged)
     if sink is not None:
         for k, v in sorted(sink.stats().items()):
             if isinstance(v, bool) or not isinstance(v, int | float):
