@@ -50,10 +50,13 @@ OVERDUE_TITLE = "检定过期 Verification overdue"
 
 
 def inspection_loads_mg(*, e_mg: int, max_mg: int, accuracy_class: str = "III") -> list[int]:
-    """Near Min, 500 e, 2,000 e and Max, as far as they lie within the range."""
+    """Near Min, at the class's MPE band changes (III: 500 e and 2,000 e; IIII: 50 e and
+    200 e; II: 5,000 e and 20,000 e; I: 50,000 e and 200,000 e, OIML R76-1 Table 6) and
+    Max, as far as they lie within the range."""
     cls = mt.AccuracyClass(accuracy_class)
     min_e = _min_capacity_e(e_mg, cls)
-    loads = {min_e * e_mg, 500 * e_mg, 2_000 * e_mg, max_mg}
+    changes = [u * e_mg for u, _ in mt.MPE_BANDS_E[cls][:-1] if u is not None]
+    loads = {min_e * e_mg, *changes, max_mg}
     return sorted(x for x in loads if 0 < x <= max_mg)
 
 

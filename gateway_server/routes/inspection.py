@@ -402,7 +402,7 @@ def list_complaints(store: StoreDep, merchant_id: RowIdQuery = None) -> list[dic
 def metrology_mpe(
     load_mg: Annotated[int, Query(ge=0)], e_mg: Annotated[int, Query(gt=0)],
     max_mg: Annotated[int | None, Query(gt=0)] = None,
-    accuracy_class: Literal["III", "IIII"] = "III",
+    accuracy_class: Literal["I", "II", "III", "IIII"] = "III",
     stage: Literal["initial_verification", "subsequent_verification", "in_service"] =
     "in_service",
 ) -> dict[str, Any]:

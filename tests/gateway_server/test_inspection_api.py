@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from conftest import seed
@@ -133,3 +134,23 @@ def test_tolerance_calculator(client: TestClient, inspector: dict[str, str]) -> 
     bad = client.get("/api/v1/metrology/mpe", headers=inspector,
                      params={"load_mg": 1, "e_mg": 5_000, "max_mg": 15_000_001})
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize(("e_mg", "max_mg", "cls", "loads"), [
+    (5_000, 15_000_000, "III", [100_000, 2_500_000, 10_000_000, 15_000_000]),
+    # class II fair scale 15 kg / 1 g: Min 50 e, the band change at 5,000 e (R76-1 Table 6)
+    (1_000, 15_000_000, "II", [50_000, 5_000_000, 15_000_000]),
+    # class IIII 5 kg / 5 g: Min 10 e, band changes at 50 e and 200 e
+    (5_000, 5_000_000, "IIII", [50_000, 250_000, 1_000_000, 5_000_000]),
+])
+def test_test_loads_follow_the_class(e_mg: int, max_mg: int, cls: str, loads: list[int]) -> None:
+    from gateway_server.inspection import inspection_loads_mg
+
+    assert inspection_loads_mg(e_mg=e_mg, max_mg=max_mg, accuracy_class=cls) == loads
+
+
+def test_mpe_of_a_class_ii_fair_scale(client: TestClient, inspector: dict[str, str]) -> None:
+    """The scale page draws a class II scale's envelope from /metrology/mpe (was a 422)."""
+    q = {"load_mg": 5_000_001, "e_mg": 1_000, "max_mg": 15_000_000, "accuracy_class": "II"}
+    r = client.get("/api/v1/metrology/mpe", params=q, headers=inspector)
+    assert r.status_code == 200 and r.json()["mpe_mg"] == "2000"

@@ -10,7 +10,7 @@ export async function render(root) {
   const load = h("input", { id: "mpe-load", value: "2.5", inputmode: "decimal" });
   const e = h("input", { id: "mpe-e", value: "0.005", inputmode: "decimal" });
   const max = h("input", { id: "mpe-max", value: "15", inputmode: "decimal" });
-  const cls = h("select", { id: "mpe-class" }, ["III", "IIII"].map((c) => h("option", { value: c }, c)));
+  const cls = h("select", { id: "mpe-class" }, ["III", "IIII", "II", "I"].map((c) => h("option", { value: c }, c)));
   const stage = h("select", { id: "mpe-stage" },
     h("option", { value: "in_service" }, L("使用中检查（2 倍）", "In service (2×)")),
     h("option", { value: "subsequent_verification" }, L("后续检定", "Subsequent verification")),
