@@ -107,14 +107,15 @@ def _exposed(truth: dict[str, Any], row: str) -> set[str]:
 
 def _by_merchant(truth: dict[str, Any], items: list[dict[str, Any]], codes: dict[int, str],
                  kinds_of: Any) -> dict[str, Counter[str]]:
-    """merchant code → kinds, for items naming a device (its owners) or else a merchant."""
-    owners = _owners(truth)
+    """merchant code → kinds, for items naming a scale (its registered owner, as
+    ``simulators.evaluate.score_queue`` counts) or else a merchant."""
+    scales = truth["scales"]
     out: dict[str, Counter[str]] = defaultdict(Counter)
     for it in items:
-        who = owners.get(it.get("device") or "", [])
-        if not who and it.get("merchant_id") in codes:
-            who = [codes[it["merchant_id"]]]
-        for code in who:
+        dev = it.get("device")
+        code = (scales[dev].get("merchant") if dev in scales
+                else codes.get(it.get("merchant_id")))
+        if code:
             out[code].update(kinds_of(it))
     return out
 
@@ -158,18 +159,19 @@ def summarise(row: str, out: Path, *, code: str = "") -> dict[str, Any]:
         return {"n": len(who), "share": len(who) / len(honest) if honest else None,
                 "exposed": sum(1 for c in who if c in exposed), "by_kind": dict(kinds)}
 
-    in_queue = None if queue is None or queued is None else (
-        {it["device"] for it in queue if it["in_queue"]},
-        {codes.get(it.get("merchant_id")) for it in queue if it["in_queue"]})
+    in_queue = None if queue is None or queued is None else {
+        it["device"] for it in queue if it["in_queue"]}
     cheats = {}
     for kind, r in evaluation["types"].items():
         if r["cases"]:
             cheats[kind] = {"cases": r["cases"], "found": r["detected"],
                             "ttd_median_s": r["ttd_median_s"], "ttd_p90_s": r["ttd_p90_s"]}
-            if in_queue is not None:  # the case's scale (or its merchant) is in the queue
+            if r.get("in_queue") is not None:  # simulators.evaluate: the case's scale queued
+                cheats[kind]["queued"] = r["in_queue"]
+            elif in_queue is not None:
                 cheats[kind]["queued"] = sum(
                     1 for c in evaluation["cases"] if c["kind"] == kind and c["effective"]
-                    and (c["device"] in in_queue[0] or c["merchant"] in in_queue[1]))
+                    and c["device"] in in_queue)
     fl = truth["fleet"]
     return {"row": row, "seed": fl["seed"], "markets": fl["markets"], "scales": fl["scales"],
             "merchants": fl["merchants"], "events": fl["events"], "honest": len(honest),
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-docs", action="store_true", help="do not rewrite the document")
     p.add_argument("--docs-only", action="store_true", help="only rebuild the table")
     p.add_argument("--list", action="store_true", help="list the rows and which are done")
+    p.add_argument("--resummarise", action="store_true",
+                   help="recompute the finished rows' row.json from their run files")
     args = p.parse_args(argv)
     base = load_fleet_config(args.config)
     if args.seed in base.fleet.tuning_seeds:
@@ -285,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seed_dir = Path(args.out) / f"seed-{args.seed}"
     done = {r["row"] for r in finished(seed_dir)}
+    if args.resummarise:
+        for r in finished(seed_dir):
+            out = seed_dir / r["row"]
+            (out / "row.json").write_text(json.dumps(
+                summarise(r["row"], out, code=r.get("code", "")), indent=1) + "\n",
+                encoding="utf-8")
+        args.docs_only = True
     if args.list:
         for r in rows():
             print(f"{r:20} {'done' if r in done else '-'}")
