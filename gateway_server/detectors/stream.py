@@ -91,6 +91,7 @@ class DetectorParams:
     tray_habit_min: int = 3  # fewer earlier sales than this: no habit can be shown
     tray_habit_share: float = 0.8  # tared in at least this share of the window
     tray_confirm_sales: int = 3  # consecutive untared sales against a habit: high severity
+    tray_lookback_sales: int = 50  # a window is sought this far back (a PLU rarer: merchant's)
     repair_grace_ms: int = 24 * 3_600_000  # a repair registered ≤ 1 day before explains it
     idle_window_ms: int = 3 * 3_600_000  # judged window of the idle-scale rule
     idle_baseline_ms: int = 3 * 3_600_000  # the scale's own share, measured just before
@@ -143,28 +144,40 @@ class TareHabit:
                 and self.tared >= params.tray_habit_share * self.window)
 
 
-def _window(tray_sales: Sequence[Mapping[str, Any]], i: int,
+def _window(today: Sequence[Mapping[str, Any]], i: int,
             params: DetectorParams) -> tuple[str, list[Mapping[str, Any]]]:
-    plu, day = tray_sales[i].get("plu"), market_day(int(tray_sales[i]["ts_ms"]))
-    # the same market day only: a habit of yesterday (another shift's merchant on an
-    # unregistered shared scale, a stall that changed how it packs) is not today's evidence
-    earlier = [r for r in tray_sales[max(0, i - 20 * params.tray_habit_sales):i][::-1]
-               if market_day(int(r["ts_ms"])) == day]  # newest first
-    same = [r for r in earlier if r.get("plu") == plu][:params.tray_habit_sales]
+    """The habit window of sale ``i``: the PLU's last sales before it, or, with fewer than
+    ``tray_habit_min`` of them, the merchant's last tray sales (newest first)."""
+    plu, m = today[i].get("plu"), params.tray_habit_sales
+    same: list[Mapping[str, Any]] = []
+    anyplu: list[Mapping[str, Any]] = []
+    for j in range(i - 1, max(-1, i - 1 - params.tray_lookback_sales), -1):
+        r = today[j]
+        if len(anyplu) < m:
+            anyplu.append(r)
+        if r.get("plu") == plu:
+            same.append(r)
+            if len(same) == m:
+                break
     if len(same) >= params.tray_habit_min:
         return "plu", same
-    return "merchant", earlier[:params.tray_habit_sales]
+    return "merchant", anyplu
 
 
 def _tared(r: Mapping[str, Any]) -> bool:
     return int(r.get("tare_mg") or 0) > 0
 
 
-def _habit_holds(tray_sales: Sequence[Mapping[str, Any]], i: int,
-                 params: DetectorParams) -> bool:
-    _, w = _window(tray_sales, i, params)
+def _habit_holds(today: Sequence[Mapping[str, Any]], i: int, params: DetectorParams) -> bool:
+    _, w = _window(today, i, params)
     n = sum(1 for r in w if _tared(r))
     return len(w) >= params.tray_habit_min and n >= params.tray_habit_share * len(w)
+
+
+def tray_history_sales(params: DetectorParams = DetectorParams()) -> int:
+    """How many of a scale's latest sales before the judged one :func:`tare_habit` can use
+    (the break run's ``2 × tray_habit_sales``, each with its look-back)."""
+    return params.tray_lookback_sales + 2 * params.tray_habit_sales
 
 
 def tare_habit(tray_sales: Sequence[Mapping[str, Any]], *,
@@ -172,17 +185,24 @@ def tare_habit(tray_sales: Sequence[Mapping[str, Any]], *,
     """The taring habit behind the last of ``tray_sales``.
 
     ``tray_sales``: one merchant's sales of tray-sold goods on one scale, oldest first,
-    the sale to judge last (keys ``ts_ms``, ``plu``, ``tare_mg``); only those of the same
-    market day (CST) count. Pure; the caller reads them.
+    the sale to judge last (keys ``ts_ms``, ``plu``, ``tare_mg``). Only those of its market
+    day (CST) count: a habit of yesterday (another shift's merchant on an unregistered
+    shared scale, a stall that changed how it packs) is not today's evidence. The run of
+    breaks looks back over at most ``2 × tray_habit_sales`` sales. Pure; the caller reads
+    the sales.
     """
-    i = len(tray_sales) - 1
-    basis, w = _window(tray_sales, i, params)
+    k, day = len(tray_sales), market_day(int(tray_sales[-1]["ts_ms"]))
+    while k > 0 and market_day(int(tray_sales[k - 1]["ts_ms"])) == day:
+        k -= 1
+    today = tray_sales[k:]
+    i = len(today) - 1
+    basis, w = _window(today, i, params)
     tares = sorted(int(r.get("tare_mg") or 0) for r in w if _tared(r))
     breaks = 0
-    for j in range(i, -1, -1):
-        if breaks >= params.tray_confirm_sales or _tared(tray_sales[j]):
+    for j in range(i, max(-1, i - 2 * params.tray_habit_sales), -1):
+        if breaks >= params.tray_confirm_sales or _tared(today[j]):
             break
-        if _habit_holds(tray_sales, j, params):
+        if _habit_holds(today, j, params):
             breaks += 1
     return TareHabit(basis, len(w), len(tares), tares[len(tares) // 2] if tares else 0,
                      breaks)
