@@ -85,7 +85,8 @@ def test_what_weighs_nothing() -> None:
     assert m.score_days(day("scale-too-coarse", "impact", "zero-offset", "sequence-gap")) == []
     # a severity entry takes precedence over the kind's
     assert m.lookup("tare-omission", "high").p_day == 1e-3  # type: ignore[union-attr]
-    assert m.lookup("tare-omission", "medium").p_day == 1e-2  # type: ignore[union-attr]
+    assert m.lookup("tare-omission", "medium").p_day == 0.13  # type: ignore[union-attr]
+    assert m.counts("tare-omission", "medium") is None  # a forgotten tray: an observation
 
 
 def test_families_and_repeats_and_days() -> None:
@@ -100,8 +101,8 @@ def test_families_and_repeats_and_days() -> None:
     two_days = m.score_days(day("amount-mismatch", d=1) + day("tare-omission", d=2))
     assert [x.day for x in two_days] == [1, 2]
     assert all(x.p_day > m.alpha_day for x in two_days)
-    (both,) = m.score_days(day("amount-mismatch") + day("tare-omission", severity="medium"))
-    assert both.score == pytest.approx(5.0) and both.p_day <= m.alpha_day
+    (both,) = m.score_days(day("amount-mismatch") + day("tare-omission", severity="high"))
+    assert both.score == pytest.approx(6.0) and both.p_day <= m.alpha_day
     assert both.evidence == pytest.approx(-math.log10(both.p_day))
 
 

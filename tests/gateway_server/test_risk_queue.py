@@ -37,7 +37,7 @@ def _noon(days_ago: int) -> int:
 
 class Market:
     """Merchants a (scales s-1, s-3) and b (s-2), 15 kg / 5 g each; a vegetable PLU at
-    6 元/kg for both, a tray-sold meat PLU at 30 元/kg for a."""
+    6 元/kg and a tray-sold meat PLU at 30 元/kg for both."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -55,8 +55,8 @@ class Market:
             for m in ("a", "b"):
                 reg.add_price(c, self.ids[m], plu="1001", name="西红柿", category="vegetables",
                               unit_price_fen_per_kg=600, valid_from_ms=self.now - 30 * DAY)
-            reg.add_price(c, self.ids["a"], plu="3001", name="猪肉", category="meat",
-                          unit_price_fen_per_kg=3_000, valid_from_ms=self.now - 30 * DAY)
+                reg.add_price(c, self.ids[m], plu="3001", name="猪肉", category="meat",
+                              unit_price_fen_per_kg=3_000, valid_from_ms=self.now - 30 * DAY)
 
     def send(self, device: str, events: list[Any]) -> Any:
         signed = [sign_event(self.keys[device], device, e) for e in events]
@@ -83,12 +83,14 @@ class Market:
         """1 kg at 6 元/kg billed 7 元: above every lawful rounding (amount-mismatch)."""
         return self.sale(device, ts_ms, amount=700)
 
-    def untared_tray(self, device: str, t: int) -> list[wire.SaleEvent]:
-        """Four meat sales with the tray tared, then one without (tare-omission)."""
+    def untared_trays(self, device: str, t: int, untared: int = 3) -> list[wire.SaleEvent]:
+        """Eight meat sales with the tray tared, then ``untared`` without: one is a
+        forgotten tray (tare-omission medium, an observation), three in a row a changed
+        practice (tare-omission high, weak evidence)."""
         tared = [self.sale(device, t + i * MIN, net_mg=800_000 + 10_000 * i, plu="3001",
-                           price=3_000, tare_mg=50_000) for i in range(4)]
-        return [*tared, self.sale(device, t + 5 * MIN, net_mg=900_000, plu="3001",
-                                  price=3_000)]
+                           price=3_000, tare_mg=50_000) for i in range(8)]
+        return [*tared, *(self.sale(device, t + (10 + i) * MIN, net_mg=900_000 + 10_000 * i,
+                                    plu="3001", price=3_000) for i in range(untared))]
 
 
 def _risk(client: TestClient, h: dict[str, str], device: str) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def test_two_independent_weak_kinds_combine_on_one_day(client: TestClient, store
     mk = Market(store)
     t = _noon(2)
     mk.send("s-1", [mk.overcharge("s-1", t)])  # amount-mismatch alone
-    mk.send("s-3", [*mk.untared_tray("s-3", t), mk.overcharge("s-3", t + 30 * MIN)])  # both
+    mk.send("s-3", [*mk.untared_trays("s-3", t), mk.overcharge("s-3", t + 30 * MIN)])  # both
     # the same two kinds on two different market days do not combine
     mk.send("s-2", [mk.overcharge("s-2", t)])
     queue = _queue(client, inspector)
@@ -165,12 +167,17 @@ def test_two_independent_weak_kinds_combine_on_one_day(client: TestClient, store
 def test_weak_kinds_on_different_days_and_tare_alone_stay_out(
         client: TestClient, store: Store, inspector: dict[str, str]) -> None:
     mk = Market(store)
-    mk.send("s-3", [*mk.untared_tray("s-3", _noon(3)), mk.overcharge("s-3", _noon(2))])
-    mk.send("s-1", mk.untared_tray("s-1", _noon(2)))
+    mk.send("s-3", [*mk.untared_trays("s-3", _noon(3)), mk.overcharge("s-3", _noon(2))])
+    mk.send("s-1", mk.untared_trays("s-1", _noon(2)))
+    # a forgotten tray (one untared sale) is an observation even beside an overcharge
+    mk.send("s-2", [*mk.untared_trays("s-2", _noon(1), untared=1),
+                    mk.overcharge("s-2", _noon(1) + 30 * MIN)])
     assert _queue(client, inspector) == {}
     r = _risk(client, inspector, "s-3")
     # (the day between the two shows as offline while trading: an observation too)
     assert {"amount-mismatch", "tare-omission"} <= set(_kinds(r)) and not r["in_queue"]
+    forgot = _kinds(_risk(client, inspector, "s-2"))["tare-omission"]
+    assert forgot["severity"] == "medium" and forgot["weight"] == 0
 
 
 def test_repeats_of_a_kind_do_not_multiply(client: TestClient, store: Store,
@@ -200,7 +207,7 @@ def test_the_stated_threshold_is_the_one_applied(client: TestClient, store: Stor
     t = _noon(1)
     mk.send("s-1", [mk.overcharge("s-1", t)])
     mk.send("s-2", [mk.sale("s-2", t, price=60)])
-    mk.send("s-3", [*mk.untared_tray("s-3", t), mk.overcharge("s-3", t + 30 * MIN)])
+    mk.send("s-3", [*mk.untared_trays("s-3", t), mk.overcharge("s-3", t + 30 * MIN)])
     queue = _queue(client, inspector)
     for device in ("s-1", "s-2", "s-3"):
         r = _risk(client, inspector, device)
