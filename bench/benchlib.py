@@ -21,10 +21,8 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the packages, when run with a Python that lacks the install
     sys.path.insert(0, str(ROOT))
 
-from gateway_server.broker import free_port  # noqa: E402
+from gateway_server.broker import free_port, wait_port  # noqa: E402
 
 __all__ = ["ROOT", "cpu_model", "free_port", "machine", "read_section", "replace_section",
            "start_mosquitto", "today", "wait_port"]
@@ -64,17 +62,6 @@ def machine() -> str:
 
 def today() -> str:
     return datetime.now(UTC).date().isoformat()
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def start_mosquitto(tmp: Path, extra_conf: str = "") -> tuple[subprocess.Popen[bytes], int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from typing import Any
 
 
@@ -18,6 +19,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Return once something accepts connections on ``host:port``; TimeoutError after
+    ``timeout_s`` (a broker or gateway starting in another process)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
 
 
 class EmbeddedBroker:

@@ -38,7 +38,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway_server.broker import free_port
+from gateway_server.broker import free_port, wait_port
 from simulators import fleet_honest_world as honest_world
 from simulators import goods as gd
 from simulators.fleet import Simulation
@@ -421,19 +421,6 @@ def write_truth(sim: Simulation, path: Path) -> dict[str, Any]:
 # -- a private stack: Mosquitto + gateway-server on free loopback ports ------------------
 
 
-def _wait_port(port: int, timeout_s: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @dataclass
 class LocalStack:
     """A private Mosquitto and a ``gateway-server serve`` subprocess (SQLite by default)."""
@@ -463,7 +450,7 @@ class LocalStack:
                         "max_queued_bytes 1073741824\nmax_inflight_messages 1000\n")
         self.procs.append(subprocess.Popen([binary, "-c", str(conf)],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait_port(mport)
+        wait_port(mport)
         self.mqtt_url = f"mqtt://127.0.0.1:{mport}"
         hport = free_port()
         env = dict(os.environ)
@@ -485,7 +472,7 @@ class LocalStack:
         log = (self.work / "gateway.log").open("ab")
         self.procs.append(subprocess.Popen([str(bindir / "gateway-server"), "serve"], env=env,
                                            stdout=log, stderr=subprocess.STDOUT))
-        _wait_port(hport, 60)
+        wait_port(hport, 60)
         self.gateway_url = f"http://127.0.0.1:{hport}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -26,7 +26,6 @@ API; pinned in pyproject because it is marked experimental).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import threading
@@ -356,27 +355,4 @@ def run_modbus_emulator(
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``scale-sim modbus --profile P [--tcp HOST:PORT | --rtu PATH] [--slaves 1,2]``."""
-    ap = argparse.ArgumentParser(prog="scale-sim modbus")
-    ap.add_argument("--profile", default="modbus-transmitter-generic")
-    ap.add_argument("--tcp", help="HOST:PORT (default 127.0.0.1:5020)")
-    ap.add_argument("--rtu", help="serial device path, e.g. one end of a socat pty pair")
-    ap.add_argument("--slaves", default="1")
-    ap.add_argument("--silent", default="", help="slave ids that never answer")
-    ap.add_argument("--noise-e", type=int, default=0)
-    ap.add_argument("--drift-e-per-min", type=float, default=0.0)
-    ap.add_argument("--duration-s", type=float)
-    a = ap.parse_args(argv)
-    tcp = None
-    if a.rtu is None:
-        host, _, port = (a.tcp or "127.0.0.1:5020").rpartition(":")
-        tcp = (host, int(port))
-    ids = [int(x) for x in a.slaves.split(",") if x]
-    silent = [int(x) for x in a.silent.split(",") if x]
-    return run_modbus_emulator(a.profile, tcp=tcp, rtu=a.rtu, slaves=ids + silent, silent=silent,
-                               duration_s=a.duration_s, noise_e=a.noise_e,
-                               drift_e_per_min=a.drift_e_per_min)
-
-
-__all__ = ["ModbusEmulator", "SlaveModel", "free_port", "main", "run_modbus_emulator"]
+__all__ = ["ModbusEmulator", "SlaveModel", "free_port", "run_modbus_emulator"]
