@@ -139,7 +139,11 @@ def test_one_scale_failing_never_stops_another(tmp_path: Path, mosquitto: Mosqui
             wait_until(lambda: agent.workers[1].stats.state == "running", 60, what="port open")
             good.start(gate=len(good.frames))
             wait_until(lambda: col.faults("s-bad", "worker-restart"), 60, what="the bug reported")
-            wait_until(lambda: w_bad.stats.state == "running", 60, what="the bad scale restarted")
+            # that outage ends when frames flow again (an outage is reported once, however
+            # many failures it has): then the port's loss is a new one
+            frames = w_bad.stats.frames
+            wait_until(lambda: w_bad.stats.state == "running" and w_bad.stats.frames > frames,
+                       60, what="the bad scale restarted and reading")
             bad.stop()  # the bad scale's port disappears for good
             # the supervisor may be in a backoff of up to ~12 s (jittered, doubling) when
             # the port vanishes: the loss is reported at the next reopen attempt
