@@ -206,21 +206,27 @@ def _kinds(by_kind: dict[str, int], top: int = 4) -> str:
     return ", ".join(f"{k} {n}" for k, n in ks[:top]) + more if ks else "–"
 
 
+def _short(code: str | None) -> str:
+    if not code:
+        return "?"
+    return code.split()[0] + ("+" if "uncommitted" in code else "")
+
+
 def to_markdown(results: list[dict[str, Any]], seed: int) -> str:
     order = {r: i for i, r in enumerate(rows())}
     results = sorted(results, key=lambda r: order.get(r["row"], 99))
-    code = ", ".join(sorted({f"{r.get('date')}: {r.get('code') or '?'}" for r in results}))
+    dates = sorted({str(r.get("date")) for r in results})
     lines = [
         f"Seed {seed} (not a tuning seed); one fresh gateway per row; "
-        f"{len(results)} of {len(rows())} rows run (code: {code}). "
-        "Honest merchants: those with no cheat or "
-        "fault on any scale. *With it*: honest merchants that have the row's behaviour "
-        "(their count in brackets). Queued: in the gateway's inspection queue "
-        "(`in_queue`); flagged: any finding.",
+        f"{len(results)} of {len(rows())} rows run ({', '.join(dates)}). Honest merchants: "
+        "no cheat or fault on any of their scales. *With it*: of the honest merchants that "
+        "have the row's behaviour. Queued: in the gateway's inspection queue at the end of "
+        "the day; flagged: any finding (observations included). Code: the commit the row's "
+        "gateway ran (+: with uncommitted rule changes of the shared working tree).",
         "",
         "| row | scales | honest | queued | queued, with it | by rule (queued) | "
-        "flagged | flagged, with it | by rule (flagged) | wall |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
+        "flagged | flagged, with it | by rule (flagged) | wall | code |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|---:|---|",
     ]
     for r in results:
         q, f = r["queued"], r["flagged"]
@@ -230,7 +236,7 @@ def to_markdown(results: list[dict[str, Any]], seed: int) -> str:
             f"{(str(q['exposed']) + ' of ' + format(r['exposed'], ',')) if q else 'n/a'} | "
             f"{_kinds(q['by_kind']) if q else 'n/a'} | {_pct(f['n'], r['honest'])} | "
             f"{f['exposed']} of {r['exposed']:,} | {_kinds(f['by_kind'])} | "
-            f"{r['wall_s'] / 60:.1f} min |")
+            f"{r['wall_s'] / 60:.1f} min | {_short(r.get('code'))} |")
     kinds = [k for k in CHEATS + FAULTS if any(k in r["cheats"] for r in results)]
     lines += ["", "Cheats: found by any finding / cases (of them in the queue at the end of "
               "the day), median time to the first finding in simulated minutes.", "",
