@@ -117,8 +117,13 @@ def test_one_scale_failing_never_stops_another(tmp_path: Path, mosquitto: Mosqui
     good = GatedScale(make_codec(profile.protocol, profile.codec), good_loads,
                       e_mg=profile.metrology.e_mg, rate_hz=profile.link.output_rate_hz)
     with SerialEmulator(profile, bad_loads) as bad:
+        # the agent reaches the bad scale through a link of this test's own: once the link
+        # is gone the port is gone for good, whereas /dev/pts/N itself is soon reused by a
+        # pty of another test (xdist workers), which the retrying agent would open and read
+        bad_port = tmp_path / "bad-scale-tty"
+        bad_port.symlink_to(bad.path)
         agent = Agent(agent_config(tmp_path, mosquitto.url, [
-            {"device": "s-bad", "port": bad.path}, {"device": "s-good", "port": good.path}]))
+            {"device": "s-bad", "port": str(bad_port)}, {"device": "s-good", "port": good.path}]))
         w_bad = agent.workers[0]
         assert isinstance(w_bad.source, SerialFrameSource)
         w_bad.source = ExplodingSource(w_bad.source, after_polls=5)
@@ -144,7 +149,8 @@ def test_one_scale_failing_never_stops_another(tmp_path: Path, mosquitto: Mosqui
             frames = w_bad.stats.frames
             wait_until(lambda: w_bad.stats.state == "running" and w_bad.stats.frames > frames,
                        60, what="the bad scale restarted and reading")
-            bad.stop()  # the bad scale's port disappears for good
+            bad_port.unlink()  # the bad scale's port disappears for good
+            bad.stop()
             # the supervisor may be in a backoff of up to ~12 s (jittered, doubling) when
             # the port vanishes: the loss is reported at the next reopen attempt
             wait_until(lambda: col.faults("s-bad", "transport-lost"), 120, what="transport lost")

@@ -59,12 +59,17 @@ class Station:
         self.codec = make_codec(profile.protocol, profile.codec)
         self.scale = Pty()
         self.scanner = Pty()
+        # the agent reaches the scanner through a link of this test's own: unplugged, it
+        # stays gone, whereas /dev/pts/N is soon reused by another test's pty (xdist
+        # workers), which the retrying agent would open and read
+        self.scanner_port = tmp / "scanner-tty"
+        self.scanner_port.symlink_to(self.scanner.path)
         self.col = Collector(mosquitto.port)
         self.agent = Agent(AgentConfig.model_validate({
             "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60},
             "mqtt": {"url": mosquitto.url, "max_delay_ms": 50},
             "scale": [{"device": DEVICE, "profile": PROFILE, "port": self.scale.path,
-                       "role": "fair", "scanner": scanner or self.scanner.path,
+                       "role": "fair", "scanner": scanner or str(self.scanner_port),
                        "key": KEY_HEX}]}))
         self.agent.start()
         if scanner is None:
@@ -166,14 +171,15 @@ def test_bad_scans_are_rejected_and_counted_and_the_next_good_scan_pairs(
 def test_a_lost_scanner_is_reported_once_and_the_scale_keeps_weighing(
     station: Station,
 ) -> None:
-    station.scanner.close()  # unplugged: the line hangs up, the device node goes away
+    station.scanner_port.unlink()  # unplugged: the device node goes away
+    station.scanner.close()  # and the line hangs up
     (fault,) = wait_until(lambda: station.col.faults(DEVICE, "scanner-lost"), 60,
                           what="a scanner-lost fault")
     station.weigh(900_000)
     (sale,) = station.wait_events(1)
 
     assert isinstance(sale, wire.SaleEvent) and sale.settled_mg == 900_000
-    assert station.scanner.path in fault.detail
+    assert str(station.scanner_port) in fault.detail
     # retried with backoff (0.5 s, 1 s, ...) while the scale went on; reported once
     wait_until(lambda: station.station()["scanner_failures"] >= 2, 60, what="a retry")
     assert len(station.col.faults(DEVICE, "scanner-lost")) == 1
