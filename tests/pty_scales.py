@@ -33,7 +33,9 @@ class PtyScale:
         self.done = threading.Event()
 
     def play(self, frames: list[tuple[int, WeightFrame]]) -> None:
-        """Write ``(t_ms, frame)`` pairs at their times, in a thread."""
+        """Write ``(t_ms, frame)`` pairs at their times, in a thread. A writer that falls
+        behind (a loaded machine) shifts the rest of the script rather than bursting to
+        catch up: the frames are never closer together than the script puts them."""
 
         def run() -> None:
             t0 = time.monotonic()
@@ -41,6 +43,7 @@ class PtyScale:
                 delay = t0 + t_ms / 1000 - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
+                t0 -= min(delay, 0.0)  # late: the script starts that much later
                 try:
                     os.write(self.master, self.codec.encode(frame))
                 except BlockingIOError:

@@ -235,7 +235,7 @@ def test_counter_identity_and_calibration_changes_become_events(tmp_path: Path) 
             src.push(ex, 3)
             wait_until(lambda: not src.frames, 60, what="frames consumed")
         w._stop.set()
-        t.join(5)
+        t.join(60)
         rows = ob.peek("s-mb", "events", limit=1000)
         ob.ack([r.id for r in rows])
         _, batch = wire.decode("scales/v1/m-test/s-mb/events",
@@ -284,12 +284,13 @@ def test_an_offline_period_is_reported_with_its_duration(tmp_path: Path) -> None
     cfg = agent_config(tmp_path, "mqtt://127.0.0.1:9",
                        [{"device": "s-gap", "port": "x", "no_data_s": 0.5}])
     ob = Outbox(tmp_path / "o.db")
-    w = ScaleWorker(cfg.scale[0], market="m-test", outbox=ob, agent=cfg,
-                    source=GappySource(silent_after=10, silent_s=1.2))
+    src = GappySource(silent_after=10, silent_s=1.2)
+    w = ScaleWorker(cfg.scale[0], market="m-test", outbox=ob, agent=cfg, source=src)
     t = threading.Thread(target=w._supervise, daemon=True)
     t0_ms = time.time_ns() // 10**6
     t.start()
-    wait_until(lambda: w.stats.no_data_periods, 60, what="the gap reported")
+    # the poll after the first frames past the silence has begun: those were checked
+    wait_until(lambda: src.n > src.silent_after + 2, 60, what="frames past the silence")
     w._stop.set()
     t.join(60)
     run_ms = time.time_ns() // 10**6 - t0_ms
@@ -297,9 +298,13 @@ def test_an_offline_period_is_reported_with_its_duration(tmp_path: Path) -> None
     events = [wire.decode("scales/v1/m-test/s-gap/events",
                           wire.event_batch_payload("s-gap", [r.payload]))[1].events[0]  # type: ignore[union-attr]
               for r in rows]
-    codes = [e.code for e in events if isinstance(e, wire.FaultEvent)]
-    assert codes == ["transport-lost", "no-data"]
-    gap = next(e for e in events if isinstance(e, wire.FaultEvent) and e.code == "no-data")
+    faults = [e for e in events if isinstance(e, wire.FaultEvent)]
+    codes = [e.code for e in faults]
+    # (a loaded machine may stall this worker past no_data_s elsewhere too: the agent
+    # rightly reports that as well, so only the silence's own report is checked)
+    assert codes.count("transport-lost") == 1 and set(codes) == {"transport-lost", "no-data"}
+    gap = faults[codes.index("transport-lost") + 1]
+    assert gap.code == "no-data"
     # at least the silence; at most the whole run (however slowly this machine ran it)
     assert gap.duration_ms is not None and 1_200 <= gap.duration_ms <= run_ms
     ob.close()
