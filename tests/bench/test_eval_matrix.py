@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from simulators.fleet_config import build_world, load_fleet_config
 from simulators.fleet_honest import HonestSection
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-@pytest.fixture(scope="module")
-def matrix() -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:  # bench/ holds scripts, not a package
-        mp.syspath_prepend(str(BENCH))
-        yield importlib.import_module("eval_matrix")
 
 
 def test_rows_are_none_each_behaviour_and_all(matrix: ModuleType) -> None:

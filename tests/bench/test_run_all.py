@@ -8,20 +8,12 @@ document (or the script) does not have.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-@pytest.fixture(scope="module")
-def run_all() -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:  # bench/ holds scripts, not a package
-        mp.syspath_prepend(str(BENCH))
-        yield importlib.import_module("run_all")
 
 
 @pytest.fixture(scope="module")
