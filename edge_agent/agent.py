@@ -110,6 +110,8 @@ def make_params(profile: Profile, scale: ScaleConfig) -> Params:
         band_e=scale.band_e or st.band_e,
         load_threshold_e=scale.load_threshold_e or st.load_threshold_e,
         ranges=tuple((r.max_mg, r.e_mg) for r in m.ranges),
+        max_mg=m.max_mg,  # plausibility: Max + 9 e, −Max, the display interval
+        d_mg=m.d_mg if m.d_mg and m.d_mg != m.e_mg else None,
     )
 
 
@@ -309,7 +311,11 @@ class ScaleWorker:
                 t = max(t_read - int((n - 1 - i) * period_ms), self.stats.last_frame_ms)
                 self.stats.frames += 1
                 self.stats.last_frame_ms = t
-                if raw_ad is not None and i == n - 1:
+                # a garbled reading (beyond Max + 9 e, ...) is no sample and no raw AD
+                # point; the state machine drops it and reports the fault
+                plausible = (frame.overload or frame.underload
+                             or self.sm.params.implausible(frame.weight_mg) is None)
+                if raw_ad is not None and i == n - 1 and plausible:
                     if self._rawad is None:
                         self._rawad = RawAdTrack()
                     self._rawad.feed(t, frame.weight_mg, raw_ad, stable=frame.stable)
@@ -319,7 +325,7 @@ class ScaleWorker:
                 if self.scanner is not None:
                     events = [self.station.commit(e) for e in events]
                 self._persist(events)
-                if take_samples:
+                if take_samples and plausible:
                     ts.append(t)
                     ws.append(frame.weight_mg)
                     fs.append(_flags(frame))

@@ -34,6 +34,14 @@ States::
   the mean and spread of its device-stable readings (so the server sees a preset base
   or drift); a long idle period reports every ``zero_report_ms``.
 * **Overload / underload**: one ``FaultEvent`` per episode; such frames carry no weight.
+* **Plausibility** (issue 15): where the parameters know the scale's Max, a reading above
+  Max + 9 e (the display blanks there: ``weighing.metrology.indication_limit_mg``, OIML
+  R76-1 4.2.3 = JJG 539), below −Max, or not a whole number of the display interval (d,
+  else any range's e) is a garbled or forged frame, not a weighing: it is dropped before
+  it can reach the stability window, a load's peak or a sale, and reported as one
+  ``implausible-reading`` fault per episode (at most one per ``zero_report_ms``; the
+  detail counts the frames dropped since the last report). A codec check cannot do this:
+  ``ST,GS,+1250250kg`` is a well-formed A&D line, only the scale's Max says it is absurd.
 * **Checkpoint**: :meth:`checkpoint` serialises an unfinished load (settled weight,
   peak, commit) so that an agent killed mid-load can :meth:`restore` it and still emit
   the sale: the agent stores it with the event that completes the load, atomically.
@@ -51,6 +59,7 @@ import msgspec
 
 from device_profiles.codecs import WeightFrame
 from weighing import wire
+from weighing.metrology import indication_limit_mg
 
 
 class Phase(StrEnum):
@@ -71,6 +80,26 @@ class Params:
     ranges: tuple[tuple[int, int], ...] = ()
     #: readings that fill the window at the device's nominal rate (0: judge by time only)
     window_frames: int = 0
+    #: the scale's Max; None: no plausibility check (readings are taken as they come)
+    max_mg: int | None = None
+    #: display interval d where it differs from e (classes I and II); None: d = e
+    d_mg: int | None = None
+
+    def implausible(self, weight_mg: int) -> str | None:
+        """Why a reading cannot come from this scale, or None (see the module rules)."""
+        if self.max_mg is None:
+            return None
+        limit = indication_limit_mg(self.max_mg, self.e_mg)
+        if weight_mg > limit:
+            return (f"reading {weight_mg} mg above Max + 9 e = {limit} mg "
+                    "(OIML R76-1 4.2.3: the display blanks there)")
+        if weight_mg < -self.max_mg:
+            return f"reading {weight_mg} mg below −Max = {-self.max_mg} mg"
+        steps = (self.d_mg,) if self.d_mg else (self.e_mg, *(e for _, e in self.ranges))
+        if all(weight_mg % s for s in steps):
+            return (f"reading {weight_mg} mg is not a whole number of the display interval "
+                    f"({' or '.join(f'{s} mg' for s in sorted(set(steps)))})")
+        return None
 
     def e_at(self, weight_mg: int) -> int:
         """The e of the range a reading is in (the last range's beyond Max)."""
@@ -132,6 +161,12 @@ class WeighingStateMachine:
     _overload: bool = False
     _last_record: tuple[object, ...] | None = None
     frames_seen: int = 0
+    #: frames dropped as implausible (all time), and why the last frame was, if it was
+    frames_rejected: int = 0
+    last_rejected: str | None = None
+    _rejected_unreported: int = 0
+    _rejected_run: bool = False
+    _rejected_report_ms: int | None = None
     #: bumped whenever the checkpoint's content changes (the agent persists it then)
     checkpoint_version: int = 0
 
@@ -150,6 +185,10 @@ class WeighingStateMachine:
                                            detail=f"device signalled {what}"))
             return out
         self._overload = False
+        self.last_rejected = why = p.implausible(w)
+        if why is not None:
+            return self._reject(t_ms, why)
+        self._rejected_run = False
         if _is_record(frame):
             return self._record(t_ms, frame)
         self._window.append((t_ms, w))
@@ -209,6 +248,22 @@ class WeighingStateMachine:
         if self._load is not None:
             return self._finish_load(t_ms)
         return self._end_idle(t_ms)
+
+    def _reject(self, t_ms: int, why: str) -> list[wire.Event]:
+        """An implausible frame: dropped; one fault per episode, at most one per
+        ``zero_report_ms`` (a stream of garbage must not flood the outbox)."""
+        self.frames_rejected += 1
+        self._rejected_unreported += 1
+        first = not self._rejected_run
+        self._rejected_run = True
+        last = self._rejected_report_ms
+        if not first or (last is not None and t_ms - last < self.params.zero_report_ms):
+            return []
+        n, self._rejected_unreported = self._rejected_unreported, 0
+        self._rejected_report_ms = t_ms
+        return [wire.FaultEvent(
+            seq=0, ts_ms=t_ms, code="implausible-reading",
+            detail=f"{why}; frame dropped ({n} dropped since the last report)"[:1024])]
 
     # -- checkpoint ---------------------------------------------------------------------
 

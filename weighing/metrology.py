@@ -129,6 +129,9 @@ INITIAL_ZERO_SETTING_RANGE_OF_MAX = Fraction(1, 5)  # ≤ 20 % Max, OIML R76-1 [
 READING_ROUNDING_E = Fraction(1, 2)  # a plain reading carries ±0.5 e, R76-1 A.4.4.3 [H]
 CHANGEOVER_OFFSET_E = Fraction(1, 2)  # the "+ 0.5 e" of P = I + 0.5 e − Δm, R76-1 A.4.4.3 [H]
 VERIFICATION_PERIOD_MAX_MONTHS = 12  # 强制检定, 检定周期 ≤ 1 年 (JJG 539) [M]
+#: no indication above Max + 9 e: the display blanks beyond it (OIML R76-1:2006 4.2.3 "Limits
+#: of indication", = JJG 539 数字指示秤 示值范围: 超过 Max + 9e 不应有示值) [M] (issue 15)
+INDICATION_LIMIT_E = 9
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,17 @@ def zero_setting_accuracy_mg(e_mg: int) -> Fraction:
 def tare_accuracy_mg(e_mg: int) -> Fraction:
     """Tare-setting accuracy, ±0.25 e (OIML R76-1) [H]."""
     return TARE_ACCURACY_E * e_mg
+
+
+def indication_limit_mg(max_mg: int, e_mg: int) -> int:
+    """The largest weight a scale of ``max_mg`` / ``e_mg`` may indicate: Max + 9 e.
+
+    Above it the display blanks (:data:`INDICATION_LIMIT_E`, OIML R76-1 4.2.3 = JJG 539), so
+    a reading or a sale beyond it is not a weighing the scale can show but a garbled frame
+    or forged data. For a multiple-range scale give the largest range's Max and e.
+    """
+    _require(max_mg > 0 and e_mg > 0, "Max and e must be positive")
+    return max_mg + INDICATION_LIMIT_E * e_mg
 
 
 def initial_zero_setting_range_ok(low_mg: int, high_mg: int, *, max_mg: int) -> bool:
