@@ -35,6 +35,10 @@ from weighing.errors import WireDecodeError
 WIRE_VERSION: Final = 1
 TOPIC_ROOT: Final = "scales/v1"
 MAX_PAYLOAD_BYTES: Final = 256 * 1024  # larger payloads are rejected before decoding
+#: the edge sizes its event batches to stay at or under this many bytes, whatever
+#: ``batch_size`` says (the gateway dead-letters anything beyond ``MAX_PAYLOAD_BYTES``);
+#: the margin covers a few header bytes and keeps the two limits one constant apart
+MAX_BATCH_BYTES: Final = MAX_PAYLOAD_BYTES - 1024
 
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -126,6 +130,7 @@ TsMs = Annotated[
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, description="per-device sequence")]
 Id = Annotated[str, msgspec.Meta(pattern=_ID_RE.pattern, description="identifier")]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
+Sig = Annotated[str, msgspec.Meta(max_length=128, description="HMAC-SHA256 signature")]
 RawAd = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**32 - 1,
                                     description="raw AD count (int32 / uint32 register)")]
 
@@ -179,6 +184,8 @@ class Birth(_Msg, frozen=True, kw_only=True):
     agent_version: Text
     boot_id: Text
     ts_ms: TsMs
+    #: HMAC-SHA256 with the device key (``weighing.signing.sign_message``, domain "birth")
+    sig: Sig | None = None
 
 
 class State(_Msg, frozen=True, kw_only=True):
@@ -186,6 +193,8 @@ class State(_Msg, frozen=True, kw_only=True):
 
     state: DeviceState
     ts_ms: TsMs | None = None  # absent in the last will (the broker sends it, not us)
+    #: HMAC-SHA256 with the device key (``weighing.signing.sign_message``, domain "state")
+    sig: Sig | None = None
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
@@ -267,16 +276,24 @@ class CounterChangeEvent(_Event, frozen=True, kw_only=True, tag="counter"):
     new: Text
 
 
+SeqRange = Annotated[tuple[Seq, Seq], msgspec.Meta(description="first and last seq, inclusive")]
+
+
 class FaultEvent(_Event, frozen=True, kw_only=True, tag="fault"):
     """A device or agent fault (transport lost, overload, outbox full, ...).
 
     ``duration_ms`` is set for faults that describe a period, e.g. ``no-data`` (no frames
     from the device for that long, reported when data resumes).
+    ``dropped_seqs`` (code ``outbox-dropped``): the events the agent's outbox dropped
+    under its retention bound, as inclusive seq ranges, so the gateway can tell a
+    declared drop from an unexplained gap (``dropped_samples``: sample batches dropped).
     """
 
     code: Text
     detail: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     duration_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    dropped_seqs: Annotated[list[SeqRange], msgspec.Meta(max_length=256)] | None = None
+    dropped_samples: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
@@ -301,6 +318,10 @@ class EventBatch(_Msg, frozen=True, kw_only=True):
 
     device: Id
     events: Annotated[list[Event], msgspec.Meta(min_length=1, max_length=5000)]
+    #: every seq of this device below ``floor_seq`` is settled at the edge: confirmed by
+    #: the gateway (``stored`` command) or dropped and declared (``outbox-dropped``). The
+    #: gateway starts its acknowledgement watermark there after a restart.
+    floor_seq: Seq | None = None
 
 
 class SampleBatch(_Msg, frozen=True, kw_only=True):
@@ -308,12 +329,19 @@ class SampleBatch(_Msg, frozen=True, kw_only=True):
 
     ``t_ms[i]`` is the time of reading ``i``; ``net_mg[i]`` its net weight; ``flags[i]``
     a bit set of :class:`SampleFlag`. The three arrays have the same length.
+
+    ``seq`` numbers the device's sample batches (its own sequence, apart from the events'):
+    the gateway folds a batch into its minute rollups once, whatever the redeliveries.
+    ``sig``: HMAC-SHA256 with the device key (``weighing.signing.sign_message``, domain
+    "samples"). Both are absent from agents older than issue 15.
     """
 
     device: Id
     t_ms: Annotated[list[int], msgspec.Meta(max_length=100_000)]
     net_mg: list[int]
     flags: list[int]
+    seq: Seq | None = None
+    sig: Sig | None = None
 
 
 class SampleFlag:
@@ -331,6 +359,11 @@ class CommandName(StrEnum):
 
     TIME_SYNC = "time-sync"
     CONFIG_RELOAD = "config-reload"
+    #: end-to-end acknowledgement: every event of the device up to ``stored_seq`` is
+    #: committed (or settled) at the gateway; the edge outbox may delete it
+    STORED = "stored"
+    #: the gateway saw a gap: publish the events ``from_seq``..``to_seq`` again
+    RESEND = "resend"
 
 
 Nonce = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="one-use")]
@@ -343,13 +376,18 @@ class Command(_Msg, frozen=True, kw_only=True):
     server's send time and ``nonce`` a one-use token: the edge accepts a command only if
     its HMAC-SHA256 ``sig`` (``weighing.signing.sign_command``) verifies with the device
     key, ``ts_ms`` is within ±60 s of its clock and the nonce was not seen before.
-    Name-specific fields: ``server_ms`` (``time-sync``: the server clock, UTC ms).
+    Name-specific fields: ``server_ms`` (``time-sync``: the server clock, UTC ms);
+    ``stored_seq`` (``stored``: everything up to it is committed at the gateway);
+    ``from_seq`` / ``to_seq`` (``resend``: the inclusive range to publish again).
     """
 
     name: CommandName
     ts_ms: TsMs
     nonce: Nonce
     server_ms: TsMs | None = None
+    stored_seq: Seq | None = None
+    from_seq: Seq | None = None
+    to_seq: Seq | None = None
     sig: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 
@@ -407,13 +445,21 @@ def decode_command(topic_text: str, payload: bytes) -> tuple[TopicParts, Command
     return parts, cmd
 
 
-def event_batch_payload(device: str, encoded_events: list[bytes]) -> bytes:
+def event_batch_payload(device: str, encoded_events: list[bytes], *,
+                        floor_seq: int | None = None) -> bytes:
     """Assemble an ``EventBatch`` payload from already-encoded events, without re-encoding.
 
-    The edge outbox stores each event encoded once; batching is then a byte join.
+    The edge outbox stores each event encoded once; batching is then a byte join. Its
+    size is :func:`event_batch_size` of the same arguments.
     """
     head = _ENCODER.encode(check_id(device, "device"))
-    return b'{"v":1,"device":' + head + b',"events":[' + b",".join(encoded_events) + b"]}"
+    tail = b"]}" if floor_seq is None else b'],"floor_seq":' + str(floor_seq).encode() + b"}"
+    return b'{"v":1,"device":' + head + b',"events":[' + b",".join(encoded_events) + tail
+
+
+#: bytes of an ``EventBatch`` payload besides its events and their separating commas,
+#: for the longest device id and floor_seq (so a batch sized with it never exceeds)
+BATCH_OVERHEAD_BYTES: Final = len(event_batch_payload("d" * 64, [], floor_seq=2**63 - 1))
 
 
 def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
@@ -453,6 +499,75 @@ def decode(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload]:
             raise WireDecodeError("events are not in increasing seq order",
                                   where=f"{topic_text} $.events")
     return parts, msg
+
+
+@dataclass(frozen=True, slots=True)
+class BadEvent:
+    """One event of an ``EventBatch`` that fails the contract on its own."""
+
+    index: int  # position in ``events``
+    seq: int | None  # its ``seq`` where one can be read
+    reason: str
+
+
+def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload | None,
+                                                              list[BadEvent]]:
+    """:func:`decode`, except that an event batch whose *events* fail one by one keeps
+    the good ones: returns the batch of the good events (``None`` if none is good) and
+    the bad ones with their reasons (issue 15: one garbled event must not take up to
+    4,999 good ones down with it).
+
+    Whatever is wrong with the message as a whole (topic, size, JSON, version, device,
+    seq order of the good events) still raises :class:`WireDecodeError`, as in
+    :func:`decode`. The fast path is :func:`decode` itself; the per-event path runs only
+    for a message that failed.
+    """
+    try:
+        parts, msg = decode(topic_text, payload)
+        return parts, msg, []
+    except WireDecodeError as err:
+        whole = err
+    parts = parse_topic(topic_text)
+    if parts.channel is not Channel.EVENTS or len(payload) > MAX_PAYLOAD_BYTES:
+        raise whole
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        raise whole from None
+    items = doc.get("events") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items or len(items) > 5000:
+        raise whole
+    good: list[Any] = []
+    bad: list[BadEvent] = []
+    for i, item in enumerate(items):
+        try:
+            msgspec.convert(item, Event)  # type: ignore[call-overload]
+        except (msgspec.ValidationError, ValueError) as err:
+            seq = item.get("seq") if isinstance(item, dict) else None
+            seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+            bad.append(BadEvent(i, seq, f"{topic_text} $.events[{i}]: {err}"))
+        else:
+            good.append(item)
+    if not bad:
+        raise whole  # every event is fine alone: the message itself is wrong
+    try:
+        if good:
+            batch = msgspec.convert({**doc, "events": good}, EventBatch)
+        else:  # the envelope alone must still be right (version, device)
+            msgspec.convert({**doc, "events": [{"kind": "heartbeat", "seq": 0, "ts_ms": 0}]},
+                            EventBatch)
+            batch = None
+    except (msgspec.ValidationError, ValueError):
+        raise whole from None
+    device = doc.get("device")
+    if device != parts.device:
+        raise WireDecodeError(f"payload device {device!r} differs from the topic's",
+                              where=topic_text)
+    if batch is not None and any(
+            b.seq <= a.seq for a, b in itertools.pairwise(batch.events)):
+        raise WireDecodeError("events are not in increasing seq order",
+                              where=f"{topic_text} $.events")
+    return parts, batch, bad
 
 
 def clean_descriptions(node: Any) -> Any:
