@@ -249,22 +249,48 @@ def _gateway_password(args: argparse.Namespace) -> str:
     return password
 
 
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise GatewayError(f"listener {text!r}: expected HOST:PORT, e.g. 0.0.0.0:8883")
+    return host, int(port)
+
+
 def cmd_export_mosquitto(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway_server.mosquitto_export import export
+    from gateway_server.mosquitto_export import (
+        DEFAULT_RESERVED_CLIENT_IDS,
+        Listener,
+        Tls,
+        export,
+        mosquitto_conf,
+        write,
+    )
 
+    tls_parts = (args.tls_cafile, args.tls_certfile, args.tls_keyfile)
+    if any(tls_parts) and not all(tls_parts):
+        raise GatewayError("TLS needs all three: --tls-cafile, --tls-certfile, --tls-keyfile")
+    devices, gateway = Listener(*_listen(args.device_listener)), Listener(
+        *_listen(args.gateway_listener))
     password = _gateway_password(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with _engine(args) as engine, engine.connect() as conn:
         exp = export(conn, gateway_user=args.gateway_user, gateway_password=password,
-                     market=args.market)
-    (out / "passwd").write_text(exp.passwd, encoding="utf-8")
-    (out / "passwd").chmod(0o600)
-    (out / "acl").write_text(exp.acl, encoding="utf-8")
-    print(f"wrote {out / 'passwd'} and {out / 'acl'} for {exp.devices} device(s); in "
-          f"mosquitto.conf: allow_anonymous false, password_file, acl_file")
+                     market=args.market, reserved_client_ids=(
+                         *DEFAULT_RESERVED_CLIENT_IDS, *(args.gateway_client_id or ())))
+    conf = mosquitto_conf(out, devices=devices, gateway=gateway,
+                          persistence_location=Path(args.persistence_location),
+                          tls=Tls(*tls_parts) if all(tls_parts) else None)  # type: ignore[arg-type]
+    write(out, exp, conf)
+    for device in exp.left_out:
+        print(f"left out device {device}: its id could be a gateway client id (gw-market-*, "
+              f"the gateway's account or --gateway-client-id); rename it in the register",
+              file=sys.stderr)
+    print(f"wrote {out / 'mosquitto.conf'}, passwd ({exp.devices} device(s)), passwd-gateway "
+          f"and acl in {out}: devices connect to {devices.host}:{devices.port}, the gateway "
+          f"(user {args.gateway_user}) to {gateway.host}:{gateway.port}; include the conf "
+          f"from /etc/mosquitto/conf.d or start mosquitto -c {out / 'mosquitto.conf'}")
     return 0
 
 
@@ -354,12 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--database-url", help=_DB_HELP)
     cu.set_defaults(func=cmd_create_user)
     em = sub.add_parser(
-        "export-mosquitto", help="write a Mosquitto password file and ACL from the register",
-        description="Write passwd and acl for Mosquitto: one account per registered device "
-        "(its password derived from its key) and the gateway's account. The gateway's "
-        "password is asked for on a terminal, else read from the first line of stdin "
+        "export-mosquitto", help="write a Mosquitto config, password files and ACL from the "
+        "register",
+        description="Write mosquitto.conf, passwd, passwd-gateway and acl for Mosquitto: one "
+        "account per registered device (its password derived from its key; its client id "
+        "forced to its username) and the gateway's account on a listener of its own. The "
+        "gateway's password is asked for on a terminal, else read from the first line of stdin "
         "(gateway-server export-mosquitto --out DIR < FILE).")
-    em.add_argument("--out", required=True, help="folder for passwd and acl")
+    em.add_argument("--out", required=True,
+                    help="folder for mosquitto.conf, passwd, passwd-gateway and acl")
     em.add_argument("--gateway-user", default="gateway",
                     help="MQTT username of the gateway's account (default gateway)")
     em.add_argument("--gateway-password",
@@ -367,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "asked for on a terminal, else the first line of stdin (a password here "
                     "shows in the process list)")
     em.add_argument("--market", help="only this market's devices")
+    em.add_argument("--device-listener", default="0.0.0.0:8883", metavar="HOST:PORT",
+                    help="where devices connect; the client id is forced to the username "
+                    "(default 0.0.0.0:8883)")
+    em.add_argument("--gateway-listener", default="127.0.0.1:1884", metavar="HOST:PORT",
+                    help="where the gateway's processes connect, with the gateway account "
+                    "only (default 127.0.0.1:1884; loopback or a private network)")
+    em.add_argument("--persistence-location", default="/var/lib/mosquitto",
+                    help="the broker's data folder (default /var/lib/mosquitto)")
+    em.add_argument("--tls-cafile", help="TLS of the device listener: CA certificate file")
+    em.add_argument("--tls-certfile", help="TLS of the device listener: server certificate")
+    em.add_argument("--tls-keyfile", help="TLS of the device listener: server key")
+    em.add_argument("--gateway-client-id", action="append", metavar="ID",
+                    help="a gateway MQTT client id besides gw-market-* and gateway-ingest-1 "
+                    "(serve --client-id); a device with this id is left out (repeatable)")
     em.add_argument("--database-url", help=_DB_HELP)
     em.set_defaults(func=cmd_export_mosquitto)
     oa = sub.add_parser("openapi", help="write the OpenAPI document of the HTTP API")

@@ -55,7 +55,9 @@ def test_exported_acl_confines_each_device(tmp_path: Path) -> None:
                                             key_hex=k.hex(), state="unknown"))
         exp = export(c, gateway_user="gateway", gateway_password="gw-secret-123")
     assert exp.devices == 2
-    (tmp_path / "passwd").write_text(exp.passwd)
+    # one listener with both password files' accounts: the topic ACL alone (the exported
+    # mosquitto.conf, with its two listeners, is tested in test_mosquitto_acl.py)
+    (tmp_path / "passwd").write_text(exp.gateway_passwd + exp.passwd)
     (tmp_path / "acl").write_text(exp.acl)
     broker = start_mosquitto(tmp_path, persistence=False, extra=(
         "allow_anonymous false\n"
@@ -157,7 +159,7 @@ def test_export_cli_without_a_password_says_how_to_give_one(tmp_path: Path) -> N
 def test_export_cli_reads_the_first_line_of_stdin(tmp_path: Path) -> None:
     proc = _export_cli(tmp_path, input="gw-secret-123\nignored\n")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "broker" / "passwd").read_text().startswith("gateway:$7$")
+    assert (tmp_path / "broker" / "passwd-gateway").read_text().startswith("gateway:$7$")
 
 
 def test_export_cli_asks_on_a_terminal(tmp_path: Path) -> None:
@@ -194,7 +196,7 @@ def test_export_cli_asks_on_a_terminal(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert b"gw-secret-123" not in seen  # not echoed
-        assert (tmp_path / "broker" / "passwd").read_text().startswith("gateway:$7$")
+        assert (tmp_path / "broker" / "passwd-gateway").read_text().startswith("gateway:$7$")
     finally:
         os.close(slave)
         os.close(master)
