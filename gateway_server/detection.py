@@ -40,13 +40,16 @@ from gateway_server.detectors.stream import (
     TareHabit,
     check_counter,
     check_idle_scales,
+    check_impact_day,
     check_sale,
     check_zero,
+    check_zero_day,
+    deviation_of,
     market_day,
     tare_habit,
     tray_history_sales,
 )
-from gateway_server.tables import plu_prices, sales, scales
+from gateway_server.tables import events, findings, plu_prices, sales, scales
 from gateway_server.tables_workflow import repairs, reweighs
 from weighing import metrology as mt
 
@@ -144,6 +147,8 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
             found += _reweigh(conn, e, body, ctx)
         elif e["kind"] == "reweigh":
             untraced.store_stall_reweigh(conn, e, body)
+    found += _impact_days(conn, new_sales, ctx, prices, params)
+    found += _zero_days(conn, new_events, ctx, prices, params)
     found = _unique(found)  # per-day observations: one row per key, not one per sale
     found += _link_waiting_reweighs(conn, new_sales, ctx)
     found += untraced.settle(conn, new_sales=new_sales,
@@ -204,6 +209,104 @@ def _tare_habits(conn: Connection, new_sales: list[dict[str, Any]],
                     and (r.ts_ms, r.seq) <= (s["ts_ms"], s["seq"])]
             if upto and upto[-1]["seq"] == s["seq"]:
                 out[(device, s["seq"])] = tare_habit(upto, params=params)
+    return out
+
+
+def _day_start_ms(ts_ms: int) -> int:
+    return market_day(ts_ms) * DAY_MS - CST_OFFSET_MS
+
+
+def _not_found_yet(conn: Connection, kind: str,
+                   last: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """The (device, market day) keys of ``last`` whose once-a-day finding is not stored yet."""
+    keys = {f"{kind}:{d}:{day}": (d, day) for d, day in last}
+    if not keys:
+        return {}
+    done = {keys[r.dedup_key] for r in conn.execute(
+        select(findings.c.dedup_key).where(findings.c.dedup_key.in_(list(keys))))}
+    return {k: v for k, v in last.items() if k not in done}
+
+
+def _impact_days(conn: Connection, new_sales: list[dict[str, Any]], ctx: dict[str, ScaleCtx],
+                 prices: dict[tuple[int, str], list[Any]],
+                 params: DetectorParams) -> list[Finding]:
+    """``impact-repeated``: for each scale and market day with a new impact sale, the day's
+    impact sales up to the newest (read once per scale and day)."""
+    last: dict[tuple[str, int], int] = {}
+    for s in new_sales:
+        if s.get("unsettled_commit") and int(s["net_mg"]) > int(s["settled_mg"]):
+            key = (s["device"], market_day(int(s["ts_ms"])))
+            last[key] = max(last.get(key, 0), int(s["ts_ms"]))
+    out: list[Finding] = []
+    for (device, _day), upto in _not_found_yet(conn, "impact-repeated", last).items():
+        sc = ctx.get(device)
+        if sc is None:
+            continue
+        rows = [dict(r._mapping) for r in conn.execute(
+            select(sales.c.ts_ms, sales.c.seq, sales.c.net_mg, sales.c.settled_mg,
+                   sales.c.merchant_id, sales.c.plu, sales.c.unit_price_fen_per_kg)
+            .where(sales.c.device == device, sales.c.unsettled_commit.is_(True),
+                   sales.c.ts_ms >= _day_start_ms(upto), sales.c.ts_ms <= upto)
+            .order_by(sales.c.ts_ms, sales.c.seq))]
+        missing = {(r["merchant_id"], r["plu"]) for r in rows
+                   if r["merchant_id"] is not None and r["plu"]} - set(prices)
+        prices.update(_prices(conn, missing))
+        for r in rows:
+            price = (_price_at(prices.get((r["merchant_id"], r["plu"]), []), r["ts_ms"])
+                     if r["merchant_id"] is not None and r["plu"] else None)
+            r["category"] = price.category if price else None
+        out += check_impact_day(rows, sc, params=params)
+    return out
+
+
+def _zero_days(conn: Connection, new_events: list[dict[str, Any]], ctx: dict[str, ScaleCtx],
+               prices: dict[tuple[int, str], list[Any]],
+               params: DetectorParams) -> list[Finding]:
+    """``zero-offset-persistent``: for each scale and market day with a new idle-pan report
+    above the zero-setting accuracy, the day's judged reports and the sales between them."""
+    last: dict[tuple[str, int], int] = {}
+    for e in new_events:
+        sc = ctx.get(e["device"])
+        if e["kind"] != "zero" or sc is None:
+            continue
+        body = json.loads(e["payload"])
+        if (int(body.get("duration_ms", 0)) >= params.zero_min_window_ms
+                and int(body.get("mean_mg", 0)) > mt.zero_setting_accuracy_mg(sc.e_mg)):
+            key = (e["device"], market_day(int(e["ts_ms"])))
+            last[key] = max(last.get(key, 0), int(e["ts_ms"]))
+    out: list[Finding] = []
+    for (device, _day), upto in _not_found_yet(conn, "zero-offset-persistent", last).items():
+        sc = ctx[device]
+        day0 = _day_start_ms(upto)
+        zeros = []
+        for r in conn.execute(select(events.c.ts_ms, events.c.payload)
+                              .where(events.c.device == device, events.c.kind == "zero",
+                                     events.c.ts_ms >= day0, events.c.ts_ms <= upto)
+                              .order_by(events.c.ts_ms, events.c.seq)):
+            body = json.loads(r.payload)
+            if int(body.get("duration_ms", 0)) >= params.zero_min_window_ms:
+                zeros.append({"ts_ms": int(r.ts_ms), "mean_mg": int(body.get("mean_mg", 0))})
+        if len(zeros) < params.zero_confirm_reports:
+            continue
+        rows = list(conn.execute(
+            select(sales.c.ts_ms, sales.c.net_mg, sales.c.unit_price_fen_per_kg,
+                   sales.c.merchant_id, sales.c.plu)
+            .where(sales.c.device == device, sales.c.ts_ms >= day0, sales.c.ts_ms <= upto)
+            .order_by(sales.c.ts_ms, sales.c.seq)))
+        if not rows:
+            continue
+        missing = {(r.merchant_id, r.plu) for r in rows
+                   if r.merchant_id is not None and r.plu} - set(prices)
+        prices.update(_prices(conn, missing))
+        day_sales = []
+        for r in rows:
+            price = (_price_at(prices.get((r.merchant_id, r.plu), []), r.ts_ms)
+                     if r.merchant_id is not None and r.plu else None)
+            day_sales.append({"ts_ms": int(r.ts_ms), "merchant_id": r.merchant_id,
+                              "deviation_mg": deviation_of(
+                int(r.net_mg), category=price.category if price else None,
+                unit_price_fen_per_kg=r.unit_price_fen_per_kg)})
+        out += check_zero_day(zeros, day_sales, sc, params=params)
     return out
 
 

@@ -131,8 +131,20 @@ TABLE: tuple[KindEvidence, ...] = (
     KindEvidence("tare-omission", 0.13, "pan",
                  "one untared sale of goods the merchant otherwise tares: a forgotten tray; "
                  "measured on 13 % of honest scales a day when merchants forget 1 % of trays"),
+    KindEvidence("zero-offset-persistent", 1e-5, "pan",
+                 "three idle-pan reports in a row read one offset (within 1 e) above the "
+                 "negative deviation of the day's typical sale, with sales between: every sale "
+                 "between was short beyond the tolerance by the scale's own zero; honest "
+                 "debris that heavy goes unnoticed through three sales ≤ 1 in 10,000 of the "
+                 "zero-offset days (5 %), and is sold with the goods all the same"),
     KindEvidence("zero-offset", 0.05, "pan",
                  "a dirty pan, a tray or leftovers on it, a hand resting on it"),
+    KindEvidence("impact-repeated", 1e-5, "impact",
+                 "three sales of a day committed above the settled weight by more than the "
+                 "legal negative deviation, read by the same scale seconds apart (no drip, no "
+                 "second scale): a hasty key press lands in an overshoot that large on a few "
+                 "in a hundred impact days (10 %), three of them on one day ≤ 1e-5 if "
+                 "independent; more is short weight as a practice, whatever the intent"),
     KindEvidence("impact", 0.1, "impact",
                  "a busy merchant presses the key before the pan settles"),
     KindEvidence("identity-mismatch", OBSERVATION_P, "device",

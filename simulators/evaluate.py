@@ -7,7 +7,11 @@ merchant ids, to attribute merchant-level findings) from the gateway API and sco
   found when a finding of a kind that signals that type (:data:`KIND_MAP`) names the
   scale (or its merchant) at or after the onset (less :data:`GRACE_MS`);
 * **time to detect**: the first such finding's event time minus the onset, in simulated
-  time (both are event times: the gateway judges by ``ts_ms``);
+  time (both are event times: the gateway judges by ``ts_ms``); for a stream-visible cheat
+  the clock starts when it becomes *visible* in the stream (the truth's ``visible_ms``: a
+  preset base with the first idle-pan report after its onset; per-sale cheats with the
+  first cheated sale, which is their onset), and ``ttd_onset_s`` keeps the time from the
+  onset;
 * **re-weighs to detect** for gain cheats: the fair-scale re-weighs of the scale's sales
   from the onset up to the detecting finding (a case with fewer than 10 re-weighs after
   its onset that was not found is *censored*: the target cannot be judged on it);
@@ -45,7 +49,9 @@ _WEIGHT = ("remote-gain", "chip-gain", "chip-additive", "recalibration", "preset
 #: finding kind → the cheat types it is evidence of (docs/detection.md, fleet evaluation)
 KIND_MAP: dict[str, frozenset[str]] = {
     "impact": frozenset({"impact"}),
+    "impact-repeated": frozenset({"impact"}),
     "zero-offset": frozenset({"preset-base", "drift"}),
+    "zero-offset-persistent": frozenset({"preset-base", "drift"}),
     "tare-omission": frozenset({"tray-not-tared"}),
     "price-decimal-trick": frozenset({"price-trick"}),
     "price-mismatch": frozenset({"price-trick"}),
@@ -161,9 +167,13 @@ def score(truth: dict[str, Any], findings: list[dict[str, Any]],
                     "cheated_sales": sc.get("cheated_sales", 0), "reweighs_after": len(rws),
                     "detected": first is not None,
                     "by": sorted({f["kind"] for f in hits})}
+            visible = int(sc.get("visible_ms") or onset)
+            if visible != onset:
+                case["visible_ms"] = visible
             if first is not None:
                 t = _when(first, all_rws)
-                case["ttd_s"] = max(0.0, (t - onset) / 1000)
+                case["ttd_s"] = max(0.0, (t - visible) / 1000)
+                case["ttd_onset_s"] = max(0.0, (t - onset) / 1000)
                 case["first_kind"] = first["kind"]
                 case["reweighs_to_detect"] = sum(1 for r in rws if int(r[0]) <= t)
             cases.append(case)
@@ -344,7 +354,8 @@ def to_markdown(res: dict[str, Any], *, title: str | None = None) -> str:
             + ("–" if r.get("in_queue") is None else f"{r['in_queue']}/{r['cases']}") + " |")
     lines += [
         "",
-        "◆ stream-visible (target: recall ≥ 0.98 within 5 simulated minutes of onset).",
+        "◆ stream-visible (target: recall ≥ 0.98 within 5 simulated minutes of becoming visible: "
+        "the first cheated sale, for a preset base the first idle-pan report after its onset).",
         "",
         _queue_line(qu),
         "",

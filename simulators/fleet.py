@@ -30,7 +30,9 @@ What a scale does (one emulated edge agent per scale, as its agent would report 
 
 Scenarios (``fleet_config.KINDS``) change what is displayed, charged or sent; the truth
 records each one's onset (for per-sale cheats — impact, price trick, tray — the first
-cheated sale), size, and every short sale (sold − true mass) while it is active.
+cheated sale), size, and every short sale (sold − true mass) while it is active; for a
+preset base also ``visible_ms``, the first idle-pan report after the onset (the agent
+reports an idle period when it ends, so nothing in the stream can show the base before).
 
 Honest behaviours (``simulators.fleet_honest``, the ``[honest]`` section) change how an
 honest stall weighs, charges and reports (no tray, bags, preset tare, amount rounding,
@@ -466,6 +468,8 @@ class Simulation:
     def _zero(self, t: int, st: _Scale, duration_ms: int) -> Out | None:
         sc = self._active(st, t)
         mean = self._zero_mg(st, t, sc)
+        if sc is not None and sc.kind == "preset-base" and "visible_ms" not in st.truth:
+            st.truth["visible_ms"] = t  # a preset base shows in the first idle-pan report
         e = st.spec.m.e_mg
         if "zero-drift" in st.hv:  # what the displayed readings of a wandering zero average to
             zd = self.cfg.honest.zero_drift

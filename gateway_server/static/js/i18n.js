@@ -30,8 +30,11 @@ const FINDING_STATUS = {
 };
 const KIND = {
   "impact": ["冲击法（未稳定计价）", "Impact (unsettled sale)"],
+  "impact-repeated": ["多次冲击计价（短秤超差）", "Repeated impact sales (short beyond tolerance)"],
   "zero-offset": ["零点偏移", "Zero offset"],
+  "zero-offset-persistent": ["空秤持续显示重量（预留底数）", "Persistent offset on the empty pan"],
   "tare-omission": ["未去皮", "Tare omitted"],
+  "untared-tray-goods": ["托盘类商品未去皮（观察）", "Tray goods untared (observation)"],
   "amount-mismatch": ["金额不符", "Amount mismatch"],
   "price-decimal-trick": ["单价小数点作弊", "Price decimal trick"],
   "price-mismatch": ["单价与登记不符", "Price mismatch"],
