@@ -74,6 +74,29 @@ class Settings(BaseSettings):
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
     ingest_max_delay_ms: int = Field(50, ge=1)
 
+    # -- plausibility of what devices send (gateway_server.pipeline.Limits, issue 15) ----------
+    event_max_age_s: int = Field(
+        400 * 86_400, ge=0,
+        description="an event or sample whose device time is older than its receipt by more "
+        "is dead-lettered (0: no limit). 400 days: an agent may hold a long outage's events")
+    event_max_ahead_s: int = Field(
+        86_400, ge=0,
+        description="an event or sample whose device time is ahead of its receipt by more is "
+        "dead-lettered (0: no limit; simulated future days need 0)")
+    seq_jump_max: int = Field(
+        1_000_000, ge=0,
+        description="an event seq more than this beyond the device's highest stored seq is "
+        "dead-lettered (0: no limit); a jump to 2^62 would else end gap detection for good")
+    unsigned_messages: Literal["accept", "reject"] = Field(
+        "accept",
+        description="births, states and sample batches without a signature from a device "
+        "that has a key (agents older than issue 15): accept and count them during the "
+        "migration, or reject them (dead letters) once every agent signs")
+    dead_letter_retention_days: int = Field(
+        90, ge=0, description="dead letters older than this are purged (0: kept for ever)")
+    purge_interval_s: int = Field(
+        3600, ge=10, description="how often serve / worker apply dead_letter_retention_days")
+
     # -- time-series sink (gateway_server.tssink; optional: empty URL = no sink) ---------------
     tsdb_url: str = Field(
         "", description="InfluxDB 2/3 or VictoriaMetrics base URL, e.g. http://127.0.0.1:8428")
@@ -99,12 +122,34 @@ class Settings(BaseSettings):
     login_rate_burst: int = Field(10, ge=1)
     trust_forwarded_for: bool = Field(
         False, description="take the client IP from X-Forwarded-For (only behind a proxy)")
+    trusted_proxies: str = Field(
+        "", description="comma-separated IPs or networks (CIDR) of the reverse proxies in "
+        "front of the API, e.g. 127.0.0.1,10.0.0.0/8: behind them the client IP is the "
+        "right-most X-Forwarded-For hop that is not one of them (gateway_server.ratelimit)")
+    login_lockout_failures: int = Field(
+        10, ge=1, description="failed logins in a row that lock an account (per API process)")
+    login_lockout_s: int = Field(
+        900, ge=1, description="how long a locked account refuses logins, in seconds")
 
     @field_validator("first_admin_password")
     @classmethod
     def _strong_admin_password(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None:
             check_password_strength(v.get_secret_value())
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, v: str) -> str:
+        import ipaddress
+
+        for item in (i.strip() for i in v.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError as err:
+                    raise ValueError(f"trusted_proxies: {item!r} is not an IP address or "
+                                     "network (e.g. 10.0.0.5 or 10.0.0.0/8)") from err
         return v
 
     @model_validator(mode="after")

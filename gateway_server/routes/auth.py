@@ -11,14 +11,14 @@ import json
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway_server import auth
 from gateway_server.auth import R401, ConnDep, CurrentUser
 from gateway_server.deps import SettingsDep
-from gateway_server.ratelimit import R429, login_rate_limit
+from gateway_server.ratelimit import locked_error, login_lockout, login_rate_limit
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -71,22 +71,53 @@ _LOGIN_BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
+# RFC 6749 §5.1: a response carrying a token must not be stored by any cache
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+_TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A bearer token; never cached (`Cache-Control: no-store`)",
+          "headers": {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
+                      "Pragma": {"schema": {"type": "string", "enum": ["no-cache"]}}}},
+    401: {"description": "Wrong username or password (the failure that locks the account "
+          "says so and carries `Retry-After`)"},
+    422: {"description": "Neither JSON nor a password form"},
+    429: {"description": "Too many requests from this client IP, or the account is locked "
+          "after `settings.login_lockout_failures` failed logins in a row; retry after "
+          "`Retry-After` seconds",
+          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+}
+
+
 @router.post(
     "/token", response_model=TokenPublic, summary="Log in: get a bearer token",
     description="Exchange a username and password for a bearer token (valid "
-    "`settings.token_ttl_s`). JSON or OAuth2 password form. Rate limited per client IP.",
-    responses={401: {"description": "Wrong username or password"},
-               422: {"description": "Neither JSON nor a password form"}, **R429},
-    openapi_extra=_LOGIN_BODY, dependencies=[Depends(login_rate_limit)],
+    "`settings.token_ttl_s`). JSON or OAuth2 password form. Rate limited per client IP "
+    "(behind `settings.trusted_proxies`, the right-most untrusted X-Forwarded-For hop); "
+    "an account is locked for `settings.login_lockout_s` seconds after "
+    "`settings.login_lockout_failures` failed logins in a row.",
+    responses=_TOKEN_RESPONSES, openapi_extra=_LOGIN_BODY,
+    dependencies=[Depends(login_rate_limit)],
 )
 def login(body: Annotated[LoginRequest, Depends(login_body)], conn: ConnDep,
-          settings: SettingsDep) -> TokenPublic:
+          settings: SettingsDep, request: Request, response: Response) -> TokenPublic:
+    lockout = login_lockout(request, settings)
+    wait_s = lockout.retry_after(body.username)
+    if wait_s > 0:  # refused before the password is even checked: no oracle while locked
+        raise locked_error(wait_s, lockout.failures)
     user = auth.authenticate(conn, body.username, body.password)
     if user is None:
+        locked_s = lockout.failed(body.username)
+        if locked_s > 0:  # this failure locked the account: still a 401, saying so
+            lock = locked_error(locked_s, lockout.failures)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                                f"incorrect username or password. {lock.detail}",
+                                headers={**auth.UNAUTHORIZED, **(lock.headers or {})})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "incorrect username or password",
                             headers=auth.UNAUTHORIZED)
+    lockout.succeeded(body.username)
     token, expires = auth.issue_token(conn, user, now_ms=auth.now_ms(),
                                       ttl_s=settings.token_ttl_s)
+    response.headers.update(NO_STORE)
     return TokenPublic(access_token=token, expires_ms=expires, role=user.role)
 
 
