@@ -289,8 +289,9 @@ def cmd_export_mosquitto(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"wrote {out / 'mosquitto.conf'}, passwd ({exp.devices} device(s)), passwd-gateway "
           f"and acl in {out}: devices connect to {devices.host}:{devices.port}, the gateway "
-          f"(user {args.gateway_user}) to {gateway.host}:{gateway.port}; include the conf "
-          f"from /etc/mosquitto/conf.d or start mosquitto -c {out / 'mosquitto.conf'}")
+          f"(user {args.gateway_user}) to {gateway.host}:{gateway.port}. It is a whole "
+          f"configuration: start mosquitto -c {out / 'mosquitto.conf'} (not from conf.d "
+          f"beside Debian's default, which sets its own listener and persistence_location)")
     return 0
 
 

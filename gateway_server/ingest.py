@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from gateway_server.pipeline import BatchResult, Incoming, decode_message, store_batch
+from gateway_server.pipeline import BatchResult, Incoming, Limits, decode_message, store_batch
 from gateway_server.settings import Settings
 from gateway_server.store import Store
 from weighing import wire
@@ -59,6 +59,7 @@ class IngestStats:
     stored_events: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    unsigned: int = 0  # births / states / samples accepted without a signature (migration)
     quarantined: int = 0
     bad_signatures: int = 0
     sequence_gaps: int = 0
@@ -196,7 +197,8 @@ class Ingestor:
         with self.store.engine.begin() as conn:
             res = store_batch(conn, batch, now_ms=t,
                               unknown_devices=self.settings.unknown_devices,
-                              windows=windows if self.settings.idle_scale_rule else None)
+                              windows=windows if self.settings.idle_scale_rule else None,
+                              limits=Limits.from_settings(self.settings))
         self._windows = windows  # only once committed
         return res
 
@@ -262,6 +264,7 @@ class Ingestor:
         s.dead_letters += len(res.dead)
         s.quarantined += res.quarantined
         s.bad_signatures += res.bad_signatures
+        s.unsigned += res.unsigned
         s.sequence_gaps += res.gaps
         for d in res.dead:
             s.dead_by_reason[d["reason"].split(": ", 1)[-1][:80]] += 1

@@ -508,6 +508,7 @@ class BadEvent:
     index: int  # position in ``events``
     seq: int | None  # its ``seq`` where one can be read
     reason: str
+    raw: bytes = b""  # the event's JSON (re-encoded), for the dead letter
 
 
 def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload | None,
@@ -545,7 +546,8 @@ def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload
         except (msgspec.ValidationError, ValueError) as err:
             seq = item.get("seq") if isinstance(item, dict) else None
             seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-            bad.append(BadEvent(i, seq, f"{topic_text} $.events[{i}]: {err}"))
+            bad.append(BadEvent(i, seq, f"{topic_text} $.events[{i}]: {err}",
+                                _ENCODER.encode(item)))
         else:
             good.append(item)
     if not bad:
