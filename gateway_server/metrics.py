@@ -44,6 +44,7 @@ INGEST_COUNTERS = {
     "dead_letters": "messages or events rejected into dead letters",
     "quarantined": "messages of unregistered devices quarantined",
     "bad_signatures": "events rejected for a missing or invalid HMAC",
+    "unsigned": "births, states, sample batches accepted unsigned (unsigned_messages = accept)",
     "sequence_gaps": "sequence gaps detected",
     "samples": "raw readings ingested",
     "batches": "ingest transactions committed",

@@ -7,18 +7,32 @@ Steps, in order, inside one transaction (``store_batch``):
 2. births and states update the scale's live fields (a registered scale's register
    data is never overwritten by what the device claims; a mismatch is a finding);
 3. events and samples of devices not in the register are **quarantined** (kept whole,
-   listed in the API, releasable) unless ``unknown_devices = "accept"``;
+   listed in the API, released by :func:`release_quarantine` once the device is
+   registered) unless ``unknown_devices = "accept"``;
 4. every event of a keyed device must carry a valid HMAC-SHA256 (``weighing.signing``):
    a forged or missing signature rejects that event alone — it goes to the dead letters
    with its reason and raises a ``bad-signature`` finding — and the rest of the batch
-   is stored;
+   is stored. Births, states and sample batches are verified the same way; one without
+   a signature (an agent older than issue 15) is accepted and counted (``unsigned``)
+   while ``Limits.unsigned`` is ``"accept"`` (the migration setting), else dead-lettered.
+   Verification never raises, whatever the device sent;
+4a. every event is checked on its own (issue 15), and a bad one is dead-lettered alone
+   with its reason while the rest of its message is stored: an event that fails the wire
+   contract by itself (``wire.decode_partial``), a NUL character in a text field
+   (PostgreSQL cannot store it), a device time outside ``Limits.ts_past_ms`` /
+   ``ts_future_ms`` around receipt, a seq more than ``Limits.seq_jump`` beyond the
+   device's highest, a negative sale weight, a weight above the scale's Max + 9 e
+   (``weighing.metrology.indication_limit_mg``);
 5. sales are linked to the merchant bound to the scale at the sale's time;
 6. inserts are ``ON CONFLICT (device, seq) DO NOTHING RETURNING``: a redelivery is a
    counted duplicate; new seqs beyond ``last_seq + 1`` raise a ``sequence-gap``
    finding, a late arrival inside an open gap closes what it fills;
 7. the stream detectors (``gateway_server.detection``) run on what was new, and
    fair-scale re-weighs are linked to their sales;
-8. samples are folded into per-minute rollups.
+8. samples are folded into per-minute rollups exactly once: a batch with a ``seq`` is
+   counted only if that seq is new for the device (``scales.samples_seq`` is the highest
+   seen, ``samples_holes`` the missing ranges below it, at most ``SAMPLE_HOLES_KEPT``);
+   a batch without one (old agent) is counted as it comes.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
@@ -48,9 +62,36 @@ from gateway_server.tables import (
     scales,
 )
 from weighing import wire
-from weighing.signing import verify_event
+from weighing.metrology import indication_limit_mg
+from weighing.signing import check_event, check_message
+
+if TYPE_CHECKING:
+    from gateway_server.settings import Settings
 
 DEAD_LETTER_KEEP_BYTES = 64 * 1024  # an oversized payload is kept truncated, its size recorded
+#: missing ranges of sample-batch seqs remembered per device: a batch that arrives later
+#: than this many newer gaps is taken for a duplicate (and not counted twice)
+SAMPLE_HOLES_KEPT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Plausibility limits of the ingest (issue 15); ``None`` switches a check off.
+
+    ``store_batch`` called directly (tests, tools) checks only what needs no setting (NUL,
+    sale weights); the ingest passes :meth:`from_settings`.
+    """
+
+    ts_past_ms: int | None = None  # a device time older than receipt by more is refused
+    ts_future_ms: int | None = None  # ... or ahead of receipt by more
+    seq_jump: int | None = None  # a seq beyond the device's highest + this is refused
+    unsigned: str = "accept"  # births / states / samples without a signature: accept | reject
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(ts_past_ms=s.event_max_age_s * 1000 or None,
+                   ts_future_ms=s.event_max_ahead_s * 1000 or None,
+                   seq_jump=s.seq_jump_max or None, unsigned=s.unsigned_messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +104,16 @@ class Incoming:
     parts: wire.TopicParts | None = None
     msg: wire.Payload | None = None
     error: str | None = None
+    #: events of the message that fail the contract alone (the others are in ``msg``)
+    bad_events: tuple[wire.BadEvent, ...] = ()
 
 
 def decode_message(topic: str, payload: bytes, received_ms: int) -> Incoming:
     try:
-        parts, msg = wire.decode(topic, payload)
+        parts, msg, bad = wire.decode_partial(topic, payload)
     except wire.WireDecodeError as err:
         return Incoming(topic, payload, received_ms, error=str(err))
-    return Incoming(topic, payload, received_ms, parts, msg)
+    return Incoming(topic, payload, received_ms, parts, msg, bad_events=tuple(bad))
 
 
 @dataclass
@@ -86,14 +129,131 @@ class BatchResult:
     new_findings: list[dict[str, Any]] = field(default_factory=list)
     latest: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     sample_batches: list[tuple[str, str, wire.SampleBatch]] = field(default_factory=list)
+    unsigned: int = 0  # births / states / samples of keyed devices accepted without a signature
+    sample_duplicates: int = 0  # redelivered sample batches, not counted again
 
 
-def _dead(res: BatchResult, inc: Incoming, reason: str, device: str | None = None) -> None:
+def _text(value: str) -> str:
+    """Text a database stores (PostgreSQL refuses NUL in text)."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _dead(res: BatchResult, inc: Incoming, reason: str, device: str | None = None, *,
+          payload: bytes | None = None) -> None:
+    """A dead letter: the message (or, with ``payload``, the one event) and why."""
+    body = inc.payload if payload is None else payload
     res.dead.append({
-        "received_ms": inc.received_ms, "topic": inc.topic[:512], "device": device,
-        "reason": reason[:2000], "payload": inc.payload[:DEAD_LETTER_KEEP_BYTES],
-        "size": len(inc.payload),
+        "received_ms": inc.received_ms, "topic": _text(inc.topic[:512]), "device": device,
+        "reason": _text(reason[:2000]), "payload": body[:DEAD_LETTER_KEEP_BYTES],
+        "size": len(body),
     })
+
+
+def _nul_field(obj: Any) -> str | None:
+    """The name of a text field of a wire struct holding a NUL character, if any."""
+    for name in obj.__struct_fields__:
+        v = getattr(obj, name)
+        if isinstance(v, str) and "\x00" in v:
+            return name
+        if isinstance(v, list) and any(isinstance(x, str) and "\x00" in x for x in v):
+            return name
+    return None
+
+
+def _bad_signature(res: BatchResult, inc: Incoming, *, market: str, device: str, ts_ms: int,
+                   now_ms: int, what: str, why: str, dedup: str,
+                   payload: bytes | None = None, seq: int | None = None) -> None:
+    res.bad_signatures += 1
+    _dead(res, inc, f"{inc.topic} {what}: {why}", device, payload=payload)
+    _finding(res, kind="bad-signature", severity="high", market=market,
+             device=device, ts_ms=ts_ms, created_ms=now_ms,
+             title="数据签名无效 Event signature invalid",
+             legal_basis="数据完整性 data integrity (architecture.md §4)",
+             evidence={"what": what, "reason": why,
+                       **({"seq": seq} if seq is not None else {})},
+             dedup_key=f"bad-signature:{device}:{dedup}"[:256])
+
+
+def _check_signed(res: BatchResult, inc: Incoming, key: bytes | None, limits: Limits, *,
+                  market: str, device: str, now_ms: int,
+                  msg: wire.Birth | wire.State | wire.SampleBatch) -> bool:
+    """A birth / state / sample batch of a keyed device: True when it may be used."""
+    if key is None:
+        return True
+    why = check_message(key, device, msg)
+    if why is None:
+        return True
+    channel = inc.parts.channel.value if inc.parts else "?"
+    if why == "missing signature" and limits.unsigned == "accept":
+        res.unsigned += 1  # an agent older than issue 15 (migration setting)
+        return True
+    if why == "missing signature":
+        _dead(res, inc, f"{inc.topic}: missing signature (unsigned {channel} refused: "
+                        "unsigned_messages = reject)", device)
+        return False
+    ts = getattr(msg, "ts_ms", None) or inc.received_ms
+    _bad_signature(res, inc, market=market, device=device, ts_ms=ts, now_ms=now_ms,
+                   what=f"$ ({channel})", why=why,
+                   dedup=f"{channel}:{inc.received_ms}:{hash(inc.payload) & 0xFFFFFFFF:x}")
+    return False
+
+
+def _event_problem(ev: wire.Event, known: dict[str, Any], limits: Limits, received_ms: int,
+                   top_seq: int | None) -> str | None:
+    """Why an authentic event is still not stored (issue 15), or None."""
+    nul = _nul_field(ev)
+    if nul is not None:
+        return f"NUL character in {nul} (not storable text)"
+    if limits.ts_past_ms is not None and ev.ts_ms < received_ms - limits.ts_past_ms:
+        return (f"device time {ev.ts_ms} is more than {limits.ts_past_ms // 1000} s before "
+                f"receipt at {received_ms} (event_max_age_s)")
+    if limits.ts_future_ms is not None and ev.ts_ms > received_ms + limits.ts_future_ms:
+        return (f"device time {ev.ts_ms} is more than {limits.ts_future_ms // 1000} s after "
+                f"receipt at {received_ms} (event_max_ahead_s)")
+    if limits.seq_jump is not None and top_seq is not None and ev.seq > top_seq + limits.seq_jump:
+        return (f"seq {ev.seq} jumps more than {limits.seq_jump} beyond the highest "
+                f"seq {top_seq} of the device (seq_jump_max)")
+    if isinstance(ev, wire.SaleEvent):
+        if ev.net_mg < 0 or ev.settled_mg < 0:
+            return f"negative sale weight (net {ev.net_mg} mg, settled {ev.settled_mg} mg)"
+        if known.get("max_mg") and known.get("e_mg"):
+            limit = indication_limit_mg(known["max_mg"], known["e_mg"])
+            top = max(ev.net_mg, ev.settled_mg, ev.peak_mg)
+            if top > limit:
+                return (f"weight {top} mg above Max + 9 e = {limit} mg of the scale "
+                        "(OIML R76-1 4.2.3: no indication there)")
+    return None
+
+
+def _samples_problem(sb: wire.SampleBatch, limits: Limits, received_ms: int) -> str | None:
+    if not sb.t_ms:
+        return None
+    lo, hi = min(sb.t_ms), max(sb.t_ms)
+    if limits.ts_past_ms is not None and lo < received_ms - limits.ts_past_ms:
+        return f"sample time {lo} is more than {limits.ts_past_ms // 1000} s before receipt"
+    if limits.ts_future_ms is not None and hi > received_ms + limits.ts_future_ms:
+        return f"sample time {hi} is more than {limits.ts_future_ms // 1000} s after receipt"
+    return None
+
+
+def _sample_seq_new(known: dict[str, Any], seq: int) -> bool:
+    """Is sample batch ``seq`` new for the device? Updates the high mark and the holes."""
+    hi = known.get("samples_seq")
+    holes: list[list[int]] = known.setdefault(
+        "_holes", json.loads(known.get("samples_holes") or "[]"))
+    if hi is None or seq > hi:
+        if hi is not None and seq > hi + 1:
+            holes.append([hi + 1, seq - 1])
+            del holes[:-SAMPLE_HOLES_KEPT]
+        known["samples_seq"] = seq
+        known["_samples_dirty"] = True
+        return True
+    for i, (a, b) in enumerate(holes):
+        if a <= seq <= b:
+            holes[i:i + 1] = [h for h in ([a, seq - 1], [seq + 1, b]) if h[0] <= h[1]]
+            known["_samples_dirty"] = True
+            return True
+    return False
 
 
 def _finding(res: BatchResult, **f: Any) -> None:
@@ -106,33 +266,52 @@ def _finding(res: BatchResult, **f: Any) -> None:
 def store_batch(
     conn: Connection, batch: list[Incoming], *, now_ms: int, unknown_devices: str = "quarantine",
     detect_findings: bool = True, windows: dict[str, int] | None = None,
+    limits: Limits | None = None,
 ) -> BatchResult:
     """Store ``batch`` in the open transaction ``conn``; see the module docstring."""
+    limits = limits or Limits()
     res = BatchResult()
     devices = {i.parts.device for i in batch if i.parts is not None}
     info: dict[str, dict[str, Any]] = {}
     if devices:
-        rows = conn.execute(select(
+        q = select(
             scales.c.device, scales.c.market, scales.c.registered, scales.c.key_hex,
             scales.c.last_seq, scales.c.max_mg, scales.c.e_mg, scales.c.last_ts_ms,
-        ).where(scales.c.device.in_(devices)))
-        info = {r.device: dict(r._mapping) for r in rows}
+            scales.c.samples_seq, scales.c.samples_holes,
+        ).where(scales.c.device.in_(devices)).order_by(scales.c.device)
+        if conn.dialect.name == "postgresql":
+            # the sequence marks are read, then written: a quarantine release of a device
+            # and its ingest must not interleave (rows locked in device order: no deadlock)
+            q = q.with_for_update()
+        info = {r.device: dict(r._mapping) for r in conn.execute(q)}
 
     accept_unknown = unknown_devices == "accept"
     sale_rows: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+    top_seq: dict[str, int | None] = {}  # highest seq per device, stored or taken here
     for inc in batch:
-        if inc.error is not None or inc.parts is None or inc.msg is None:
+        if inc.error is not None or inc.parts is None or (
+                inc.msg is None and not inc.bad_events):
             _dead(res, inc, inc.error or "undecodable")
             continue
         device, market, msg = inc.parts.device, inc.parts.market, inc.msg
         known = info.get(device)
-        if isinstance(msg, wire.Birth):
-            _birth(conn, res, known, msg, inc, accept_unknown, info)
-            continue
-        if isinstance(msg, wire.State):
-            _state(conn, known, msg, inc, accept_unknown, info)
+        key_hex = known.get("key_hex") if known else None
+        key = bytes.fromhex(key_hex) if key_hex else None
+        if isinstance(msg, wire.Birth | wire.State):
+            if not _check_signed(res, inc, key, limits, market=market, device=device,
+                                 now_ms=now_ms, msg=msg):
+                continue
+            nul = _nul_field(msg)
+            if nul is not None:
+                _dead(res, inc, f"{inc.topic} $.{nul}: NUL character (not storable text)",
+                      device)
+                continue
+            if isinstance(msg, wire.Birth):
+                _birth(conn, res, known, msg, inc, accept_unknown, info)
+            else:
+                _state(conn, known, msg, inc, accept_unknown, info)
             continue
         if known is None:
             known = _new_scale(conn, device, market, inc.received_ms, accept_unknown)
@@ -148,26 +327,54 @@ def store_batch(
             res.quarantined += 1
             continue
         seen[device] = inc.received_ms
+        for bad in inc.bad_events:
+            where = f"seq={bad.seq}" if bad.seq is not None else f"#{bad.index}"
+            _dead(res, inc, f"{bad.reason} (event {where} alone; the rest of the message "
+                            "is stored)", device, payload=bad.raw)
+        if msg is None:
+            continue
         if isinstance(msg, wire.SampleBatch):
+            if not _check_signed(res, inc, key, limits, market=market, device=device,
+                                 now_ms=now_ms, msg=msg):
+                continue
+            why = _samples_problem(msg, limits, inc.received_ms)
+            if why is None and msg.seq is not None:
+                hi = known.get("samples_seq")
+                if limits.seq_jump is not None and hi is not None and (
+                        msg.seq > hi + limits.seq_jump):
+                    why = (f"sample batch seq {msg.seq} jumps more than {limits.seq_jump} "
+                           f"beyond {hi} (seq_jump_max)")
+                elif not _sample_seq_new(known, msg.seq):
+                    res.sample_duplicates += 1
+                    res.duplicates += 1
+                    continue
+            if why is not None:
+                _dead(res, inc, f"{inc.topic}: {why}", device)
+                continue
             res.samples += len(msg.t_ms)
             res.sample_batches.append((market, device, msg))
             if msg.t_ms:
                 res.latest[device] = (msg.t_ms[-1], msg.net_mg[-1], msg.flags[-1])
             continue
         assert isinstance(msg, wire.EventBatch)
-        key = bytes.fromhex(known["key_hex"]) if known.get("key_hex") else None
+        if device not in top_seq:
+            top_seq[device] = known.get("last_seq")
         for ev in msg.events:
-            if key is not None and not verify_event(key, device, ev):
-                why = "missing" if ev.sig is None else "invalid"
-                res.bad_signatures += 1
-                _dead(res, inc, f"{inc.topic} $.events[seq={ev.seq}]: {why} signature", device)
-                _finding(res, kind="bad-signature", severity="high", market=market,
-                         device=device, ts_ms=ev.ts_ms, created_ms=now_ms,
-                         title="数据签名无效 Event signature invalid",
-                         legal_basis="数据完整性 data integrity (architecture.md §4)",
-                         evidence={"seq": ev.seq, "reason": f"{why} signature"},
-                         dedup_key=f"bad-signature:{device}:{ev.seq}")
+            if key is not None:
+                why = check_event(key, device, ev)
+                if why is not None:
+                    _bad_signature(res, inc, market=market, device=device, ts_ms=ev.ts_ms,
+                                   now_ms=now_ms, what=f"$.events[seq={ev.seq}]", why=why,
+                                   dedup=str(ev.seq), payload=wire.encode_event(ev),
+                                   seq=ev.seq)
+                    continue
+            why = _event_problem(ev, known, limits, inc.received_ms, top_seq[device])
+            if why is not None:
+                _dead(res, inc, f"{inc.topic} $.events[seq={ev.seq}]: {why}", device,
+                      payload=wire.encode_event(ev))
                 continue
+            top = top_seq[device]
+            top_seq[device] = ev.seq if top is None else max(top, ev.seq)
             base = {"device": device, "market": market, "seq": ev.seq, "ts_ms": ev.ts_ms,
                     "received_ms": inc.received_ms}
             if isinstance(ev, wire.SaleEvent):
@@ -227,6 +434,7 @@ def store_batch(
         if new_ts.get(device):
             values["last_ts_ms"] = max(last_ts.get(device) or 0, *new_ts[device])
         conn.execute(scales.update().where(scales.c.device == device).values(**values))
+    _sample_marks(conn, info)
     _rollups(conn, res)
     if res.dead:
         conn.execute(dead_letters.insert(), res.dead)
@@ -370,6 +578,15 @@ def _fill_gap(conn: Connection, device: str, seq: int) -> None:
                 values["status"] = "dismissed"
             conn.execute(findings.update().where(findings.c.id == r.id).values(**values))
             return
+
+
+def _sample_marks(conn: Connection, info: dict[str, dict[str, Any]]) -> None:
+    """Write back the sample-batch seq marks that changed in this batch."""
+    for device, known in info.items():
+        if known.get("_samples_dirty"):
+            conn.execute(scales.update().where(scales.c.device == device).values(
+                samples_seq=known["samples_seq"],
+                samples_holes=json.dumps(known["_holes"]) if known["_holes"] else None))
 
 
 def _rollups(conn: Connection, res: BatchResult) -> None:

@@ -95,6 +95,10 @@ scales = Table(
     Column("last_seq", BigInteger),  # highest event seq stored (gap detection)
     Column("last_ts_ms", BigInteger),  # device time of its newest event (offline detection)
     Column("created_ms", BigInteger),
+    # sample batches folded into the rollups: the highest seq and the missing ranges
+    # below it (JSON [[first, last], ...]), so a redelivered batch is never counted twice
+    Column("samples_seq", BigInteger),
+    Column("samples_holes", Text),
 )
 
 bindings = Table(
@@ -206,6 +210,7 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("size", Integer, nullable=False),
+    Index("ix_dead_letters_received", "received_ms"),  # retention purge
 )
 
 quarantine = Table(

@@ -461,7 +461,9 @@ class LocalStack:
                     # (merchant, PLU) pair of a batch into one query, and SQLite refuses more
                     # than ~1,000 terms ("Expression tree is too large"), after which the
                     # ingest retries the same batch for ever (a gateway gap, reported)
-                    "GATEWAY_INGEST_BATCH": str(ingest_batch), **(env_extra or {})})
+                    "GATEWAY_INGEST_BATCH": str(ingest_batch),
+                    # the simulated days lie in the future (2031): no "too far ahead" check
+                    "GATEWAY_EVENT_MAX_AHEAD_S": "0", **(env_extra or {})})
         bindir = Path(sys.executable).parent
         self.admin = ("fleet-admin", secrets.token_urlsafe(16))
         self.inspector = ("fleet-eval", secrets.token_urlsafe(16))

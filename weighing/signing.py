@@ -8,6 +8,15 @@ MAC so an event cannot be replayed under another device's name with the same key
 Commands (server → edge, ``.../cmd/{name}``) are signed the same way with the device key,
 in their own domain (``"cmd"`` prefix), and carry a timestamp and a one-use nonce against
 replay (:func:`verify_command`).
+
+Births, states and sample batches (edge → server, issue 15) are signed like events, each
+in the domain of its channel (``"birth"``, ``"state"``, ``"samples"`` + 0x00 + device id +
+0x00 + the canonical message without ``sig``), scheme tag ``m1:``
+(:func:`sign_message` / :func:`check_message`).
+
+Verification never raises on what a device sent: a signature that is not ASCII (which
+``hmac.compare_digest`` refuses with ``TypeError``), too long or of an unknown scheme is
+simply invalid, and :func:`check_event` / :func:`check_message` say why in words.
 """
 
 from __future__ import annotations
@@ -18,7 +27,16 @@ import hmac
 import msgspec
 
 from weighing.errors import GatewayError
-from weighing.wire import Command, Event, encode_command, encode_event
+from weighing.wire import (
+    Birth,
+    Command,
+    Event,
+    SampleBatch,
+    State,
+    encode,
+    encode_command,
+    encode_event,
+)
 
 _SIG_PREFIX = "h1:"  # scheme tag: HMAC-SHA256 over device id + 0x00 + canonical event
 
@@ -36,9 +54,63 @@ def sign_event(key: bytes, device: str, event: Event) -> Event:
 
 def verify_event(key: bytes, device: str, event: Event) -> bool:
     """True when the event carries a valid signature for ``device`` under ``key``."""
+    return check_event(key, device, event) is None
+
+
+def _same(sig: str, expected: str) -> bool:
+    """Constant-time comparison that never raises (non-ASCII text is simply unequal)."""
+    return sig.isascii() and hmac.compare_digest(sig.encode(), expected.encode())
+
+
+def check_event(key: bytes, device: str, event: Event) -> str | None:
+    """None when the event's signature is valid; else why not (``missing signature``,
+    ``invalid signature``, ...). Never raises on what the device sent."""
     if event.sig is None:
-        return False
-    return hmac.compare_digest(event.sig, _mac(key, device, event))
+        return "missing signature"
+    try:
+        ok = _same(event.sig, _mac(key, device, event))
+    except Exception as err:  # an event that cannot be re-encoded is not authentic
+        return f"signature not verifiable: {type(err).__name__}"
+    return None if ok else "invalid signature"
+
+
+# -- births, states, sample batches (edge → server) --------------------------------------
+
+_MSG_PREFIX = "m1:"  # scheme tag: HMAC-SHA256 over channel + 0x00 + device + 0x00 + message
+Signed = Birth | State | SampleBatch
+
+
+def _domain(message: Signed) -> bytes:
+    if isinstance(message, Birth):
+        return b"birth"
+    if isinstance(message, State):
+        return b"state"
+    return b"samples"
+
+
+def _message_mac(key: bytes, device: str, message: Signed) -> str:
+    body = encode(msgspec.structs.replace(message, sig=None))
+    msg = _domain(message) + b"\x00" + device.encode() + b"\x00" + body
+    return _MSG_PREFIX + hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def sign_message(key: bytes | None, device: str, message: Signed) -> Signed:
+    """``message`` (a birth, state or sample batch) with its ``sig`` set; unchanged
+    without a key (a device that has none publishes unsigned, as its events)."""
+    if key is None:
+        return message
+    return msgspec.structs.replace(message, sig=_message_mac(key, device, message))
+
+
+def check_message(key: bytes, device: str, message: Signed) -> str | None:
+    """None when the birth / state / sample batch is validly signed; else why not."""
+    if message.sig is None:
+        return "missing signature"
+    try:
+        ok = _same(message.sig, _message_mac(key, device, message))
+    except Exception as err:
+        return f"signature not verifiable: {type(err).__name__}"
+    return None if ok else "invalid signature"
 
 
 # -- commands (server → edge) -----------------------------------------------------------
@@ -84,7 +156,7 @@ def verify_command(
     """
     if command.sig is None:
         raise CommandRejectedError("unsigned")
-    if not hmac.compare_digest(command.sig, _command_mac(key, device, command)):
+    if not _same(command.sig, _command_mac(key, device, command)):
         raise CommandRejectedError("bad signature")
     skew = command.ts_ms - now_ms
     if abs(skew) > window_ms:
