@@ -25,7 +25,15 @@ Besides the state machine's events, a worker emits:
   ``clock_skew_max_ms``;
 * on a fair-scale station (a scale with a ``scanner``): ``ReweighEvent``s instead of the
   sales a scan names (``edge_agent.station``), and ``scanner-lost`` when the scanner's
-  line fails (once per outage; the scale keeps being read).
+  line fails (once per outage; the scale keeps being read);
+* ``outbox-dropped`` declaring the events and sample batches the outbox dropped under its
+  retention bound (``Outbox.put_drop_report``);
+* ``outbox-write`` once the outbox takes writes again after a full disk or a read-only
+  file system: while it cannot write, the worker keeps reading the scale and holds its
+  events in memory, in order (bounded: ``_MAX_HELD`` events), and writes them first when
+  space returns; its samples are dropped and counted meanwhile. A damaged outbox file or
+  more held events than the bound cannot be gone on with: the agent is marked fatal
+  (``Agent.fatal``) and ``edge-agent run`` exits non-zero, so systemd restarts it.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from edge_agent import __version__
 from edge_agent.commands import CommandGate
 from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
 from edge_agent.lograte import WarningGate
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxCorruptError, OutboxWriteError
 from edge_agent.publisher import Publisher
 from edge_agent.rawad import RawAdTrack
 from edge_agent.statemachine import Params, WeighingStateMachine
@@ -67,6 +75,7 @@ log = logging.getLogger(__name__)
 _CHECKPOINT = "sm.load"
 _EXTRAS = "extras"
 _LAST_FRAME = "last_frame_ms"
+_MAX_HELD = 50_000  # events held in memory while the outbox cannot write, per scale
 
 
 def now_ms() -> int:
@@ -153,7 +162,7 @@ class ScaleWorker:
     def __init__(
         self, cfg: ScaleConfig, *, market: str, outbox: Outbox, agent: AgentConfig,
         source: FrameSource | None = None, gate: CommandGate | None = None,
-        on_command: Any = None, clock: Any = None,
+        on_command: Any = None, clock: Any = None, on_fatal: Any = None,
     ) -> None:
         self.cfg = cfg
         self.market = market
@@ -171,9 +180,19 @@ class ScaleWorker:
         self.gate = gate or CommandGate()
         self._on_command = on_command  # (worker, command) -> None, from the agent
         self._clock = clock  # the agent's ClockSync (offset reporting)
+        self._on_fatal = on_fatal  # (reason) -> None: the agent cannot go on
+        # while the outbox cannot write (disk full, read-only): events in order, and since when
+        self._held: list[tuple[wire.Event, dict[str, bytes | None] | None]] = []
+        self._write_fault_since_ms = 0
+        self._write_fault_error = ""
+        self._samples_lost = 0
+        self._retried_ms = 0
+        self.write_faults = 0
         self.publisher = Publisher(
             agent.mqtt, market=market, device=cfg.device, outbox=outbox, birth=self.birth(),
             on_command=self._command,
+            e2e=cfg.key is not None and agent.agent.confirm == "gateway",
+            ack_timeout_s=agent.agent.ack_timeout_s,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -223,8 +242,11 @@ class ScaleWorker:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
-        self._flush_samples(force=True)
-        self._save_checkpoint(force=True)
+        try:
+            self._flush_samples(force=True)
+            self._save_checkpoint(force=True)
+        except Exception as err:  # a damaged or full outbox must not stop the shutdown
+            log.error("%s: cannot save state at stop: %s", self.cfg.device, err)
         if self.scanner is not None:
             self.scanner.close()
         self.publisher.stop()
@@ -245,6 +267,9 @@ class ScaleWorker:
                 self.stats.state = "running"
                 backoff = 0.5
                 self._run()
+            except OutboxCorruptError as err:
+                self._fatal(f"{type(err).__name__}: {err}")
+                break
             except Exception as err:  # supervised: report, back off, restart
                 self.stats.restarts += 1
                 self.stats.last_error = f"{type(err).__name__}: {err}"
@@ -334,6 +359,9 @@ class ScaleWorker:
                 self._save_last_frame(t_read)
             self._flush_samples()
             self._heartbeat(t_read)
+            if self._held and t_read - self._retried_ms >= 1000:  # the disk may have room again
+                self._retried_ms = t_read
+                self._write_held()
 
     # -- per-frame bookkeeping ------------------------------------------------------------
 
@@ -353,15 +381,18 @@ class ScaleWorker:
             self._cp_written_ms = now_ms()
 
     def _save_checkpoint(self, *, force: bool = False) -> None:
-        if self.sm.checkpoint_version == self._cp_version:
-            return
+        if self.sm.checkpoint_version == self._cp_version or self._held:
+            return  # held events carry their own checkpoint: a newer one must not precede
         t = now_ms()
         # a settled reading that flickers within the band would write every frame:
         # write at most once per stability window (what completes a load is written
         # with its event, never late)
         if not force and t - self._cp_written_ms < self.sm.params.window_ms:
             return
-        self.outbox.set_state(self.cfg.device, {_CHECKPOINT: self.sm.checkpoint()})
+        try:
+            self.outbox.set_state(self.cfg.device, {_CHECKPOINT: self.sm.checkpoint()})
+        except OutboxWriteError:
+            return  # a checkpoint is an optimisation; the next one is tried later
         self._cp_version = self.sm.checkpoint_version
         self._cp_written_ms = t
 
@@ -377,7 +408,10 @@ class ScaleWorker:
     def _save_last_frame(self, t: int) -> None:
         if t - self._last_frame_saved_ms >= 5000:
             self._last_frame_saved_ms = t
-            self.outbox.set_state(self.cfg.device, {_LAST_FRAME: str(t).encode()})
+            try:
+                self.outbox.set_state(self.cfg.device, {_LAST_FRAME: str(t).encode()})
+            except OutboxWriteError:
+                pass  # tried again in 5 s
 
     def _check_extras(self) -> None:
         extras = getattr(self.source, "extras", None)
@@ -443,19 +477,71 @@ class ScaleWorker:
                     err.length, err.offset, err.reason, more, hint)
 
     def _put(self, event: wire.Event, *, state: dict[str, bytes | None] | None = None) -> None:
-        seq = self.outbox.put_event(self.cfg.device, event, key=self.cfg.key_bytes, state=state)
-        if seq > 0:
-            self.stats.events += 1
-        if self.outbox.take_alarm():
-            c = self.outbox.counters()
-            log.error("%s: outbox full (%d rows, bound %d): samples stop until the broker "
-                      "acknowledges", self.cfg.device, c["queued"], self.outbox.max_rows)
-            self._put(wire.FaultEvent(
-                seq=0, ts_ms=now_ms(), code="outbox-full",
-                detail=f"{c['queued']} rows queued, bound {self.outbox.max_rows}; only "
-                       f"never-dropped events remain; samples refused, "
-                       f"{c.get('dropped', 0)} rows dropped so far"))
+        """Store an event; while the outbox cannot write, hold it (in order) instead."""
+        self._held.append((event, state))
+        self._write_held()
         self.publisher.notify()
+
+    def _write_held(self) -> None:
+        """Write the held events in order; on a write failure keep the rest, report once."""
+        dev, key = self.cfg.device, self.cfg.key_bytes
+        while self._held:
+            event, state = self._held[0]
+            try:
+                seq = self.outbox.put_event(dev, event, key=key, state=state)
+                if self.outbox.has_undeclared_drops(dev):
+                    self.outbox.put_drop_report(dev, key=key)
+            except OutboxWriteError as err:
+                self._write_failed(err)
+                return
+            except OutboxCorruptError as err:
+                self._fatal(f"{type(err).__name__}: {err}")
+                raise
+            self._held.pop(0)
+            if seq > 0:
+                self.stats.events += 1
+            if self._write_fault_since_ms and not self._held:
+                self._write_resumed()
+            if self.outbox.take_alarm():
+                c = self.outbox.counters()
+                log.error("%s: outbox full (%d rows, bound %d): samples stop until the gateway "
+                          "confirms", dev, c["queued"], self.outbox.max_rows)
+                self._held.append((wire.FaultEvent(
+                    seq=0, ts_ms=now_ms(), code="outbox-full",
+                    detail=f"{c['queued']} rows queued, bound {self.outbox.max_rows}; only "
+                           f"never-dropped events remain; samples refused, "
+                           f"{c.get('dropped', 0)} rows dropped so far"), None))
+
+    def _write_failed(self, err: OutboxWriteError) -> None:
+        if not self._write_fault_since_ms:
+            self._write_fault_since_ms = now_ms()
+            self._write_fault_error = str(err)[:500]
+            self.write_faults += 1
+            self.stats.last_error = f"OutboxWriteError: {err}"
+            log.error("%s: %s; reading on and holding events in memory (at most %d) until "
+                      "the outbox takes writes again", self.cfg.device, err, _MAX_HELD)
+        if len(self._held) > _MAX_HELD:
+            self._fatal(f"outbox unwritable since {self._write_fault_since_ms} ms and "
+                        f"{len(self._held)} events held in memory: {err}")
+            raise err
+
+    def _write_resumed(self) -> None:
+        t = now_ms()
+        since, self._write_fault_since_ms = self._write_fault_since_ms, 0
+        lost, self._samples_lost = self._samples_lost, 0
+        log.warning("%s: the outbox takes writes again after %.1f s", self.cfg.device,
+                    (t - since) / 1000)
+        self._held.append((wire.FaultEvent(
+            seq=0, ts_ms=since, code="outbox-write", duration_ms=t - since,
+            detail=f"{self._write_fault_error}; events were held in memory and written "
+                   f"in order once space returned, {lost} sample batches dropped"), None))
+
+    def _fatal(self, reason: str) -> None:
+        self.stats.state = "fatal"
+        self.stats.last_error = reason
+        log.critical("%s: cannot go on: %s", self.cfg.device, reason)
+        if self._on_fatal is not None:
+            self._on_fatal(f"{self.cfg.device}: {reason}")
 
     def _flush_samples(self, *, force: bool = False) -> None:
         ts, ws, fs = self._samples
@@ -464,10 +550,19 @@ class ScaleWorker:
         interval_ms = self.agent_cfg.agent.samples_interval_s * 1000
         if not force and ts[-1] - ts[0] < interval_ms:
             return
-        self.outbox.put_samples(
-            self.cfg.device, wire.SampleBatch(device=self.cfg.device, t_ms=ts, net_mg=ws, flags=fs)
-        )
         self._samples = ([], [], [])
+        if self._held:
+            self._write_held()  # space may be back: events first
+        if self._held:
+            self._samples_lost += 1  # samples are not held: counted, reported on resumption
+            return
+        try:
+            self.outbox.put_samples(self.cfg.device, wire.SampleBatch(
+                device=self.cfg.device, t_ms=ts, net_mg=ws, flags=fs))
+        except OutboxWriteError as err:
+            self._samples_lost += 1
+            self._write_failed(err)
+            return
         self.publisher.notify()
 
     def _heartbeat(self, t: int) -> None:
@@ -492,7 +587,18 @@ class ScaleWorker:
     def _command(self, topic: str, payload: bytes) -> None:
         cmd = self.gate.check(self.cfg.device, self.cfg.key_bytes, topic, payload,
                               now_ms=now_ms())
-        if cmd is not None and self._on_command is not None:
+        if cmd is None:
+            return
+        # the acknowledgement commands are cheap and order-free: handled here, at once
+        if cmd.name is wire.CommandName.STORED:
+            if cmd.stored_seq is not None and self.publisher.e2e:
+                self.publisher.confirmed(cmd.stored_seq)
+        elif cmd.name is wire.CommandName.RESEND:
+            if cmd.from_seq is not None and cmd.to_seq is not None:
+                log.info("%s: the gateway asks for seq %d..%d again", self.cfg.device,
+                         cmd.from_seq, cmd.to_seq)
+                self.publisher.resend(cmd.from_seq, cmd.to_seq)
+        elif self._on_command is not None:
             self._on_command(self, cmd)
 
     def status(self) -> dict[str, object]:
@@ -508,6 +614,9 @@ class ScaleWorker:
                 "reconnects": p.reconnects, "connect_failures": p.connect_failures,
                 "tls_errors": p.tls_errors, "published_msgs": p.published_msgs,
                 "acked_rows": p.acked_rows, "inflight": p.inflight,
+                "confirm": "gateway" if self.publisher.e2e else "broker",
+                "confirmed_rows": p.confirmed_rows, "confirmed_seq": p.confirmed_seq,
+                "ack_timeouts": p.ack_timeouts, "resend_requests": p.resend_requests,
                 "pump_state": p.pump_state, "pump_failures": p.pump_failures,
                 "pump_restarts": p.pump_restarts, "last_error": p.last_error,
             },
@@ -516,6 +625,11 @@ class ScaleWorker:
                 "last_rejection": cs.last_rejection if cs else "",
             },
             "station": self._station_status(),
+            "outbox_write": {
+                "failing_since_ms": self._write_fault_since_ms or None,
+                "held_events": len(self._held), "faults": self.write_faults,
+                "samples_lost": self._samples_lost,
+            },
         }
 
     def _station_status(self) -> dict[str, object] | None:
@@ -554,7 +668,13 @@ class Agent:
     def __init__(self, cfg: AgentConfig, *, config_path: str | Path | None = None) -> None:
         self.cfg = cfg
         self.config_path = Path(config_path) if config_path else None
-        self.outbox = Outbox(cfg.agent.outbox, max_rows=cfg.agent.outbox_max_rows)
+        self.outbox = Outbox(cfg.agent.outbox, max_rows=cfg.agent.outbox_max_rows,
+                             max_bytes=cfg.agent.outbox_max_bytes,
+                             max_age_s=cfg.agent.outbox_max_age_s)
+        #: why the agent cannot go on (a damaged outbox, too much held in memory); the
+        #: CLI exits non-zero once it is set, so the service manager restarts the agent
+        self.fatal: str | None = None
+        self.fatal_event = threading.Event()
         c = self.outbox.counters()
         if c["queued"]:
             log.info("outbox %s: %d rows from a previous run to publish", cfg.agent.outbox,
@@ -571,7 +691,13 @@ class Agent:
 
     def _worker(self, s: ScaleConfig) -> ScaleWorker:
         return ScaleWorker(s, market=self.cfg.agent.market, outbox=self.outbox, agent=self.cfg,
-                           gate=self.gate, on_command=self._enqueue, clock=self.clock)
+                           gate=self.gate, on_command=self._enqueue, clock=self.clock,
+                           on_fatal=self._set_fatal)
+
+    def _set_fatal(self, reason: str) -> None:
+        if self.fatal is None:
+            self.fatal = reason
+        self.fatal_event.set()
 
     def start(self) -> None:
         for w in self.workers:
@@ -695,6 +821,7 @@ class Agent:
             workers = list(self.workers)
         return {
             "version": __version__,
+            "fatal": self.fatal,
             "outbox": {**self.outbox.counters(), "alarm": self.outbox.alarm,
                        "max_rows": self.outbox.max_rows},
             "supervisor": "running" if any(t.is_alive() for t in self._threads) else "stopped",

@@ -134,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, on_hup)
     agent.start()
+    # a worker that cannot go on (damaged outbox, ...) ends the process non-zero: systemd
+    # (Restart=always) restarts it, instead of a process that stays up doing nothing
+    threading.Thread(target=lambda: agent.fatal_event.wait() and stop.set(),
+                     name="agent-fatal", daemon=True).start()
     logging.getLogger("edge_agent").info(
         "edge agent %s: %d scale(s) in market %s", __version__, len(agent.workers), cfg.agent.market
     )
@@ -165,6 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.stop()
         agent.stop()
+    if agent.fatal is not None:
+        logging.getLogger("edge_agent").critical("exiting: %s", agent.fatal)
+        return 3
     return 0
 
 

@@ -11,7 +11,10 @@ Rules:
 * Anything else is rejected, logged (rate-limited: the topic is writable by whoever can
   reach the broker) and counted. A rejection never produces an event: a flood of forged
   commands must not fill the outbox with never-dropped fault events.
-* This module decides; the agent acts (``time-sync``, ``config-reload``).
+* This module decides; the agent acts (``time-sync``, ``config-reload``, and the
+  end-to-end acknowledgement's ``stored`` and ``resend``, which go to the publisher).
+  A replayed ``stored`` could only repeat a confirmation already given (it is
+  idempotent and never lowers the mark), yet it is refused like any replay.
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ class CommandGate:
             return None
         with self._lock:
             st.accepted += 1
-        log.info("%s: accepted command %s", device, cmd.name.value)
+        # ``stored`` comes with every ingest batch: logged at debug level only
+        log.log(logging.DEBUG if cmd.name is wire.CommandName.STORED else logging.INFO,
+                "%s: accepted command %s", device, cmd.name.value)
         return cmd
 
     def _use_nonce(self, nonce: str) -> None:

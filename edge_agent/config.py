@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -144,6 +145,15 @@ class AgentSection(_Strict):
     market: str
     outbox: Path = Path("var/edge-outbox.db")
     outbox_max_rows: int = Field(100_000, ge=10)
+    #: payload bytes the outbox holds at most (samples, heartbeats and zero checks give way)
+    outbox_max_bytes: int | None = Field(None, ge=64 * 1024)
+    #: samples, heartbeats and zero checks older than this are dropped (declared, counted)
+    outbox_max_age_s: float | None = Field(None, gt=0)
+    #: who frees an outbox row: "gateway" (its signed ``stored`` command, end to end; needs
+    #: the scale's key, else the broker's PUBACK) or "broker" (PUBACK, the old behaviour)
+    confirm: Literal["gateway", "broker"] = "gateway"
+    #: unconfirmed events are published again after this long without a confirmation
+    ack_timeout_s: float = Field(60.0, gt=0, le=3600)
     heartbeat_s: float = Field(30, gt=0)
     samples_interval_s: float = Field(1.0, gt=0)
     #: least time between two reads of a continuous-output serial scale (CPU vs latency)

@@ -13,13 +13,13 @@ Rules (architecture.md §4, domain.md §5 lessons from thingsboard-gateway / tel
   insert, and survive restarts (table ``seqs``).
 * Bounded by ``max_rows``, ``max_bytes`` (payload bytes) and ``max_age_s`` (samples,
   heartbeats and zero checks older than that go, whatever the room). When full: raw
-  samples go first (oldest first), then heartbeats and zero checks; **sale, re-weigh, counter and fault events are never
-  dropped**: when only they remain the outbox accepts them beyond the bound, raises
-  ``alarm`` (reported in the heartbeat and, once per episode, as an ``outbox-full``
-  fault event: :meth:`Outbox.take_alarm`) and refuses samples until acknowledged rows
-  make room again. A heartbeat always gets in (it is how the alarm is seen): when
-  nothing may be evicted for it, it replaces the device's queued heartbeats, so at most
-  one per device lies beyond the bound.
+  samples go first (oldest first), then heartbeats and zero checks; **sale, re-weigh,
+  counter and fault events are never dropped**: when only they remain the outbox
+  accepts them beyond the bound, raises ``alarm`` (reported in the heartbeat and,
+  once per episode, as an ``outbox-full`` fault event: :meth:`Outbox.take_alarm`)
+  and refuses samples until confirmed rows make room again. A heartbeat always gets
+  in (it is how the alarm is seen): when nothing may be evicted for it, it replaces
+  the device's queued heartbeats, so at most one per device lies beyond the bound.
 * Every drop is counted (``dropped``, and by class) and reported. A dropped event had a
   seq: it is remembered (table ``dropped``) until the agent declares it in an
   ``outbox-dropped`` fault event (:meth:`Outbox.put_drop_report`, written in the same

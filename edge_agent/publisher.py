@@ -5,13 +5,22 @@ Rules (architecture.md §4):
 * paho-mqtt, QoS 1, client id = device identity (unique: duplicate ids cause
   connect/kick storms), retained ``birth`` and ``online`` state on every connect,
   last will ``offline`` (retained).
-* Rows leave the outbox only when the broker's PUBACK for them arrives. Until then
-  paho keeps the message and resends it after a reconnect; if the process dies the
-  rows are still on disk and are published again at the next start (the server
-  deduplicates on seq).
+* End-to-end acknowledgement (a device with a key, ``confirm = "gateway"``): event rows
+  leave the outbox only when the gateway's signed ``stored`` command covers their seq
+  (:meth:`Publisher.confirmed`); the broker's PUBACK only frees the in-flight slot. What
+  is not confirmed within ``ack_timeout_s`` of the last progress is published again from
+  the oldest unconfirmed row (go-back-N; the timeout doubles while nothing is confirmed,
+  up to 8×), and a ``resend`` command publishes the range the gateway misses at once.
+  Every events message carries ``floor_seq`` (the device's lowest unconfirmed seq) so a
+  restarted gateway knows where its watermark starts. Without a key (or with
+  ``confirm = "broker"``) rows leave on PUBACK, as samples always do.
+  Until then paho keeps the message and resends it after a reconnect; if the process
+  dies the rows are still on disk and are published again at the next start (the
+  server deduplicates on seq).
 * Events are batched (up to ``batch_size`` per message, measured ×15 the throughput
-  of one per message), never held longer than ``max_delay_ms``; at most ``inflight``
-  unacknowledged messages per device.
+  of one per message, and never more than ``wire.MAX_BATCH_BYTES``, the gateway's
+  payload limit less a margin), never held longer than ``max_delay_ms``; at most
+  ``inflight`` unacknowledged messages per device.
 * TLS verifies the broker's certificate (and its host name); a TLS failure is an
   error: counted (``tls_errors``), reported in ``state`` / ``last_error``, logged, retried
   with backoff over TLS again. There is no plaintext fallback, ever.
@@ -31,6 +40,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,7 +48,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.config import MqttConfig
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, Row
 from weighing import wire
 
 log = logging.getLogger(__name__)
@@ -61,6 +71,10 @@ class PublisherStats:
     pump_failures: int = 0
     pump_restarts: int = 0
     commands_received: int = 0
+    confirmed_rows: int = 0
+    confirmed_seq: int = 0
+    ack_timeouts: int = 0  # go-back-N resends after ack_timeout_s without confirmation
+    resend_requests: int = 0
     _t0: float = field(default_factory=time.monotonic)
 
     @property
@@ -120,9 +134,17 @@ class Publisher:
 
     def __init__(
         self, cfg: MqttConfig, *, market: str, device: str, outbox: Outbox, birth: wire.Birth,
-        on_command: Callable[[str, bytes], None] | None = None,
+        on_command: Callable[[str, bytes], None] | None = None, e2e: bool = False,
+        ack_timeout_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
+        #: end-to-end acknowledgement: event rows wait for the gateway's ``stored``
+        self.e2e = e2e
+        self.ack_timeout_s = ack_timeout_s
+        self._timeout_s = ack_timeout_s  # doubles while nothing is confirmed
+        self._progress = time.monotonic()  # last confirmation (or timeout resend)
+        self._resend: deque[tuple[int, int]] = deque()
+        self._lock = threading.Lock()  # resend queue and cursors vs command callbacks
         self.on_command = on_command
         self.market = market
         self.device = device
@@ -131,7 +153,7 @@ class Publisher:
         self.stats = PublisherStats()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._inflight: dict[int, list[int]] = {}
+        self._inflight: dict[int, tuple[str, list[int]]] = {}
         self._last_id = {"events": 0, "samples": 0}
         self._thread: threading.Thread | None = None
         self.client = self._make_client()
@@ -284,12 +306,52 @@ class Publisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         # called by paho under its out-message mutex, like the registration in _publish_ready
-        ids = self._inflight.pop(mid, None)  # None: birth / state, not outbox rows
+        got = self._inflight.pop(mid, None)  # None: birth / state, not outbox rows
         self.stats.inflight = len(self._inflight)
-        if ids:
-            self.outbox.ack(ids)
+        if got:
+            channel, ids = got
             self.stats.acked_rows += len(ids)
+            if channel == "samples" or not self.e2e:
+                self.outbox.ack(ids)  # else: the rows wait for the gateway's ``stored``
         self._wake.set()
+
+    # -- end-to-end acknowledgement (the agent's command thread) ------------------------
+
+    def confirmed(self, stored_seq: int) -> int:
+        """The gateway's ``stored`` command: delete the rows it covers (idempotent)."""
+        n = self.outbox.confirm(self.device, stored_seq)
+        with self._lock:
+            if stored_seq > self.stats.confirmed_seq:
+                self.stats.confirmed_seq = stored_seq
+                self._progress = time.monotonic()
+                self._timeout_s = self.ack_timeout_s
+        self.stats.confirmed_rows += n
+        self._wake.set()
+        return n
+
+    def resend(self, from_seq: int, to_seq: int) -> None:
+        """The gateway's ``resend`` command: publish ``from_seq``..``to_seq`` again."""
+        with self._lock:
+            self.stats.resend_requests += 1
+            if to_seq >= from_seq and (from_seq, to_seq) not in self._resend:
+                self._resend.append((from_seq, to_seq))
+        self._wake.set()
+
+    def _check_timeout(self) -> None:
+        """Go back to the oldest unconfirmed row when nothing was confirmed for a while."""
+        if not self.e2e or time.monotonic() - self._progress < self._timeout_s:
+            return
+        first = self.outbox.peek(self.device, "events", limit=1)
+        with self._lock:
+            self._progress = time.monotonic()
+            if not first or first[0].id > self._last_id["events"]:
+                return  # nothing published is waiting for a confirmation
+            self._last_id["events"] = 0
+            self._timeout_s = min(self._timeout_s * 2, self.ack_timeout_s * 8)
+            self.stats.ack_timeouts += 1
+        log.info("%s: no confirmation from the gateway for %.0f s: publishing the "
+                 "unconfirmed events again from seq %s", self.device, self._timeout_s / 2,
+                 first[0].seq)
 
     # -- the pump ---------------------------------------------------------------------
 
@@ -305,6 +367,7 @@ class Publisher:
             if not self.stats.connected:
                 continue
             try:
+                self._check_timeout()
                 self._publish_ready()
                 backoff = 0.2
             except Exception as err:  # never let the pump die: report, back off, go on
@@ -318,32 +381,68 @@ class Publisher:
                 self._wake.set()
 
     def _publish_ready(self) -> None:
+        while self._resend and len(self._inflight) < self.cfg.inflight and self.stats.connected:
+            lo, hi = self._resend[0]
+            after = self.outbox.id_before_seq(self.device, lo)
+            rows = self.outbox.peek(self.device, "events", limit=self.cfg.batch_size,
+                                    after_id=after, max_seq=hi)
+            if rows:
+                rows = _fit(rows)
+                if not self._send("events", rows):
+                    return
+            with self._lock:
+                if not rows or rows[-1].seq >= hi:
+                    self._resend.popleft()
+                else:
+                    self._resend[0] = (rows[-1].seq + 1, hi)
         for channel in ("events", "samples"):
             while len(self._inflight) < self.cfg.inflight and self.stats.connected:
                 limit = self.cfg.batch_size if channel == "events" else 1
-                rows = self.outbox.peek(
-                    self.device, channel, limit=limit, after_id=self._last_id[channel]
-                )
+                with self._lock:
+                    after = self._last_id[channel]
+                rows = self.outbox.peek(self.device, channel, limit=limit, after_id=after)
                 if not rows:
                     break
                 if channel == "events":
-                    payload = wire.event_batch_payload(self.device, [r.payload for r in rows])
-                    topic = self.topic(wire.Channel.EVENTS)
-                else:
-                    payload, topic = rows[0].payload, self.topic(wire.Channel.SAMPLES)
-                # paho calls on_publish holding its (reentrant) out-message mutex; holding
-                # it here too means the PUBACK cannot be handled before the mid is known
-                with self.client._out_message_mutex:
-                    info = self.client.publish(topic, payload, qos=1)
-                    if info.rc not in (
-                        MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN
-                    ):
-                        self.stats.last_error = f"publish failed: {info.rc}"
-                        return
-                    self._inflight[info.mid] = [r.id for r in rows]
-                    self.stats.inflight = len(self._inflight)
-                self._last_id[channel] = rows[-1].id
-                self.stats.published_msgs += 1
+                    rows = _fit(rows)
+                if not self._send(channel, rows):
+                    return
+                with self._lock:
+                    if self._last_id[channel] == after:  # not rewound meanwhile
+                        self._last_id[channel] = rows[-1].id
+
+    def _send(self, channel: str, rows: list[Row]) -> bool:
+        if channel == "events":
+            floor = self.outbox.floor(self.device) if self.e2e else None
+            payload = wire.event_batch_payload(self.device, [r.payload for r in rows],
+                                               floor_seq=floor)
+            topic = self.topic(wire.Channel.EVENTS)
+        else:
+            payload, topic = rows[0].payload, self.topic(wire.Channel.SAMPLES)
+        # paho calls on_publish holding its (reentrant) out-message mutex; holding
+        # it here too means the PUBACK cannot be handled before the mid is known
+        with self.client._out_message_mutex:
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc not in (
+                MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN
+            ):
+                self.stats.last_error = f"publish failed: {info.rc}"
+                return False
+            self._inflight[info.mid] = (channel, [r.id for r in rows])
+            self.stats.inflight = len(self._inflight)
+        self.stats.published_msgs += 1
+        return True
+
+
+def _fit(rows: list[Row]) -> list[Row]:
+    """The longest prefix of ``rows`` whose batch stays within ``wire.MAX_BATCH_BYTES``
+    (at least one row: a single event is far below the limit)."""
+    size = wire.BATCH_OVERHEAD_BYTES
+    for i, r in enumerate(rows):
+        size += len(r.payload) + (1 if i else 0)
+        if size > wire.MAX_BATCH_BYTES and i:
+            return rows[:i]
+    return rows
 
 
 def _now_ms() -> int:

@@ -116,24 +116,38 @@ class PortTakenError(RuntimeError):
     """A service could not bind the free port it was given (taken meanwhile)."""
 
 
-def start_mosquitto(tmp: Path, *, persistence: bool = True, extra: str = "") -> Mosquitto:
+def start_mosquitto(tmp: Path, *, persistence: bool = True, extra: str = "",
+                    default_config: bool = False) -> Mosquitto:
     """A private broker on a free port. Between ``free_port`` and the broker's bind another
-    process (an xdist worker, an outgoing connection) may take the port: then retry."""
+    process (an xdist worker, an outgoing connection) may take the port: then retry.
+
+    ``default_config``: Mosquitto's own defaults (``max_queued_messages 1000``, no
+    persistence, its in-flight window) with only the listener and anonymous access set,
+    as the end-to-end acknowledgement must hold against a broker that drops and forgets
+    (``persistence`` is then ignored)."""
     for attempt in range(5):
         try:
-            return _start_mosquitto(tmp, persistence=persistence, extra=extra)
+            return _start_mosquitto(tmp, persistence=persistence, extra=extra,
+                                    default_config=default_config)
         except PortTakenError:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_mosquitto(tmp: Path, *, persistence: bool, extra: str) -> Mosquitto:
+def _start_mosquitto(tmp: Path, *, persistence: bool, extra: str,
+                     default_config: bool = False) -> Mosquitto:
     binary = require_binary("mosquitto")
     port = free_port()
     data = tmp / "mosquitto-data"
     data.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
+    if default_config:
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        + ("user root\n" if os.geteuid() == 0 else "") + extra)
+        m = Mosquitto(port, None, conf, binary)  # type: ignore[arg-type]
+        m.start()
+        return m
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
