@@ -69,12 +69,15 @@ from edge_agent.transport import (
     TransportError,
 )
 from weighing import wire
+from weighing.signing import sign_message
 
 log = logging.getLogger(__name__)
 
 _CHECKPOINT = "sm.load"
 _EXTRAS = "extras"
 _LAST_FRAME = "last_frame_ms"
+_SAMPLE_SEQ = "samples.seq_reserved"  # sample batch seqs handed out up to here (on disk)
+_SAMPLE_SEQ_BLOCK = 1000
 _MAX_HELD = 50_000  # events held in memory while the outbox cannot write, per scale
 
 
@@ -192,11 +195,12 @@ class ScaleWorker:
             agent.mqtt, market=market, device=cfg.device, outbox=outbox, birth=self.birth(),
             on_command=self._command,
             e2e=cfg.key is not None and agent.agent.confirm == "gateway",
-            ack_timeout_s=agent.agent.ack_timeout_s,
+            ack_timeout_s=agent.agent.ack_timeout_s, key=cfg.key_bytes,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples: tuple[list[int], list[int], list[int]] = ([], [], [])
+        self._sample_seq = self._sample_seq_reserved = 0  # see _sample_batch
         self._last_heartbeat_ms = now_ms()
         self._cp_version = self.sm.checkpoint_version
         self._cp_written_ms = 0
@@ -209,13 +213,29 @@ class ScaleWorker:
 
     def birth(self) -> wire.Birth:
         m = self.profile.metrology
-        return wire.Birth(
+        return sign_message(self.cfg.key_bytes, self.cfg.device, wire.Birth(
             device=self.cfg.device, market=self.market, role=self.cfg.role,
             profile=self.profile.id, protocol=self.profile.protocol, max_mg=m.max_mg,
             e_mg=m.e_mg, accuracy_class=wire.AccuracyClass(m.accuracy_class),
             serial=self.cfg.serial, capabilities=list(self.profile.capabilities),
             agent_version=__version__, boot_id=self.boot_id, ts_ms=now_ms(),
-        )
+        ))
+
+    def _sample_batch(self, ts: list[int], ws: list[int], fs: list[int]) -> wire.SampleBatch:
+        """A signed sample batch with the device's next sample seq (issue 15: the gateway
+        folds each seq into its rollups once). Seqs are reserved on disk in blocks of
+        ``_SAMPLE_SEQ_BLOCK`` (one outbox write per block, not per batch); after a restart
+        the next block begins, so a seq is never reused (the skipped rest is a gap)."""
+        if self._sample_seq >= self._sample_seq_reserved:
+            stored = self.outbox.get_state(self.cfg.device, _SAMPLE_SEQ)
+            start = max(int(stored) if stored else 0, self._sample_seq)
+            self._sample_seq = max(self._sample_seq, start)
+            self._sample_seq_reserved = start + _SAMPLE_SEQ_BLOCK
+            self.outbox.set_state(self.cfg.device,
+                                  {_SAMPLE_SEQ: str(self._sample_seq_reserved).encode()})
+        self._sample_seq += 1
+        return sign_message(self.cfg.key_bytes, self.cfg.device, wire.SampleBatch(
+            device=self.cfg.device, t_ms=ts, net_mg=ws, flags=fs, seq=self._sample_seq))
 
     def _restore(self) -> None:
         dev = self.cfg.device
@@ -557,8 +577,7 @@ class ScaleWorker:
             self._samples_lost += 1  # samples are not held: counted, reported on resumption
             return
         try:
-            self.outbox.put_samples(self.cfg.device, wire.SampleBatch(
-                device=self.cfg.device, t_ms=ts, net_mg=ws, flags=fs))
+            self.outbox.put_samples(self.cfg.device, self._sample_batch(ts, ws, fs))
         except OutboxWriteError as err:
             self._samples_lost += 1
             self._write_failed(err)

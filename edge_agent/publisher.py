@@ -50,6 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edge_agent.config import MqttConfig
 from edge_agent.outbox import Outbox, Row
 from weighing import wire
+from weighing.signing import sign_message
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,10 @@ class Publisher:
     def __init__(
         self, cfg: MqttConfig, *, market: str, device: str, outbox: Outbox, birth: wire.Birth,
         on_command: Callable[[str, bytes], None] | None = None, e2e: bool = False,
-        ack_timeout_s: float = 60.0,
+        ack_timeout_s: float = 60.0, key: bytes | None = None,
     ) -> None:
         self.cfg = cfg
+        self.key = key  # signs the online / offline states (births come signed)
         #: end-to-end acknowledgement: event rows wait for the gateway's ``stored``
         self.e2e = e2e
         self.ack_timeout_s = ack_timeout_s
@@ -183,7 +185,7 @@ class Publisher:
         c.connect_error = self._on_connect_error
         c.will_set(
             self.topic(wire.Channel.STATE),
-            wire.encode(wire.State(state=wire.DeviceState.OFFLINE)),
+            self._state(wire.DeviceState.OFFLINE, None),
             qos=1,
             retain=True,
         )
@@ -192,6 +194,11 @@ class Publisher:
         c.on_publish = self._on_publish
         c.on_message = self._on_message
         return c
+
+    def _state(self, state: wire.DeviceState, ts_ms: int | None) -> bytes:
+        """A ``state`` payload, signed with the device key (issue 15)."""
+        return wire.encode(sign_message(self.key, self.device, wire.State(state=state,
+                                                                            ts_ms=ts_ms)))
 
     def topic(self, channel: wire.Channel) -> str:
         return wire.topic(self.market, self.device, channel)
@@ -228,7 +235,7 @@ class Publisher:
         if self.stats.connected:
             info = self.client.publish(
                 self.topic(wire.Channel.STATE),
-                wire.encode(wire.State(state=wire.DeviceState.OFFLINE, ts_ms=_now_ms())),
+                self._state(wire.DeviceState.OFFLINE, _now_ms()),
                 qos=1, retain=True,
             )
             try:
@@ -275,7 +282,7 @@ class Publisher:
         client.publish(self.topic(wire.Channel.BIRTH), birth, qos=1, retain=True)
         client.publish(
             self.topic(wire.Channel.STATE),
-            wire.encode(wire.State(state=wire.DeviceState.ONLINE, ts_ms=_now_ms())),
+            self._state(wire.DeviceState.ONLINE, _now_ms()),
             qos=1, retain=True,
         )
         log.info("%s: connected to %s:%s", self.device, self.cfg.host, self.cfg.port)

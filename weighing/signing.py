@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TypeVar
 
 import msgspec
 
@@ -78,6 +79,7 @@ def check_event(key: bytes, device: str, event: Event) -> str | None:
 
 _MSG_PREFIX = "m1:"  # scheme tag: HMAC-SHA256 over channel + 0x00 + device + 0x00 + message
 Signed = Birth | State | SampleBatch
+M = TypeVar("M", Birth, State, SampleBatch)
 
 
 def _domain(message: Signed) -> bytes:
@@ -94,7 +96,7 @@ def _message_mac(key: bytes, device: str, message: Signed) -> str:
     return _MSG_PREFIX + hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
-def sign_message(key: bytes | None, device: str, message: Signed) -> Signed:
+def sign_message(key: bytes | None, device: str, message: M) -> M:
     """``message`` (a birth, state or sample batch) with its ``sig`` set; unchanged
     without a key (a device that has none publishes unsigned, as its events)."""
     if key is None:
