@@ -15,6 +15,7 @@ from sqlalchemy.exc import DataError
 from gateway_server.auth import require_user
 from gateway_server.ingest import Ingestor
 from gateway_server.routes import auth as auth_routes
+from gateway_server.routes import commands as command_routes
 from gateway_server.routes import events as events_routes
 from gateway_server.routes import inspection as inspection_routes
 from gateway_server.routes import pages
@@ -49,6 +50,7 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
     app.include_router(events_routes.router, dependencies=[Depends(require_user)],
                        responses={401: {"description": "Not authenticated"}})
     app.include_router(auth_routes.router)
+    app.include_router(command_routes.router)  # each route asks for its user
     app.include_router(registry_routes.router)
     app.include_router(public_routes.router)
     app.include_router(inspection_routes.router, dependencies=[Depends(require_user)],

@@ -196,6 +196,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    """Send a signed command to a scale's edge agent (``gateway_server.commands``)."""
+    from gateway_server import commands
+    from gateway_server.auth import now_ms
+
+    settings = Settings(**{k: v for k, v in {"database_url": args.database_url,
+                                             "mqtt_url": args.mqtt_url}.items() if v})
+    with _engine(args) as engine, engine.connect() as conn:
+        topic, payload = commands.build(conn, args.device, args.name, now_ms=now_ms(),
+                                        from_seq=args.from_seq, to_seq=args.to_seq)
+    commands.publish(settings.mqtt_url, topic, payload)
+    print(f"sent {args.name} to {args.device} on {topic}")
+    return 0
+
+
 def cmd_create_user(args: argparse.Namespace) -> int:
     import getpass
 
@@ -369,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", "-o", help="file (written with a BOM for Excel); default stdout")
     ex.add_argument("--database-url", help=_DB_HELP)
     ex.set_defaults(func=cmd_export)
+    co = sub.add_parser("command", help="send a signed command to a scale's edge agent "
+                        "(time-sync, config-reload, resend)")
+    co.add_argument("device", help="device id of the scale")
+    co.add_argument("name", choices=["time-sync", "config-reload", "resend"],
+                    help="time-sync: the agent records its clock offset; config-reload: it "
+                    "re-reads its config file; resend: it publishes --from-seq..--to-seq again")
+    co.add_argument("--from-seq", type=int, help="resend: first seq")
+    co.add_argument("--to-seq", type=int, help="resend: last seq (inclusive)")
+    co.add_argument("--database-url", help=_DB_HELP)
+    co.add_argument("--mqtt-url", help="MQTT broker (default: $MQTT_URL, else "
+                    "mqtt://127.0.0.1:1883)")
+    co.set_defaults(func=cmd_command)
     cu = sub.add_parser("create-user", help="create an account (admin or inspector)")
     cu.add_argument("--username", required=True, help="login name")
     cu.add_argument("--role", required=True, choices=["admin", "inspector"],
