@@ -49,14 +49,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "markets": args.markets,
     }.items() if v is not None}
     settings = Settings(**overrides)
-    _store, ingestor, server = build_server(settings)
+    from gateway_server.retention import Purger
+
+    store, ingestor, server = build_server(settings)
     ingestor.start()
+    purger = Purger(store, settings).start()  # dead-letter retention
     logging.getLogger("gateway_server").info(
         "gateway: http://%s:%s  (MQTT %s, DB %s)", settings.http_host, settings.http_port,
         settings.mqtt_url, settings.database_url)
     try:
         server.run()
     finally:
+        purger.stop()
         ingestor.stop()
         if ingestor.sink is not None:
             ingestor.sink.close(5)
@@ -80,12 +84,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    from gateway_server.retention import Purger
+
     worker.start()
+    purger = Purger(store, settings).start()  # dead-letter retention
     logging.getLogger("gateway_server").info("worker %s started (lease %.0f s)",
                                              worker.worker_id, args.lease_s)
     try:
         stop.wait()
     finally:
+        purger.stop()
         worker.stop()
     return 0
 
@@ -310,6 +318,51 @@ def cmd_export_mosquitto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release_quarantine(args: argparse.Namespace) -> int:
+    """Ingest the quarantined messages of a device that is now in the register."""
+    from gateway_server.auth import now_ms
+    from gateway_server.pipeline import Limits
+    from gateway_server.store import Store
+
+    settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
+    store = Store.from_url(settings.database_url)
+    try:
+        store.migrate()
+        out = store.release_quarantine(args.device, now_ms=now_ms(),
+                                       limits=Limits.from_settings(settings))
+    finally:
+        store.engine.dispose()
+    print(f"released {out['released']} message(s) of {args.device}: {out['sales']} new "
+          f"sale(s), {out['events']} other event(s), {out['samples']} sample(s), "
+          f"{out['duplicates']} duplicate(s), {out['dead_letters']} dead letter(s) "
+          f"({out['bad_signatures']} bad signature(s))")
+    return 0
+
+
+def cmd_purge_dead_letters(args: argparse.Namespace) -> int:
+    """Apply the dead-letter retention once (serve and worker do it periodically)."""
+    from gateway_server.retention import purge_once
+    from gateway_server.store import Store
+
+    overrides: dict[str, object] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if args.retention_days is not None:
+        overrides["dead_letter_retention_days"] = args.retention_days
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not settings.dead_letter_retention_days:
+        print("dead-letter retention is off (dead_letter_retention_days = 0): nothing purged")
+        return 0
+    store = Store.from_url(settings.database_url)
+    try:
+        store.migrate()
+        n = purge_once(store, settings)
+    finally:
+        store.engine.dispose()
+    print(f"purged {n} dead letter(s) older than {settings.dead_letter_retention_days} days")
+    return 0
+
+
 def openapi_document() -> dict[str, object]:
     """The OpenAPI document of the HTTP API (no database touched)."""
     from gateway_server.api import create_app
@@ -440,6 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "(serve --client-id); a device with this id is left out (repeatable)")
     em.add_argument("--database-url", help=_DB_HELP)
     em.set_defaults(func=cmd_export_mosquitto)
+    rq = sub.add_parser(
+        "release-quarantine", help="ingest the quarantined messages of a device now registered",
+        description="Messages of a device that was not in the register are quarantined. Once "
+        "the device is registered (API or import), this runs them through the whole ingest "
+        "(signature with the registered key, plausibility, deduplication, detectors) and "
+        "removes them from the quarantine. Also: POST /api/v1/quarantine/{device}/release.")
+    rq.add_argument("--device", required=True, help="device id")
+    rq.add_argument("--database-url", help=_DB_HELP)
+    rq.set_defaults(func=cmd_release_quarantine)
+    pd = sub.add_parser(
+        "purge-dead-letters", help="delete dead letters older than the retention (once)",
+        description="serve and worker purge every purge_interval_s; this does it once "
+        "(e.g. from cron for an API-only deployment).")
+    pd.add_argument("--retention-days", type=int, help="default: the setting "
+                    "dead_letter_retention_days (GATEWAY_DEAD_LETTER_RETENTION_DAYS, 90)")
+    pd.add_argument("--database-url", help=_DB_HELP)
+    pd.set_defaults(func=cmd_purge_dead_letters)
     oa = sub.add_parser("openapi", help="write the OpenAPI document of the HTTP API")
     oa.add_argument("--output", "-o", help="file (default stdout), e.g. docs/openapi.json")
     oa.set_defaults(func=cmd_openapi)

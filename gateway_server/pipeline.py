@@ -50,6 +50,7 @@ from gateway_server.detection import (
     latest_by_market,
     offline_findings,
 )
+from gateway_server.detectors.legal import LEGAL_TECHNICAL
 from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
@@ -62,6 +63,7 @@ from gateway_server.tables import (
     scales,
 )
 from weighing import wire
+from weighing.errors import GatewayError
 from weighing.metrology import indication_limit_mg
 from weighing.signing import check_event, check_message
 
@@ -168,7 +170,7 @@ def _bad_signature(res: BatchResult, inc: Incoming, *, market: str, device: str,
     _finding(res, kind="bad-signature", severity="high", market=market,
              device=device, ts_ms=ts_ms, created_ms=now_ms,
              title="数据签名无效 Event signature invalid",
-             legal_basis="数据完整性 data integrity (architecture.md §4)",
+             legal_basis=LEGAL_TECHNICAL,
              evidence={"what": what, "reason": why,
                        **({"seq": seq} if seq is not None else {})},
              dedup_key=f"bad-signature:{device}:{dedup}"[:256])
@@ -400,11 +402,13 @@ def store_batch(
                 .returning(sales.c.device, sales.c.seq, sales.c.id))
         got = {(r.device, r.seq): r.id for r in conn.execute(stmt, sale_rows)}
         for r in sale_rows:
-            if (r["device"], r["seq"]) in got:
-                r["id"] = got[(r["device"], r["seq"])]
+            # pop: a seq twice in one batch (a redelivery) is one new sale, not two
+            new_id = got.pop((r["device"], r["seq"]), None)
+            if new_id is not None:
+                r["id"] = new_id
                 res.new_sales.append(r)
                 new_seqs[r["device"]].append(r["seq"])
-        res.duplicates += len(sale_rows) - len(got)
+        res.duplicates += len(sale_rows) - len(res.new_sales)
     if event_rows:
         stmt = (dialect_insert(conn, events)
                 .on_conflict_do_nothing(index_elements=["device", "seq"])
@@ -414,7 +418,11 @@ def store_batch(
         res.duplicates += len(event_rows) - len(got_ev)
         for d, s in got_ev:
             new_seqs[d].append(s)
-        new_event_rows = [r for r in event_rows if (r["device"], r["seq"]) in got_ev]
+        new_event_rows = []
+        for r in event_rows:  # a seq twice in one batch is one new event
+            if (r["device"], r["seq"]) in got_ev:
+                got_ev.discard((r["device"], r["seq"]))
+                new_event_rows.append(r)
     else:
         new_event_rows = []
     if detect_findings and (res.new_sales or new_event_rows):
@@ -501,7 +509,7 @@ def _birth(conn: Connection, res: BatchResult, known: dict[str, Any] | None, msg
             _finding(res, kind="identity-mismatch", severity="high", market=msg.market,
                      device=device, ts_ms=msg.ts_ms, created_ms=inc.received_ms,
                      title="设备参数与登记不符 Device differs from the register",
-                     legal_basis="集贸市场计量监督管理办法 登记造册 (domain.md §2.3)",
+                     legal_basis=LEGAL_TECHNICAL,
                      evidence={k: {"registered": a, "reported": b} for k, (a, b) in diffs.items()},
                      dedup_key=f"identity-mismatch:{device}:{msg.boot_id}")
     else:
@@ -551,7 +559,7 @@ def _gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],
                 _finding(res, kind="sequence-gap", severity="medium", market=market,
                          device=device, ts_ms=now_ms, created_ms=now_ms,
                          title="事件序号缺失 Events missing (sequence gap)",
-                         legal_basis="数据完整性 data integrity (architecture.md §5)",
+                         legal_basis=LEGAL_TECHNICAL,
                          evidence={"first_missing": expected, "last_missing": s - 1,
                                    "missing": s - expected, "filled": 0},
                          dedup_key=f"sequence-gap:{device}:{expected}")
@@ -633,4 +641,40 @@ def _greatest(conn: Connection, a: Any, b: Any) -> Any:
     return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
 
 
-__all__ = ["BatchResult", "Incoming", "decode_message", "store_batch"]
+class NotReleasableError(GatewayError):
+    """Quarantined messages of a device that is not (yet) in the register."""
+
+
+def release_quarantine(conn: Connection, device: str, *, now_ms: int,
+                       limits: Limits | None = None, max_rows: int = 500,
+                       ) -> tuple[int, BatchResult]:
+    """Ingest up to ``max_rows`` quarantined messages of ``device``, oldest first, in the
+    open transaction ``conn``, and delete them from the quarantine.
+
+    The device must be registered by now (else :class:`NotReleasableError`): its messages
+    then take the whole pipeline as if they arrived now — signatures against the
+    registered key, the market of the register, deduplication, detectors — except that
+    device times are judged against when each message was *received*. Returns how many
+    messages were released (0: none left) and what storing them did.
+    """
+    row = conn.execute(select(scales.c.registered).where(scales.c.device == device)).first()
+    if row is None or not row.registered:
+        raise NotReleasableError(
+            f"device {device} is not in the register: register it first (API or import), "
+            "then release its quarantined messages")
+    q = (select(quarantine).where(quarantine.c.device == device)
+         .order_by(quarantine.c.id).limit(max_rows))
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)  # two releases at once share the rows out
+    held = conn.execute(q).all()
+    if not held:
+        return 0, BatchResult()
+    batch = [decode_message(r.topic, bytes(r.payload), r.received_ms) for r in held]
+    res = store_batch(conn, batch, now_ms=now_ms, limits=limits)
+    conn.execute(quarantine.delete().where(quarantine.c.id.in_([r.id for r in held])))
+    conn.execute(scales.update().where(scales.c.device == device).values(quarantined=False))
+    return len(held), res
+
+
+__all__ = ["BatchResult", "Incoming", "Limits", "NotReleasableError", "decode_message",
+           "release_quarantine", "store_batch"]

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
-from gateway_server.deps import IngestorDep, MsQuery, OffsetQuery, RowIdQuery, StoreDep
+from gateway_server.auth import AdminUser, now_ms
+from gateway_server.deps import (
+    IngestorDep,
+    MsQuery,
+    OffsetQuery,
+    RowIdQuery,
+    SettingsDep,
+    StoreDep,
+)
+from gateway_server.pipeline import Limits, NotReleasableError
 
 T = TypeVar("T")
 router = APIRouter(prefix="/api/v1")
@@ -129,3 +138,32 @@ def list_quarantine(
         r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")
         out.append(r)
     return out
+
+
+class ReleaseOut(BaseModel):
+    device: str
+    released: int  # quarantined messages ingested (and removed from the quarantine)
+    sales: int  # new sales stored
+    events: int  # other new events stored
+    duplicates: int  # already stored (redelivered before the release)
+    dead_letters: int  # refused on release (signature, plausibility), with reasons
+    samples: int
+    bad_signatures: int
+
+
+@router.post("/quarantine/{device}/release", response_model=ReleaseOut, tags=["ops"],
+             summary="Ingest the quarantined messages of a device now in the register",
+             responses={409: {"description": "the device is not in the register (yet)"}})
+def release_quarantine(
+    store: StoreDep, settings: SettingsDep, _: AdminUser,
+    device: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")],
+) -> dict[str, Any]:
+    """Runs the held messages through the whole pipeline (signature with the registered
+    key, plausibility, deduplication, detectors) and removes them from the quarantine.
+    409 while the device is not registered: register it first."""
+    try:
+        out = store.release_quarantine(device, now_ms=now_ms(),
+                                       limits=Limits.from_settings(settings))
+    except NotReleasableError as err:
+        raise HTTPException(409, f"设备未登记，不能放行 {err}") from None
+    return {"device": device, **out}
