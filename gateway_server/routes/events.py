@@ -73,8 +73,35 @@ class DeadLetterOut(BaseModel):
     received_ms: int
     topic: str
     reason: str
+    #: what kind of bad input it was, for people (zh-CN, then English); ``reason`` has detail
+    label: str
     size: int
     payload_head: str
+
+
+#: (text in the reason, label) in the order they are tried: the first match names it
+_DEAD_LABELS = (
+    ("signature", "签名无效或缺失 Signature invalid or missing"),
+    ("NUL character", "含不可存储的 NUL 字符 Text with a NUL character"),
+    ("before receipt", "设备时间过早 Device time too far in the past"),
+    ("after receipt", "设备时间超前 Device time too far ahead"),
+    ("seq_jump_max", "序号跳变过大 Sequence number jump"),
+    ("negative sale weight", "销售重量为负 Negative sale weight"),
+    ("Max + 9 e", "超出秤的示值范围 (Max + 9e) Weight beyond Max + 9 e"),
+    ("registered in market", "设备不属于该市场 Device of another market"),
+    ("exceeds", "消息过大 Message too large"),
+    ("malformed JSON", "格式错误 Malformed message"),
+    ("store failed", "数据库拒绝 Refused by the database"),
+    ("$.events[", "单条事件不合规 One event fails the contract"),
+)
+
+
+def dead_letter_label(reason: str) -> str:
+    """A readable name for a dead letter's reason (zh-CN first, English second)."""
+    for needle, label in _DEAD_LABELS:
+        if needle in reason:
+            return label
+    return "消息不合规 Message fails the contract"
 
 
 
@@ -115,6 +142,7 @@ def list_dead_letters(
     out = []
     for r in store.list_dead_letters(limit):
         r["payload_head"] = bytes(r.pop("payload"))[:200].decode("utf-8", "replace")
+        r["label"] = dead_letter_label(r["reason"])
         out.append(r)
     return out
 

@@ -91,6 +91,8 @@ def test_release_from_the_api_ingests_the_held_messages_once(client: TestClient,
         row = c.execute(select(scales).where(scales.c.device == "s-new")).one()
         assert not row.quarantined and row.samples_seq == 1 and row.last_seq == 4
     assert count(store, quarantine) == 0
+    (listed,) = client.get("/api/v1/dead-letters", headers=insp).json()
+    assert listed["label"] == "签名无效或缺失 Signature invalid or missing"
     again = client.post("/api/v1/quarantine/s-new/release", headers=admin).json()
     assert again["released"] == 0 and count(store, sales) == 3
 
