@@ -154,6 +154,7 @@ def _dead(res: BatchResult, inc: Incoming, reason: str, device: str | None = Non
 def _nul_field(obj: Any) -> str | None:
     """The name of a text field of a wire struct holding a NUL character, if any."""
     for name in obj.__struct_fields__:
+        name = str(name)
         v = getattr(obj, name)
         if isinstance(v, str) and "\x00" in v:
             return name

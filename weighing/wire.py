@@ -542,7 +542,7 @@ def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload
     bad: list[BadEvent] = []
     for i, item in enumerate(items):
         try:
-            msgspec.convert(item, Event)  # type: ignore[call-overload]
+            msgspec.convert(item, Event)
         except (msgspec.ValidationError, ValueError) as err:
             seq = item.get("seq") if isinstance(item, dict) else None
             seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import login
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
+from conftest import login
 from gateway_server import auth
 from gateway_server import registry as reg
 from gateway_server.cli import main as gateway_cli
