@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from gateway_server.detectors import kfactor as kf
+from gateway_server.detectors.legal import LEGAL_REWEIGH
 from gateway_server.detectors.stream import (
     CST_OFFSET_MS,
     DAY_MS,
@@ -52,8 +53,6 @@ from gateway_server.detectors.stream import (
 from gateway_server.tables import events, findings, plu_prices, sales, scales
 from gateway_server.tables_workflow import repairs, reweighs
 from weighing import metrology as mt
-
-LEGAL_REWEIGH = "零售商品称重计量监督管理办法 第五条、第六条 (核称: 负偏差, 同等准确度 2 倍)"
 
 
 def finding_row(f: Finding, created_ms: int) -> dict[str, Any]:

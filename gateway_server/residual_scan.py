@@ -34,12 +34,11 @@ from sqlalchemy import Connection, select
 
 from gateway_server.detection import finding_row, scale_contexts
 from gateway_server.detectors import residual as rd
+from gateway_server.detectors.legal import LEGAL_NOT_JUDGED, LEGAL_RESIDUAL
 from gateway_server.detectors.stream import Finding, ScaleCtx
 from gateway_server.tables import findings, scales
 from gateway_server.tables_workflow import inspection_results, reweighs
 
-LEGAL_RESIDUAL = ("JJG 539 / OIML R76-1 使用中检查最大允许误差; 计量法 第九条; "
-                  "零售商品称重计量监督管理办法 第五条")
 _TITLES = {
     "gain": "称量比例偏差超出法定误差 (疑似遥控/改标定) Multiplicative gain beyond the MPE",
     "additive": "称量固定偏差超出法定误差 (疑似预留底数/加重) Additive offset beyond the MPE",
@@ -47,7 +46,6 @@ _TITLES = {
     "honest": "核称残差超出法定误差 Re-weigh residuals beyond the MPE",
 }
 NOT_JUDGED = "not-judged"
-LEGAL_NOT_JUDGED = "观察记录 observation: 统计检测的证据范围 what the statistical detector used"
 _TITLE_SCALE = "统计检测无法判断此秤 Statistical detector cannot judge this scale"
 _TITLE_PAIRS = "部分核称未计入统计检测 Pairs left out of the statistical detector"
 SHOWN_PAIRS = 10  # left-out pairs listed in the evidence (all are counted)

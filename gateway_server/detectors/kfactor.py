@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway_server.detectors.stream import LEGAL_CHEATING, Finding, ScaleCtx
+from gateway_server.detectors.legal import LEGAL_KFACTOR
+from gateway_server.detectors.stream import Finding, ScaleCtx
 from weighing import metrology as mt
 
 
@@ -96,7 +97,7 @@ def check_k_drift(reference: Sequence[KSample], recent: Sequence[KSample], scale
     return Finding(
         "k-factor-drift", "high",
         "测量系数偏离 (显示重量与传感器不符) Measurement coefficient K drifted from its reference",
-        LEGAL_CHEATING + "; JJG 539 使用中检查最大允许误差", first.ts_ms, scale.device,
+        LEGAL_KFACTOR, first.ts_ms, scale.device,
         scale.market,
         f"k-factor-drift:{scale.device}:{reset_ms}", merchant_id,
         {"k_ref": round(k_ref, 9), "k_now": [round(_k(s), 9) for s in last],

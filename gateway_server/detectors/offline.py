@@ -26,7 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway_server.detectors.stream import LEGAL_TRACE, Finding, ScaleCtx
+from gateway_server.detectors.legal import LEGAL_TECHNICAL
+from gateway_server.detectors.stream import Finding, ScaleCtx
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -99,7 +100,7 @@ def check_offline(scale: ScaleCtx, start_ms: int, end_ms: int, *, cause: str,
     h = f"{hours[0] // 60:02d}:{hours[0] % 60:02d}-{hours[1] // 60:02d}:{hours[1] % 60:02d}"
     return Finding(
         "offline-trading-hours", "low", "交易时段计量秤离线 Scale dark during trading hours",
-        LEGAL_TRACE, start_ms, scale.device, scale.market,
+        LEGAL_TECHNICAL, start_ms, scale.device, scale.market,
         f"offline-trading-hours:{scale.device}:{start_ms}", merchant_id,
         {"cause": cause, "from_ms": start_ms, "to_ms": end_ms, "duration_ms": end_ms - start_ms,
          "in_trading_hours_ms": overlap, "trading_hours": h})

@@ -50,17 +50,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway_server.detectors.legal import (
+    LEGAL_ART3,
+    LEGAL_CHEATING,
+    LEGAL_PRICE,
+    LEGAL_SEAL,
+    LEGAL_TARE,
+    LEGAL_TRACE,
+    LEGAL_ZERO,
+)
 from weighing import metrology as mt
 from weighing.units import amount_fen, lawful_amounts_fen
-
-LEGAL_CHEATING = "计量法 第九条、零售商品称重计量监督管理办法 第五条 (禁止利用计量器具作弊)"
-LEGAL_ZERO = "OIML R76-1 / JJG 539 置零准确度 ±0.25 e"
-LEGAL_PRICE = "价格法 第十三条 明码标价; 零售商品称重计量监督管理办法 第四条"
-LEGAL_ART3 = "零售商品称重计量监督管理办法 第三条 (计量器具误差应小于商品负偏差)"
-LEGAL_SEAL = "JJG 539 / OIML G 18 事件计数器: 计数变化等同破坏封印"
-LEGAL_TRACE = "放心消费 智慧溯源秤 使用规定 (市场开办者管理责任, 总局令第94号)"
-LEGAL_TARE = ("零售商品称重计量监督管理办法 第四条、第五条 (结算重量为商品净重, 负偏差); "
-              "计量法 第九条")
 
 DAY_MS = 86_400_000
 CST_OFFSET_MS = 8 * 3_600_000  # findings "per day" are per market day, China Standard Time

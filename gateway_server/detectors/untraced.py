@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from gateway_server.detectors import residual as rd
+from gateway_server.detectors.legal import LEGAL_UNTRACKED
 from gateway_server.detectors.stream import Finding, ScaleCtx
 from weighing import metrology as mt
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-LEGAL_UNTRACKED = ("计量法 第九条 (贸易结算计量器具须经强制检定); 零售商品称重计量监督管理办法 "
-                   "第五条; 放心消费 智慧溯源秤 使用规定 (市场开办者管理责任, 总局令第94号)")
 TITLE_UNTRACKED = ("核称商品无对应溯源记录 (疑似另用未登记秤) "
                    "Re-weighed goods no recorded sale explains (second, untracked scale)")
 

@@ -15,9 +15,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from gateway_server import inspection as insp
-from gateway_server import risk
+from gateway_server import queue_rows, risk
 from gateway_server.auth import AdminUser, CurrentUser, now_ms
 from gateway_server.deps import OffsetQuery, RowIdPath, RowIdQuery, StoreDep
+from gateway_server.detectors import legal
 from gateway_server.ratelimit import public_rate_limit
 from gateway_server.tables import BIGINT_MAX, findings, merchants, sales, scales
 from gateway_server.tables_workflow import (
@@ -48,7 +49,11 @@ class FindingOut(BaseModel):
     created_ms: int
     status: str
     title: str
-    legal_basis: str
+    legal_basis: str = Field(description=(
+        "the reviewed legal ground of the finding's kind (gateway_server/detectors/legal.py, "
+        "docs/metrology.md 'Legal grounds'); technical findings cite no law"))
+    legal_basis_en: str = Field("", description="its English gloss")
+    legal_technical: bool = Field(False, description="a technical finding: no legal basis")
     evidence: dict[str, Any]
 
 
@@ -56,6 +61,8 @@ def _finding(r: dict[str, Any]) -> dict[str, Any]:
     r = dict(r)
     r["evidence"] = json.loads(r["evidence"] or "{}")
     r.pop("dedup_key", None)
+    g = legal.ground_for(r["kind"], r.get("legal_basis") or "")
+    r |= {"legal_basis": g.zh, "legal_basis_en": g.en, "legal_technical": g.technical}
     return r
 
 
@@ -135,19 +142,78 @@ class QueueItem(BaseModel):
         default_factory=list, description="why the scale is in the queue")
 
 
+class Shortfall(BaseModel):
+    """What the evidence of the strongest day quantifies (gateway_server/queue_rows.py)."""
+
+    kind: str
+    short_mg: int | None = Field(description="mass short in the evidenced sales, mg")
+    sold_mg: int | None = Field(description="mass sold in those sales, mg")
+    sales: int = Field(description="sales the evidence covers")
+    fen: int = Field(description="their money short (overcharged), fen")
+    fen_per_day: int | None = Field(description="estimate for the scale's whole market day, fen")
+    basis: str = Field(description="share-of-turnover | offset-per-sale | evidenced-sales | "
+                       "fitted-error")
+    per_sale_mg: int | None = None
+    day_sales: int
+    day_turnover_fen: int
+
+
+class QueueRow(QueueItem):
+    merchant_at_ms: int = Field(description="the merchant is the scale's binding at this time")
+    merchant_name: str | None
+    stall_no: str | None
+    market_name: str | None
+    market_name_en: str | None
+    scale_model: str | None
+    scale_role: str | None
+    shortfall: Shortfall | None
+
+
 def _item(r: insp.ScaleRisk) -> dict[str, Any]:
     return r.__dict__ | {"grounds": list(r.grounds)}
 
 
-@router.get("/inspection-queue", response_model=list[QueueItem], tags=["inspection"],
+@router.get("/inspection-queue", response_model=list[QueueRow], tags=["inspection"],
             summary="Scales whose evidence crosses the threshold (then those overdue for "
-                    "verification), strongest first, with reasons and the test loads to use")
+                    "verification), strongest first, with reasons, the test loads to use, "
+                    "where (market, stall, merchant bound at the time) and how much")
 def inspection_queue(store: StoreDep, market: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                      offset: OffsetQuery = 0) -> list[dict[str, Any]]:
+    t = now_ms()
     with store.engine.connect() as c:
-        return [_item(r) for r in insp.risk_ranking(c, now_ms=now_ms(), market=market,
-                                                    limit=limit, offset=offset)]
+        items = [_item(r) for r in insp.risk_ranking(c, now_ms=t, market=market,
+                                                     limit=limit, offset=offset)]
+        return [x | queue_rows.row_context(c, x, now_ms=t) for x in items]
+
+
+class IncidentOut(BaseModel):
+    device: str | None
+    kind: str
+    market: str
+    merchant_id: int | None
+    count: int
+    first_ms: int
+    last_ms: int
+    last_id: int = Field(description="the newest finding of the incident")
+    title: str
+    severity: str = Field(description="the highest of its findings")
+    status: Literal["open", "confirmed", "dismissed"] = Field(
+        description="open while any finding is open, else confirmed if any was")
+    open: int
+    confirmed: int
+    dismissed: int
+
+
+@router.get("/incidents", response_model=list[IncidentOut], tags=["findings"],
+            summary="Findings grouped into one incident per scale and kind, newest first")
+def list_incidents(store: StoreDep, device: str | None = None, market: str | None = None,
+                   merchant_id: RowIdQuery = None,
+                   status: Literal["open", "confirmed", "dismissed"] | None = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    with store.engine.connect() as c:
+        return queue_rows.incidents(c, device=device, market=market, merchant_id=merchant_id,
+                                    status=status, limit=limit)
 
 
 class RiskKind(BaseModel):

@@ -1,0 +1,217 @@
+"""What an inspector reads in a queue row, and findings grouped into incidents.
+
+* **Where**: the market's name, the scale's model and the merchant and 摊位号 from the
+  binding valid at the time of the evidence (the newest finding of the strongest day; for a
+  scale queued only as overdue, now). A finding stored without a merchant id (an overdue
+  verification, a bad signature) still gets the merchant the scale was bound to.
+* **How much**: :func:`shortfall` reads the evidence the detectors stored and states the
+  shortfall it shows, in integer mg and fen (exact; formatting is the page's job):
+  ``short_mg`` of ``sold_mg`` over ``sales`` evidenced sales, their money ``fen``, and
+  ``fen_per_day``, an estimate for the whole market day of that scale: the evidenced
+  fraction applied to the day's turnover (impact, re-weighs, residual gain), the offset
+  priced at each sale's unit price (a preset base), or the evidenced overcharges summed
+  (trays, amounts). Estimates round down (to the fen); ``basis`` names the method.
+* **Incidents**: one per (scale, kind): count, first and last time, the newest finding,
+  the highest severity and the findings per status, instead of a row per finding.
+
+Reads only; the risk scoring stays in :mod:`gateway_server.risk` / ``inspection.assess``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from gateway_server import risk
+from gateway_server.tables import bindings, findings, markets, merchants, sales, scales
+
+#: kinds whose evidence states a quantity, strongest claim first
+QUANTIFIED = ("impact-repeated", "zero-offset-persistent", "reweigh-short", "tare-omission",
+              "amount-mismatch", "residual-gain", "residual-both", "residual-additive", "impact")
+
+
+def _day_sales(conn: Connection, device: str, day_ms: int) -> list[Any]:
+    return list(conn.execute(select(sales.c.seq, sales.c.id, sales.c.net_mg, sales.c.amount_fen,
+                                    sales.c.unit_price_fen_per_kg)
+                             .where(sales.c.device == device, sales.c.ts_ms >= day_ms,
+                                    sales.c.ts_ms < day_ms + risk.DAY_MS)))
+
+
+def _fen(mass_mg: int, price_fen_per_kg: int | None) -> int:
+    """Money of a mass at a unit price, rounded down to the fen (an estimate, never more)."""
+    return 0 if not price_fen_per_kg else mass_mg * int(price_fen_per_kg) // 1_000_000
+
+
+def shortfall(kind: str, evidences: Sequence[Mapping[str, Any]],
+              day: Sequence[Any]) -> dict[str, Any] | None:
+    """The shortfall ``evidences`` (findings of ``kind`` of one scale-day) show, with the
+    day's sales ``day`` (rows with seq, id, net_mg, amount_fen, unit_price_fen_per_kg)."""
+    by_seq = {int(s.seq): s for s in day}
+    by_id = {int(s.id): s for s in day}
+    turnover = sum(int(s.amount_fen or 0) for s in day)
+    out: dict[str, Any] = {"kind": kind, "day_sales": len(day), "day_turnover_fen": turnover}
+
+    def scaled(short: int, sold: int, fen: int, n: int, basis: str) -> dict[str, Any]:
+        per_day = turnover * short // sold if sold > 0 else None
+        return out | {"short_mg": short, "sold_mg": sold, "sales": n, "fen": fen,
+                      "fen_per_day": max(per_day, fen) if per_day is not None else fen,
+                      "basis": basis}
+
+    if kind == "impact-repeated":
+        rows = [r for ev in evidences for r in ev.get("sales") or []]
+        short = sum(int(r["short_mg"]) for r in rows)
+        sold = sum(int(r["net_mg"]) for r in rows)
+        fen = sum(_fen(int(r["short_mg"]), _price(by_seq.get(int(r["seq"])))) for r in rows)
+        return scaled(short, sold, fen, len(rows), "share-of-turnover") if rows else None
+    if kind == "impact":
+        rows = [ev for ev in evidences if int(ev.get("gain_mg") or 0) > 0]
+        short = sum(int(ev["gain_mg"]) for ev in rows)
+        sold = sum(int(ev["net_mg"]) for ev in rows)
+        fen = sum(_fen(int(ev["gain_mg"]), _price(by_seq.get(int(ev.get("seq") or -1))))
+                  for ev in rows)
+        return scaled(short, sold, fen, len(rows), "evidenced-sales") | {
+            "fen_per_day": fen} if rows else None
+    if kind == "reweigh-short":
+        rows = [ev for ev in evidences if ev.get("shortfall_mg") is not None]
+        short = sum(int(ev["shortfall_mg"]) for ev in rows)
+        sold = sum(int(ev["sold_mg"] or 0) for ev in rows)
+        fen = sum(_fen(int(ev["shortfall_mg"]), _price(by_id.get(int(ev.get("sale_id") or -1))))
+                  for ev in rows)
+        return scaled(short, sold, fen, len(rows), "share-of-turnover") if rows else None
+    if kind == "zero-offset-persistent":
+        means = sorted(int(m) for ev in evidences for m in ev.get("means_mg") or [])
+        if not means:
+            return None
+        offset = means[len(means) // 2]
+        sold = sum(int(s.net_mg) for s in day)
+        fen = sum(_fen(offset, _price(s)) for s in day)
+        return out | {"short_mg": offset * len(day), "sold_mg": sold, "sales": len(day),
+                      "per_sale_mg": offset, "fen": fen, "fen_per_day": fen,
+                      "basis": "offset-per-sale"}
+    if kind == "tare-omission":
+        rows = [ev for ev in evidences if ev.get("tray_estimate_mg")]
+        if not rows:
+            return None
+        short = sum(int(ev["tray_estimate_mg"]) for ev in rows)
+        sold = sum(int(ev.get("net_mg") or 0) for ev in rows)
+        fen = sum(int(ev.get("overcharge_estimate_fen") or 0) for ev in rows)
+        return out | {"short_mg": short, "sold_mg": sold, "sales": len(rows), "fen": fen,
+                      "fen_per_day": fen, "basis": "evidenced-sales"}
+    if kind == "amount-mismatch":
+        fen = sum(int(ev.get("overcharge_fen") or 0) for ev in evidences)
+        return out | {"short_mg": None, "sold_mg": None, "sales": len(evidences), "fen": fen,
+                      "fen_per_day": fen, "basis": "evidenced-sales"} if evidences else None
+    if kind.startswith("residual-"):
+        ev = evidences[-1] if evidences else {}
+        b, a = ev.get("b"), int(ev.get("a_mg") or 0)
+        gain_ppm = round(float(b) * 1_000_000) if isinstance(b, (int, float)) and b == b else 0
+        sold = sum(int(s.net_mg) for s in day)
+        short = sold * gain_ppm // 1_000_000 + a * len(day)
+        if short <= 0 or not day:
+            return None
+        fen = turnover * gain_ppm // 1_000_000 + sum(_fen(a, _price(s)) for s in day)
+        return out | {"short_mg": short, "sold_mg": sold, "sales": len(day), "fen": max(fen, 0),
+                      "fen_per_day": max(fen, 0), "basis": "fitted-error"}
+    return None
+
+
+def _price(sale: Any) -> int | None:
+    return None if sale is None else sale.unit_price_fen_per_kg
+
+
+def _binding_at(conn: Connection, device: str, ts_ms: int) -> int | None:
+    b = conn.execute(select(bindings.c.merchant_id).where(
+        bindings.c.device == device, bindings.c.valid_from_ms <= ts_ms,
+        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > ts_ms))
+        .order_by(bindings.c.valid_from_ms.desc())).first()
+    return int(b.merchant_id) if b else None
+
+
+def row_context(conn: Connection, item: Mapping[str, Any], *, now_ms: int) -> dict[str, Any]:
+    """Market, stall, merchant (binding at the time), model and shortfall of a queue item
+    (an ``inspection.ScaleRisk`` as a dict)."""
+    device = str(item["device"])
+    day_ms = item.get("day_ms")
+    day_findings: list[Any] = []
+    if day_ms is not None:
+        day_findings = list(conn.execute(
+            select(findings.c.kind, findings.c.ts_ms, findings.c.evidence,
+                   findings.c.merchant_id)
+            .where(findings.c.device == device, findings.c.status == "open",
+                   findings.c.ts_ms >= day_ms, findings.c.ts_ms < day_ms + risk.DAY_MS)
+            .order_by(findings.c.ts_ms)))
+    at_ms = min(now_ms, max((int(f.ts_ms) for f in day_findings), default=now_ms))
+    merchant_id = _binding_at(conn, device, at_ms)
+    if merchant_id is None:
+        merchant_id = item.get("merchant_id")
+    m = conn.execute(select(merchants.c.name, merchants.c.stall_no).where(
+        merchants.c.id == merchant_id)).first() if merchant_id is not None else None
+    s = conn.execute(select(scales.c.model, scales.c.role, markets.c.name, markets.c.name_en)
+                     .select_from(scales.outerjoin(markets, markets.c.id == scales.c.market))
+                     .where(scales.c.device == device)).first()
+    short = None
+    if day_findings:
+        counted = {r["kind"] for r in item.get("reasons", []) if r.get("counted")}
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for f in day_findings:
+            by_kind.setdefault(f.kind, []).append(json.loads(f.evidence or "{}"))
+        kinds = sorted(by_kind, key=lambda k: (k not in counted,
+                                               QUANTIFIED.index(k) if k in QUANTIFIED else 99))
+        day = _day_sales(conn, device, int(day_ms)) if any(k in QUANTIFIED for k in kinds) else []
+        short = next((q for k in kinds if k in QUANTIFIED
+                      and (q := shortfall(k, by_kind[k], day)) is not None), None)
+    return {"merchant_id": merchant_id, "merchant_at_ms": at_ms,
+            "merchant_name": m.name if m else None, "stall_no": m.stall_no if m else None,
+            "market_name": s.name if s else None, "market_name_en": s.name_en if s else None,
+            "scale_model": s.model if s else None, "scale_role": s.role if s else None,
+            "shortfall": short}
+
+
+_SEV = case({"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4},
+            value=findings.c.severity, else_=0)
+_SEV_NAME = {0: "info", 1: "low", 2: "medium", 3: "high", 4: "critical"}
+
+
+def incidents(conn: Connection, *, device: str | None = None, merchant_id: int | None = None,
+              market: str | None = None, status: str | None = None,
+              limit: int = 200) -> list[dict[str, Any]]:
+    """Findings grouped by (scale, kind), newest incident first: count, first / last time,
+    the newest finding's id and title, the highest severity, counts per status, and the
+    incident's status (open while any of its findings is open, else confirmed if any was,
+    else dismissed)."""
+    f = findings.c
+    q = (select(f.device, f.kind, func.count().label("n"), func.min(f.ts_ms).label("first_ms"),
+                func.max(f.ts_ms).label("last_ms"), func.max(f.id).label("last_id"),
+                func.max(_SEV).label("sev"), func.max(f.market).label("market"),
+                func.max(f.merchant_id).label("merchant_id"),
+                func.sum(case((f.status == "open", 1), else_=0)).label("open"),
+                func.sum(case((f.status == "confirmed", 1), else_=0)).label("confirmed"),
+                func.sum(case((f.status == "dismissed", 1), else_=0)).label("dismissed"))
+         .group_by(f.device, f.kind).order_by(func.max(f.ts_ms).desc()).limit(limit))
+    for col, val in ((f.device, device), (f.market, market)):
+        if val is not None:
+            q = q.where(col == val)
+    if merchant_id is not None:
+        # also the findings without a merchant id on the scales bound to the merchant
+        bound = select(bindings.c.device).where(bindings.c.merchant_id == merchant_id)
+        q = q.where(or_(f.merchant_id == merchant_id,
+                        and_(f.merchant_id.is_(None), f.device.in_(bound))))
+    rows = list(conn.execute(q))
+    titles = {int(r.id): r.title for r in conn.execute(
+        select(f.id, f.title).where(f.id.in_([int(r.last_id) for r in rows])))} if rows else {}
+    out = []
+    for r in rows:
+        st = "open" if r.open else "confirmed" if r.confirmed else "dismissed"
+        if status is not None and st != status:
+            continue
+        out.append({"device": r.device, "kind": r.kind, "market": r.market,
+                    "merchant_id": r.merchant_id, "count": int(r.n),
+                    "first_ms": int(r.first_ms), "last_ms": int(r.last_ms),
+                    "last_id": int(r.last_id), "title": titles.get(int(r.last_id), ""),
+                    "severity": _SEV_NAME[int(r.sev or 0)], "status": st,
+                    "open": int(r.open or 0), "confirmed": int(r.confirmed or 0),
+                    "dismissed": int(r.dismissed or 0)})
+    return out
