@@ -42,7 +42,7 @@ MARKETS = "集贸市场计量监督管理办法（2024 修订）"  # in force 20
 PRICE_RULE = "明码标价和禁止价格欺诈规定（总局令第56号）"
 
 LEGAL_TECHNICAL = "技术性发现（无法律依据）/ technical"
-TECHNICAL = Ground(LEGAL_TECHNICAL, "technical finding (no legal basis)", technical=True)
+TECHNICAL = Ground("技术性发现（无法律依据）", "technical finding (no legal basis)", technical=True)
 
 #: short weight by the scale's own readings: settled at more than the goods weighed
 LEGAL_CHEATING = (f"{RETAIL} 第四条（按实际示值结算）、第五条（负偏差）；"
@@ -107,7 +107,7 @@ LEGAL_OVERDUE = (f"计量法 第九条（贸易结算计量器具强制检定，
 OVERDUE = Ground(LEGAL_OVERDUE, "Metrology Law Art. 9 (compulsory verification of trade "
                  "instruments; not to be used unverified); Implementing Rules Art. 25, Art. 43")
 LEGAL_NOT_JUDGED = "观察记录（无法律依据）/ observation"
-NOT_JUDGED = Ground(LEGAL_NOT_JUDGED, "observation (no legal basis)", technical=True)
+NOT_JUDGED = Ground("观察记录（无法律依据）", "observation (no legal basis)", technical=True)
 
 #: every finding kind → its ground (the API shows these; docs/metrology.md mirrors them)
 KIND_GROUNDS: dict[str, Ground] = {

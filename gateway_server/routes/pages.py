@@ -158,7 +158,7 @@ def _licences(v: dict[str, Any], now: int) -> str:
 
 def _scales(v: dict[str, Any], now: int) -> str:
     items = []
-    for s in v["scales"]:
+    for n, s in enumerate(v["scales"], 1):
         text, cls = VERIFICATION_TEXT.get(s["verification"], ("—", "grey"))
         due = s.get("due_on_ms")
         due_text = (f"有效期至 {_e(reg.format_date(int(due)))}" if due is not None
@@ -174,8 +174,9 @@ def _scales(v: dict[str, Any], now: int) -> str:
             f"分度值 e = {_mass(s.get('e_mg'))}" if s.get("e_mg") else "",
             f"{_e(s.get('accuracy_class'))} 级" if s.get("accuracy_class") else "") if x)
         items.append(
-            f'<li class="scale"><div class="row"><span class="dev">{role} {_e(s["device"])}'
-            f'{(" · " + _e(s["model"])) if s.get("model") else ""}</span>{_badge(text, cls)}</div>'
+            # a consumer knows a scale by its kind and model, not by the gateway's device id
+            f'<li class="scale"><div class="row"><span class="dev">{role} · '
+            f'{_e(s["model"]) if s.get("model") else f"第 {n} 台"}</span>{_badge(text, cls)}</div>'
             f'<div class="sub">{due_text}'
             f'{(" · 证书 " + _e(s["cert_no"])) if s.get("cert_no") else ""}</div>'
             f'<div class="sub">{spec}</div>{warn}</li>')

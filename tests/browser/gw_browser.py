@@ -25,6 +25,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 PASSWORD = "correct-horse-battery"
 XSS_NAME = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
 ROOT = Path(__file__).resolve().parents[2]
+# a register with bad rows: an unknown unit (斤), a bad date, class V, Max/e off class III
+BAD_CSV = (
+    "设备编号,用途,型号,出厂编号,最大秤量,分度值,准确度等级,检定证书编号,检定日期,有效期至,商户名称,摊位号\n"
+    "s-9,计价,TM-A15,SN9,15 kg,5 g,III,JD-9,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+    "s-10,计价,TM-A15,SN10,15 公斤,5 g,III,JD-10,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+    "s 11,计价秤,TM-A15,SN11,15 kg,7 g,III,JD-11,2025-13-01,2026-02-28,张三蔬菜,A-01\n"
+    "s-12,秤,TM-A15,SN12,abc,5 g,V,JD-12,2025-03-01,2026-02-28,无此商户,Z-99\n"
+    "s-13,计价,TM-A30,SN13,60 斤,10 g,III,JD-13,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+    "s-14,计价,TM-A30,SN14,15 kg,7 g,III,JD-14,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
+)
 
 
 @dataclass

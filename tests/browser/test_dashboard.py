@@ -33,16 +33,27 @@ def test_login_queue_scale_inspection_and_public_yellow_card(
     # s-1: a broken seal (in), its impact an observation beside it; s-3's zero offset alone
     # is an observation (not in the queue)
     expect(page.locator("#threshold")).to_contain_text("1/10,000")
-    first = page.locator("#queue tbody tr", has_text="s-1")
+    first = page.locator("#queue tbody tr", has_text="摊位 A-01")
     expect(first).to_contain_text("计量参数变更")
     expect(first).to_contain_text("冲击法")
     expect(first).to_contain_text("观察，不计入")
     expect(first).to_contain_text("诚实秤概率 1 : ")
     expect(first).to_contain_text("0.100 · 2.500 · 10.000 · 15.000")  # test loads, kg
-    expect(page.locator("#queue")).not_to_contain_text("s-3")
+    # where and how much: market, stall, the merchant bound then, the shortfall the re-weigh
+    # evidence gives (T-0001: 1 kg sold, 950 g re-weighed at 6 元/kg → 50 g, 5 %, 0.30 元)
+    expect(first).to_contain_text("东门农贸市场")
+    expect(first).to_contain_text("张三蔬菜")
+    expect(first).to_contain_text("证据 4.3 · 诚实秤概率 1 : ")
+    expect(first.locator(".shortfall")).to_contain_text("短少 50 g / 1 kg（5 %，1 笔）")
+    expect(first.locator(".shortfall")).to_contain_text("多收 0.30 元")
+    expect(page.locator("#queue")).not_to_contain_text("C-03")  # s-3: an observation only
 
     first.locator("a[href='#/scale/s-1']").click()
-    expect(page.locator("h1")).to_contain_text("计量秤 s-1")
+    expect(page.locator("h1")).to_contain_text("计量秤 摊位 A-01 · TM-A15")
+    # four zero-offset findings are one incident of four, not four rows
+    zero = page.locator("#incidents tbody tr", has_text="零点偏移")
+    expect(zero).to_have_count(1)
+    expect(zero.locator(".count")).to_have_text("4")
     expect(page.locator("#risk")).to_contain_text("在检查队列中")
     expect(page.locator(".view-scale svg.chart polygon.envelope")).to_have_count(1)
     expect(page.locator("#sales-total")).to_have_text("4")

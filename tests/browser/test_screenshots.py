@@ -11,18 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_browser import ROOT, Gateway, Pages, login
+from gw_browser import BAD_CSV, ROOT, Gateway, Pages, login
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.screenshots
-
-BAD_CSV = (
-    "设备编号,用途,型号,出厂编号,最大秤量,分度值,准确度等级,检定证书编号,检定日期,有效期至,商户名称,摊位号\n"
-    "s-9,计价,TM-A15,SN9,15 kg,5 g,III,JD-9,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
-    "s-10,计价,TM-A15,SN10,15 公斤,5 g,III,JD-10,2025-03-01,2026-02-28,张三蔬菜,A-01\n"
-    "s 11,计价秤,TM-A15,SN11,15 kg,7 g,III,JD-11,2025-13-01,2026-02-28,张三蔬菜,A-01\n"
-    "s-12,秤,TM-A15,SN12,abc,5 g,V,JD-12,2025-03-01,2026-02-28,无此商户,Z-99\n"
-)
 
 
 def _out_dir(tmp_path: Path) -> Path:

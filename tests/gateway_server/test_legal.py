@@ -48,7 +48,8 @@ def test_every_kind_the_ui_names_has_a_ground() -> None:
 def test_technical_findings_cite_no_law() -> None:
     for kind in ("bad-signature", "sequence-gap", "identity-mismatch", "offline-trading-hours"):
         g = legal.KIND_GROUNDS[kind]
-        assert g.technical and g.zh == "技术性发现（无法律依据）/ technical"
+        assert g.technical and g.zh == "技术性发现（无法律依据）"
+        assert legal.LEGAL_TECHNICAL == "技术性发现（无法律依据）/ technical"  # stored
         assert "法" not in g.zh.replace("无法律依据", "")
 
 
@@ -77,7 +78,7 @@ def test_api_shows_the_kinds_reviewed_ground_over_a_stored_old_text() -> None:
     row = {"id": 1, "kind": "bad-signature", "legal_basis": "数据完整性 (architecture.md §4)",
            "evidence": "{}", "dedup_key": "x"}
     out = _finding(row)
-    assert out["legal_basis"] == legal.LEGAL_TECHNICAL and out["legal_technical"] is True
+    assert out["legal_basis"] == "技术性发现（无法律依据）" and out["legal_technical"] is True
     out = _finding(row | {"kind": "impact-repeated", "legal_basis": "计量法 第九条"})
     assert "第四十六条" in out["legal_basis"] and "Art. 46" in out["legal_basis_en"]
     assert not out["legal_technical"]

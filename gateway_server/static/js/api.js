@@ -1,6 +1,8 @@
 // The JSON API with the bearer token kept in sessionStorage (gone when the tab closes).
 // A 401 anywhere sends the user back to the login page.
 
+import { apiErrorText } from "./messages.js";
+
 const TOKEN = "gw.token";
 
 export function session() {
@@ -30,11 +32,9 @@ export class ApiError extends Error {
     this.detail = detail;
   }
 
+  /** In words for a person (messages.js): no status code, field path or raw mg. */
   static text(status, detail) {
-    if (Array.isArray(detail)) {
-      return status + ": " + detail.map((d) => (d.loc ? d.loc.join(".") + ": " : "") + d.msg).join("; ");
-    }
-    return status + ": " + (typeof detail === "string" ? detail : JSON.stringify(detail));
+    return apiErrorText(status, detail);
   }
 }
 

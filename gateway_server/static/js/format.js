@@ -19,6 +19,16 @@ export function kg(mg, { sign = false } = {}) {
   return (neg ? "−" : sign && n > 0 ? "+" : "") + s;
 }
 
+/** mg → kg text with at least the decimals of the scale's e (e = 0.1 g: 4 decimals). */
+export function kgE(mg, eMg, opts = {}) {
+  const t = kg(mg, opts);
+  if (!eMg || t === "—") return t;
+  const eText = kg(eMg);
+  const want = eText.split(".")[1]?.length || 3;
+  const [i, f = ""] = t.split(".");
+  return f.length >= want ? t : i + "." + f.padEnd(want, "0");
+}
+
 /** An exact mg value given as a fraction string ("5000", "5/2") → kg text. */
 export function fracKg(text) {
   if (text === null || text === undefined) return "—";

@@ -77,21 +77,81 @@ const METHOD = {
   "stall-match": ["按摊位、重量与时间匹配", "by stall, weight and time"],
 };
 
-function pick(table, key) {
+const SCALE_STATE = {
+  online: ["在线", "online"], offline: ["离线", "offline"], unknown: ["未知", "unknown"],
+  stale: ["无近期数据", "no recent data"],
+};
+const ROLE = { trade: ["计价秤", "trade scale"], fair: ["公平秤", "fair scale"] };
+const CHANNEL = {
+  page: ["诚信码页面", "trust-code page"], phone: ["电话", "phone"], "12315": ["12315", "12315"],
+  inspector: ["检查员", "inspector"],
+};
+const COMPLAINT_STATUS = {
+  open: ["待处理", "open"], closed: ["已办结", "closed"], resolved: ["已办结", "resolved"],
+  dismissed: ["不予受理", "dismissed"],
+};
+const GROUNDS = {
+  evidence: ["证据达到门槛", "evidence above the threshold"],
+  "verification-overdue": ["检定过期（法定理由）", "verification overdue (legal reason)"],
+};
+const STAGE = {
+  in_service: ["使用中检查（2 倍）", "In service (2×)"],
+  subsequent_verification: ["后续检定", "Subsequent verification"],
+  initial_verification: ["首次检定", "Initial verification"],
+};
+// the register's columns (gateway_server/register_csv.py COLUMNS): zh-CN and English headers
+const COLUMN = {
+  market: ["市场编号", "market"], merchant_name: ["商户名称", "merchant name"],
+  credit_code: ["统一社会信用代码", "credit code"], stall_no: ["摊位号", "stall number"],
+  categories: ["经营类别", "categories"], device: ["设备编号", "device number"],
+  model: ["型号", "model"], serial: ["出厂编号", "serial number"], max: ["最大秤量", "Max"],
+  e: ["分度值", "scale interval e"], accuracy_class: ["准确度等级", "accuracy class"],
+  role: ["用途", "role"], profile: ["设备配置", "device profile"],
+  cert_no: ["检定证书编号", "certificate number"], verified_on: ["检定日期", "verified on"],
+  due_on: ["有效期至", "due on"], key: ["设备密钥", "device key"], name: ["名称", "name"],
+};
+
+/**
+ * Keys a page asked for and no table had: kept in window.__i18nMissing (the browser test
+ * reads it) and shown as "⟨key⟩" so a missing translation is visible, never silent.
+ */
+function missing(table, key) {
+  const list = (window.__i18nMissing ||= []);
+  list.push(table + ":" + key);
+  return "⟨" + key + "⟩";
+}
+
+function pick(table, key, name = "?") {
+  if (key === null || key === undefined || key === "") return "—";
   const v = table[key];
-  if (!v) return key === null || key === undefined ? "—" : String(key);
+  if (!v) return missing(name, key);
   return lang() === "en" ? v[1] : v[0];
 }
 
-export const statusText = (k) => pick(STATUS, k);
-export const listText = (k) => pick(LIST, k);
-export const severityText = (k) => pick(SEVERITY, k);
-export const findingStatusText = (k) => pick(FINDING_STATUS, k);
-export const kindText = (k) => pick(KIND, k);
-export const verdictText = (k) => pick(VERDICT, k);
-export const categoryText = (k) => pick(CATEGORY, k);
-export const methodText = (k) => pick(METHOD, k);
+export const statusText = (k) => pick(STATUS, k, "status");
+export const listText = (k) => pick(LIST, k, "list");
+export const severityText = (k) => pick(SEVERITY, k, "severity");
+export const findingStatusText = (k) => pick(FINDING_STATUS, k, "finding-status");
+export const kindText = (k) => pick(KIND, k, "kind");
+export const verdictText = (k) => pick(VERDICT, k, "verdict");
+export const categoryText = (k) => pick(CATEGORY, k, "category");
+export const methodText = (k) => pick(METHOD, k, "method");
+export const scaleStateText = (k) => pick(SCALE_STATE, k, "scale-state");
+export const roleText = (k) => pick(ROLE, k || "trade", "role");
+export const channelText = (k) => pick(CHANNEL, k, "channel");
+export const complaintStatusText = (k) => pick(COMPLAINT_STATUS, k, "complaint-status");
+export const groundText = (k) => pick(GROUNDS, k, "grounds");
+export const stageText = (k) => pick(STAGE, k, "stage");
+// a row error names its column by key or by the header the file used (zh or en)
+const HEADER_KEY = Object.fromEntries(Object.entries(COLUMN).flatMap(([k, [zh, en]]) => [[zh, k], [en, k]]));
+export const columnText = (k) => pick(COLUMN, COLUMN[k] ? k : HEADER_KEY[k] || k, "column");
 export const CATEGORIES = Object.keys(CATEGORY);
+/** Every raw value of the closed sets (the browser test looks for them in page text). */
+export const RAW_VALUES = [KIND, CATEGORY, METHOD, SCALE_STATE, ROLE, CHANNEL, STATUS,
+  SEVERITY, FINDING_STATUS, COMPLAINT_STATUS, STAGE, VERDICT, GROUNDS].flatMap((t) => Object.keys(t));
+
+/** A category as the register stores it: a key of CATEGORY or the merchant's own words. */
+export const categoryWords = (k) => (CATEGORY[k] ? categoryText(k) : k);
 
 /** A finding's title ("中文 English") in the page's language: the text before the first
  * English word, or from it on. */
@@ -104,4 +164,4 @@ export function titleText(title) {
 
 /** A finding kind in words; a kind without a label shows its finding's title, never its
  * raw name (unless there is no title either). */
-export const kindLabel = (k, title) => (KIND[k] ? pick(KIND, k) : titleText(title) || k);
+export const kindLabel = (k, title) => (KIND[k] ? pick(KIND, k) : titleText(title) || kindText(k));

@@ -3,7 +3,8 @@
 import { api } from "../api.js";
 import { badge, card, h, kv, link } from "../dom.js";
 import { dateTime, duration, fracKg, kg, yuan } from "../format.js";
-import { L, categoryText, findingStatusText, kindText, methodText, severityText } from "../i18n.js";
+import { L, categoryText, findingStatusText, kindLabel, lang, methodText, severityText, titleText, verdictText } from "../i18n.js";
+import { deviceLabels, deviceLink } from "../labels.js";
 
 const LABELS = {
   seq: ["事件序号", "event seq"], net_mg: ["净重", "net"], settled_mg: ["稳定后重量", "settled"],
@@ -36,12 +37,43 @@ const LABELS = {
   source: ["来源", "source"], ref: ["记录", "record"], reweigh_pairs: ["复秤数据对", "re-weigh pairs"],
   inspection_pairs: ["检查载荷数据对", "inspection-load pairs"],
   reference_assumed: ["公平秤未登记（按同等准确度）", "fair scale not registered (taken as equal)"],
+  what: ["数据", "data"], missing: ["缺失条数", "missing"], filled: ["已补回", "filled"],
+  tray_estimate_mg: ["托盘估计重量", "tray estimate"], overcharge_estimate_fen: ["估计多收", "overcharge estimate"],
+  habit: ["去皮习惯", "taring habit"], basis: ["依据", "basis"], window: ["参考交易数", "sales looked at"],
+  tared: ["去皮次数", "tared"], typical_tare_mg: ["常用皮重", "typical tare"], breaks: ["未去皮次数", "untared in a row"],
+  short_mg: ["短少", "short"], short_total_mg: ["短少合计", "short in total"],
+  means_mg: ["空秤读数", "empty-pan readings"], report_times_ms: ["读数时间", "reading times"],
+  sales_between: ["其间交易笔数", "sales between"], deviation_mg: ["商品负偏差", "negative deviation"],
+  overcharge_fen: ["多收金额", "overcharge"], max_lawful_amount_fen: ["最高合法金额", "highest lawful amount"],
+  lawful_amounts_fen: ["各种合法取整金额", "lawful roundings"], verdict: ["结论", "verdict"],
+  n: ["数据对数", "pairs"], flagged_at: ["触发于第几对", "flagged at pair"], a_mg: ["固定偏差", "additive error"],
+  bound_a_mg: ["固定偏差界限", "additive bound"], z_a: ["固定偏差统计量", "additive statistic"],
+  b: ["比例偏差", "gain error"], bound_b: ["比例偏差界限", "gain bound"], z_b: ["比例偏差统计量", "gain statistic"],
+  attributed_by_test: ["由检验归因", "attributed by the test"], worst: ["最大残差", "largest residuals"],
+  residual_mg: ["残差", "residual"], envelope_mg: ["允差", "envelope"], registered: ["登记值", "registered"],
+  reported: ["设备报告", "reported"], max_mg: ["最大秤量", "Max"], server_last_value: ["服务器上次记录", "last value stored"],
+  expected: ["预期交易笔数", "expected sales"], p_value: ["诚实秤出现概率", "probability if honest"],
+  baseline_sales: ["基线交易笔数", "baseline sales"], baseline_ms: ["基线时长", "baseline"],
+  reference_sales: ["参考交易笔数", "reference sales"], sale_id: ["交易", "sale"], market: ["市场", "market"],
 };
+
+// values of closed sets inside the evidence
+const COUNTERS = { cal: ["标定计数器", "calibration counter"], cfg: ["配置计数器", "configuration counter"],
+  software_id: ["软件标识", "software id"], span: ["量程标定值", "span calibration"], zero: ["零点标定值", "zero calibration"] };
+const BASIS = { plu: ["同一商品", "the same goods"], merchant: ["该商户的托盘类商品", "the merchant's tray goods"] };
+const CAUSES = { "no-data": ["设备无读数", "no readings from the scale"], silent: ["无任何数据", "no data at all"] };
+
+/** An evidence key in words; a key without a label is marked missing (never shown raw). */
+export function fieldLabel(k) {
+  if (LABELS[k]) return L(LABELS[k][0], LABELS[k][1]);
+  (window.__i18nMissing ||= []).push("field:" + k);
+  return "⟨" + k + "⟩";
+}
 
 /** A list of evidence records (re-weighs, worst pairs) as a small table. */
 function evidenceTable(rows) {
   const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const label = (k) => (LABELS[k] ? L(LABELS[k][0], LABELS[k][1]) : k);
+  const label = fieldLabel;
   return h("table", { class: "evidence-table" },
     h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, label(k))))),
     h("tbody", {}, rows.map((r) => h("tr", {}, keys.map((k) => h("td", {}, evidenceValue(k, r[k])))))));
@@ -57,7 +89,9 @@ export function evidenceValue(key, v) {
   if (Array.isArray(v) && v.every((x) => x === null || typeof x !== "object")) {
     return v.map((x) => evidenceValue(key, x)).join(", ");
   }
-  if (typeof v === "object") return JSON.stringify(v);
+  if (typeof v === "object") {
+    return h("dl", { class: "kv nested" }, Object.entries(v).map(([k, x]) => [h("dt", {}, fieldLabel(k)), h("dd", {}, evidenceValue(k, x))]));
+  }
   if (key.endsWith("_fen_per_kg")) return yuan(v) + " " + L("元/kg", "yuan/kg");
   if (key.endsWith("_fen")) return yuan(v) + " " + L("元", "yuan");
   if (key.endsWith("_mg")) return (typeof v === "string" ? fracKg(v) : kg(v, { sign: key === "gain_mg" || key === "shortfall_mg" || key === "mean_mg" })) + " kg";
@@ -65,33 +99,49 @@ export function evidenceValue(key, v) {
   if (key.endsWith("_ms")) return dateTime(v);
   if (key === "category") return categoryText(v);
   if (key === "method") return methodText(v);
+  if (key === "verdict") return verdictText(v);
+  if (key === "name" && COUNTERS[v]) return L(COUNTERS[v][0], COUNTERS[v][1]);
+  if (key === "basis" && BASIS[v]) return L(BASIS[v][0], BASIS[v][1]);
+  if (key === "cause" && CAUSES[v]) return L(CAUSES[v][0], CAUSES[v][1]);
+  if (key === "pattern") return v === "x0.01" ? L("登记价的 1/100", "1/100 of the registered price") : v === "x0.1" ? L("登记价的 1/10", "1/10 of the registered price") : String(v);
+  if (key === "b" || key === "bound_b" || key === "tolerance_rel" || key === "display_gain") return String(v);
   return String(v);
 }
 
 export async function render(root, [id]) {
   const f = await api("/findings/" + encodeURIComponent(id));
-  const m = f.merchant_id !== null ? await api("/merchants/" + f.merchant_id) : null;
+  const [m, labels, markets] = await Promise.all([f.merchant_id !== null ? api("/merchants/" + f.merchant_id) : null,
+    deviceLabels(), api("/markets")]);
+  const market = markets.find((x) => x.id === f.market);
   const status = h("span", { id: "finding-status" }, badge(findingStatusText(f.status), "st-" + f.status));
   root.appendChild(h("div", { class: "title-row" }, h("h1", {}, L("问题 #", "Finding #"), String(f.id)),
     badge(severityText(f.severity), "sev-" + f.severity), status));
-  root.appendChild(h("p", { class: "lead" }, f.title));
+  root.appendChild(h("p", { class: "lead" }, titleText(f.title)));
   root.appendChild(h("div", { class: "grid2" },
     card(L("概况", "Summary"), kv([
-      [L("类型", "Kind"), kindText(f.kind) + " (" + f.kind + ")"], [L("发生时间", "When"), dateTime(f.ts_ms)],
-      [L("发现时间", "Detected"), dateTime(f.created_ms)], [L("市场", "Market"), f.market],
-      [L("计量秤", "Scale"), f.device ? link(f.device, "scale", f.device) : "—"],
+      [L("类型", "Kind"), kindLabel(f.kind, f.title)], [L("发生时间", "When"), dateTime(f.ts_ms)],
+      [L("发现时间", "Detected"), dateTime(f.created_ms)],
+      [L("市场", "Market"), market ? ((lang() === "en" && market.name_en) || market.name) : L("未登记市场", "unregistered market")],
+      [L("计量秤", "Scale"), deviceLink(labels, f.device)],
       [L("商户", "Merchant"), m ? link(m.name, "merchant", m.id) : "—"],
-      [L("法律依据", "Legal basis"), f.legal_basis],
+      [L("法律依据", "Legal basis"), h("span", { id: "legal-basis", class: f.legal_technical ? "muted" : null },
+        lang() === "en" && f.legal_basis_en ? f.legal_basis_en : f.legal_basis)],
     ])),
     card(L("证据", "Evidence"), h("dl", { class: "kv evidence", id: "evidence" }, Object.entries(f.evidence).map(([k, v]) => [
-      h("dt", {}, LABELS[k] ? L(LABELS[k][0], LABELS[k][1]) : k, h("small", {}, " " + k)), h("dd", {}, evidenceValue(k, v))])))));
+      h("dt", {}, fieldLabel(k)), h("dd", {}, evidenceValue(k, v))])))));
+  const bar = h("div", { class: "actions bar" });
+  // the actions that make sense in the finding's status: no 重新打开 on an open finding
+  const drawActions = (st) => bar.replaceChildren(...[
+    f.device ? h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(f.device) }, L("现场检查", "Inspect the scale")) : null,
+    st === "open" ? h("button", { type: "button", class: "ghost", onclick: () => setStatus("confirmed") }, L("确认", "Confirm")) : null,
+    st === "open" ? h("button", { type: "button", class: "ghost", onclick: () => setStatus("dismissed") }, L("排除", "Dismiss")) : null,
+    st !== "open" ? h("button", { type: "button", class: "ghost", onclick: () => setStatus("open") }, L("重新打开", "Reopen")) : null,
+  ].filter(Boolean));
   const setStatus = async (st) => {
     const r = await api(`/findings/${f.id}/status`, { method: "POST", body: { status: st } });
     status.replaceChildren(badge(findingStatusText(r.status), "st-" + r.status));
+    drawActions(r.status);
   };
-  root.appendChild(h("div", { class: "actions bar" },
-    f.device ? h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(f.device) }, L("现场检查", "Inspect the scale")) : null,
-    h("button", { type: "button", class: "ghost", onclick: () => setStatus("confirmed") }, L("确认", "Confirm")),
-    h("button", { type: "button", class: "ghost", onclick: () => setStatus("dismissed") }, L("排除", "Dismiss")),
-    h("button", { type: "button", class: "ghost", onclick: () => setStatus("open") }, L("重新打开", "Reopen"))));
+  drawActions(f.status);
+  root.appendChild(bar);
 }

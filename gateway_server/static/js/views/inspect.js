@@ -5,18 +5,19 @@ import { badge, card, h, kv, link, table } from "../dom.js";
 import { fracKg, kg, parseKg } from "../format.js";
 import { L, kindLabel, listText, statusText, verdictText } from "../i18n.js";
 import { evidenceText, groundsText } from "./risk.js";
+import { deviceLabels, deviceName } from "../labels.js";
 
 export async function render(root, [device, taskArg]) {
-  const [sc, queue, tasks] = await Promise.all([
+  const [sc, queue, tasks, labels] = await Promise.all([
     api("/registry/scales/" + encodeURIComponent(device)), api("/inspection-queue", { params: { limit: 1000 } }),
-    api("/inspection-tasks"),
+    api("/inspection-tasks"), deviceLabels(),
   ]);
   const q = queue.find((x) => x.device === device);
   const myTasks = tasks.filter((t) => t.device === device);
   const task = myTasks.find((t) => String(t.id) === String(taskArg)) || myTasks[0] || null;
   const loads = (task && task.test_loads_mg.length ? task.test_loads_mg : q ? q.test_loads_mg : []);
-  root.appendChild(h("h1", {}, L("现场检查 ", "Inspection of "), link(device, "scale", device)));
-  root.appendChild(h("p", { class: "muted" }, `Max ${kg(sc.max_mg)} kg · e = ${kg(sc.e_mg)} kg · ${sc.accuracy_class || "III"} · `,
+  root.appendChild(h("h1", {}, L("现场检查 ", "Inspection of "), link(deviceName(labels, device), "scale", device)));
+  root.appendChild(h("p", { class: "muted" }, `${L("最大秤量", "Max")} ${kg(sc.max_mg)} kg · e = ${kg(sc.e_mg)} kg · ${sc.accuracy_class || "III"} · `,
     L("按使用中检查的最大允许误差（JJG 539，检定 MPE 的 2 倍）判定。", "Judged against the in-service MPE (JJG 539: twice the verification MPE).")));
   if (q) {
     const counted = q.reasons.filter((r) => r.counted);
@@ -30,6 +31,10 @@ export async function render(root, [device, taskArg]) {
   function mpeCell(input, out) {
     const mg = parseKg(input.value);
     if (mg === null || mg <= 0) { out.textContent = "—"; return; }
+    if (sc.max_mg && mg > sc.max_mg) {
+      out.textContent = L(`超过最大秤量 ${kg(sc.max_mg)} kg`, `above Max ${kg(sc.max_mg)} kg`);
+      return;
+    }
     api("/metrology/mpe", { params: { load_mg: mg, e_mg: sc.e_mg, max_mg: sc.max_mg, accuracy_class: sc.accuracy_class || "III" } })
       .then((r) => { out.textContent = "±" + fracKg(r.mpe_mg); })
       .catch((err) => { out.textContent = String(err.message || err); });

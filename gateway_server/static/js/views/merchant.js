@@ -3,9 +3,10 @@
 import { api, blobUrl } from "../api.js";
 import { badge, card, h, kv, link, table } from "../dom.js";
 import { date, dateTime, kg, yuan } from "../format.js";
-import { L, categoryText, listText, methodText, statusText, verdictText } from "../i18n.js";
+import { L, categoryText, categoryWords, channelText, complaintStatusText, listText, methodText, scaleStateText, statusText, verdictText } from "../i18n.js";
+import { deviceLabels, deviceLink } from "../labels.js";
 import { merchantRiskCard, riskModel } from "./risk.js";
-import { findingsTable, inspectionsTable } from "./scale.js";
+import { incidentsTable, inspectionsTable } from "./scale.js";
 
 const STATUS_CLS = { normal: "ok", yellow: "card-yellow", red: "card-red", suspended: "card-red", delisted: "grey" };
 
@@ -14,7 +15,7 @@ export function statusBadges(m) {
     m.list_status !== "none" ? badge(listText(m.list_status), m.list_status === "red" ? "list-red" : "list-black") : null];
 }
 
-export function reweighTable(items, id = "reweighs") {
+export function reweighTable(items, id = "reweighs", labels = null) {
   return table([
     { label: L("时间", "Time"), value: (r) => dateTime(r.ts_ms) },
     { label: L("追溯码 / 摊位", "Trace code / stall"), value: (r) => r.trace_code
@@ -25,27 +26,30 @@ export function reweighTable(items, id = "reweighs") {
     { label: L("限值 (kg)", "Limit (kg)"), cls: "num", value: (r) => kg(r.limit_mg) },
     { label: L("方法", "Method"), value: (r) => (r.method ? methodText(r.method) : "—") },
     { label: L("结论", "Verdict"), value: (r) => badge(verdictText(r.verdict), ["violation", "untracked"].includes(r.verdict) ? "sev-high" : ["ok", "matched"].includes(r.verdict) ? "ok" : "grey") },
-    { label: L("销售秤", "Sold on"), value: (r) => (r.sale_device ? link(r.sale_device, "scale", r.sale_device) : "—") },
+    { label: L("销售秤", "Sold on"), value: (r) => deviceLink(labels, r.sale_device) },
   ], items, { empty: L("暂无复秤", "No re-weighs"), id });
 }
 
 export async function render(root, [id]) {
   const m = await api("/merchants/" + encodeURIComponent(id));
   const [findings, complaints, reweighs, inspections, register, prices] = await Promise.all([
-    api("/findings", { params: { merchant_id: m.id, limit: 500 } }), api("/complaints", { params: { merchant_id: m.id } }),
+    api("/incidents", { params: { merchant_id: m.id } }), api("/complaints", { params: { merchant_id: m.id } }),
     api("/reweighs", { params: { merchant_id: m.id } }), api("/inspections", { params: { merchant_id: m.id } }),
     api("/registry/scales", { params: { market: m.market_id, limit: 1000 } }), api(`/merchants/${m.id}/prices`, { params: { at_ms: Date.now() } }),
   ]);
   const scales = register.items.filter((s) => s.merchant_id === m.id);
+  const [labels, markets, live] = await Promise.all([deviceLabels(), api("/markets"), api("/scales")]);
+  const marketName = (markets.find((x) => x.id === m.market_id) || {}).name || L("未登记市场", "unregistered market");
+  const stateOf = Object.fromEntries(live.map((x) => [x.device, x.state]));
   root.appendChild(h("div", { class: "title-row" }, h("h1", { id: "merchant-title" }, m.name), statusBadges(m)));
-  root.appendChild(h("p", { class: "muted" }, L("市场 ", "Market "), m.market_id, m.stall_no ? " · " + L("摊位 ", "stall ") + m.stall_no : ""));
+  root.appendChild(h("p", { class: "muted" }, L("市场 ", "Market "), marketName, m.stall_no ? " · " + L("摊位 ", "stall ") + m.stall_no : ""));
   const qrBox = h("div", { class: "qr-box" });
   root.appendChild(h("div", { class: "grid2" },
     card(L("商户信息", "Merchant"), kv([
       [L("状态", "Status"), h("span", {}, statusBadges(m))],
       [L("状态原因", "Reason"), m.status_reason || "—"], [L("变更时间", "Changed"), dateTime(m.status_ms)],
       [L("统一社会信用代码", "Credit code"), m.credit_code || "—"], [L("电话", "Phone"), m.phone || "—"],
-      [L("经营类别", "Categories"), m.categories.join("、") || "—"],
+      [L("经营类别", "Categories"), m.categories.map(categoryWords).join(L("、", ", ")) || "—"],
       ...m.licences.map((l) => [l.kind, `${l.number}${l.valid_until_ms ? " · " + L("有效期至 ", "valid until ") + date(l.valid_until_ms) : ""}`]),
     ])),
     card(L("放心消费诚信码", "Trust QR code"), qrBox,
@@ -55,26 +59,26 @@ export async function render(root, [id]) {
   blobUrl(`/merchants/${m.id}/qr.svg`).then((u) => qrBox.appendChild(h("img", { src: u, alt: L("诚信码", "trust QR code"), class: "qr" })));
 
   root.appendChild(card(L("计量秤", "Scales"), table([
-    { label: L("设备", "Device"), value: (s) => link(s.device, "scale", s.device) },
-    { label: L("型号", "Model"), value: (s) => s.model || "—" },
+    { label: L("计量秤", "Scale"), value: (s) => deviceLink(labels, s.device) },
+    { label: L("出厂编号", "Serial"), value: (s) => s.serial || "—" },
     { label: "Max / e (kg)", value: (s) => (s.max_mg ? `${kg(s.max_mg)} / ${kg(s.e_mg)}` : "—") },
     { label: L("检定有效期至", "Verified until"), value: (s) => h("span", {}, date(s.due_on_ms), s.overdue ? [" ", badge(L("已过期", "overdue"), "sev-high")] : "") },
-    { label: L("状态", "State"), value: (s) => s.state },
+    { label: L("状态", "State"), value: (s) => scaleStateText(stateOf[s.device] || "unknown") },
   ], scales, { empty: L("未绑定计量秤", "No scale bound"), id: "merchant-scales" })));
   const [risk, model] = await Promise.all([api(`/risk/merchants/${m.id}`), riskModel()]);
-  root.appendChild(merchantRiskCard(risk, model));
-  root.appendChild(card(L("问题", "Findings"), findingsTable(findings, "merchant-findings")));
+  root.appendChild(merchantRiskCard(risk, model, labels));
+  root.appendChild(card(L("问题", "Findings"), incidentsTable(findings, "merchant-findings", labels)));
   root.appendChild(card(L("消费投诉", "Complaints"), table([
     { label: L("时间", "Time"), value: (c) => dateTime(c.ts_ms) },
-    { label: L("渠道", "Channel"), value: (c) => c.channel },
+    { label: L("渠道", "Channel"), value: (c) => channelText(c.channel) },
     { label: L("内容", "Text"), value: (c) => c.text },
     { label: L("联系方式", "Contact"), value: (c) => c.contact || "—" },
     { label: L("关联交易", "Linked sale"), value: (c) => (c.sale_id ? "#" + c.sale_id : "—") },
     { label: L("赔偿 (元)", "Compensation (yuan)"), cls: "num", value: (c) => yuan(c.compensation_fen) },
-    { label: L("状态", "Status"), value: (c) => c.status },
+    { label: L("状态", "Status"), value: (c) => complaintStatusText(c.status) },
   ], complaints, { empty: L("暂无投诉", "No complaints"), id: "complaints" })));
-  root.appendChild(card(L("公平秤复秤", "Fair-scale re-weighs"), reweighTable(reweighs)));
-  root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "merchant-inspections")));
+  root.appendChild(card(L("公平秤复秤", "Fair-scale re-weighs"), reweighTable(reweighs, "reweighs", labels)));
+  root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "merchant-inspections", labels)));
   root.appendChild(card(L("登记价格（明码标价）", "Registered prices"), table([
     { label: "PLU", value: (p) => p.plu }, { label: L("品名", "Name"), value: (p) => p.name },
     { label: L("类别", "Category"), value: (p) => (p.category ? categoryText(p.category) : "—") },

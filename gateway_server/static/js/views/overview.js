@@ -5,6 +5,7 @@ import { bars, marketMap } from "../charts.js";
 import { badge, card, h, link, stat, table } from "../dom.js";
 import { dateTime, kg, startOfTodayCst, yuan } from "../format.js";
 import { L, kindText, severityText } from "../i18n.js";
+import { deviceLabels, deviceLink } from "../labels.js";
 
 export async function render(root, _args, ctx) {
   const since = startOfTodayCst();
@@ -13,6 +14,7 @@ export async function render(root, _args, ctx) {
     api("/findings/summary"), api("/findings", { params: { status: "open", limit: 8 } }),
     api("/merchants", { params: { limit: 1000 } }),
   ]);
+  const labels = await deviceLabels();
   const names = Object.fromEntries(merchants.items.map((m) => [m.id, m.name]));
   const online = scales.filter((s) => s.state === "online").length;
   const amount = today.items.reduce((a, s) => a + (s.amount_fen || 0), 0);
@@ -50,7 +52,7 @@ export async function render(root, _args, ctx) {
     { label: L("时间", "Time"), value: (f) => dateTime(f.ts_ms) },
     { label: L("类型", "Kind"), value: (f) => link(kindText(f.kind), "finding", f.id) },
     { label: L("级别", "Severity"), value: (f) => badge(severityText(f.severity), "sev-" + f.severity) },
-    { label: L("计量秤", "Scale"), value: (f) => (f.device ? link(f.device, "scale", f.device) : "—") },
+    { label: L("计量秤", "Scale"), value: (f) => deviceLink(labels, f.device) },
     { label: L("商户", "Merchant"), value: (f) => (f.merchant_id !== null ? link(names[f.merchant_id] || "#" + f.merchant_id, "merchant", f.merchant_id) : "—") },
   ], findings, { empty: L("暂无", "None"), id: "latest-findings" })));
 
@@ -64,14 +66,14 @@ export async function render(root, _args, ctx) {
   const onSale = (e) => {
     const s = e.detail;
     add(h("li", { class: "sale" }, h("span", { class: "t" }, dateTime(s.ts_ms)), " ",
-      link(s.device, "scale", s.device), " ", kg(s.net_mg) + " kg",
+      deviceLink(labels, s.device), " ", kg(s.net_mg) + " kg",
       s.amount_fen !== null && s.amount_fen !== undefined ? " · " + yuan(s.amount_fen) + " " + L("元", "yuan") : ""));
   };
   const onFinding = (e) => {
     const f = e.detail;
     add(h("li", { class: "finding" }, h("span", { class: "t" }, dateTime(f.ts_ms)), " ",
       badge(severityText(f.severity), "sev-" + f.severity), " ", link(kindText(f.kind), "finding", f.id),
-      f.device ? [" · ", link(f.device, "scale", f.device)] : ""));
+      f.device ? [" · ", deviceLink(labels, f.device)] : ""));
   };
   ctx.live.addEventListener("sale", onSale);
   ctx.live.addEventListener("finding", onFinding);

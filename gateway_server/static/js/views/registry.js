@@ -3,7 +3,8 @@
 import { api, blobUrl } from "../api.js";
 import { badge, card, h, link, table } from "../dom.js";
 import { date, kg } from "../format.js";
-import { L } from "../i18n.js";
+import { L, columnText, roleText } from "../i18n.js";
+import { message } from "../messages.js";
 import { statusBadges } from "./merchant.js";
 
 export async function render(root, [marketArg], ctx) {
@@ -16,8 +17,7 @@ export async function render(root, [marketArg], ctx) {
   const market = markets.find((m) => m.id === marketArg) || markets[0];
   const isAdmin = ctx.me && ctx.me.role === "admin";
   root.appendChild(card(L("市场", "Markets"), table([
-    { label: "ID", value: (m) => link(m.id, "registry", m.id) },
-    { label: L("名称", "Name"), value: (m) => m.name },
+    { label: L("名称", "Name"), value: (m) => link(m.name, "registry", m.id) },
     { label: L("区", "District"), value: (m) => m.district || "—" },
     { label: L("地址", "Address"), value: (m) => m.address || "—" },
     { label: L("开办者", "Operator"), value: (m) => m.operator || "—" },
@@ -29,7 +29,7 @@ export async function render(root, [marketArg], ctx) {
     api("/registry/scales", { params: { market: market.id, limit: 1000 } }),
   ]);
   const names = Object.fromEntries(merchants.items.map((m) => [m.id, m.name]));
-  root.appendChild(h("h2", { class: "section-title" }, market.name, h("small", {}, " " + market.id)));
+  root.appendChild(h("h2", { class: "section-title" }, market.name));
 
   const result = h("div", { id: "import-result" });
   const file = h("input", { type: "file", id: "csv-file", accept: ".csv,text/csv" });
@@ -46,7 +46,7 @@ export async function render(root, [marketArg], ctx) {
       const r = await api(`/markets/${encodeURIComponent(market.id)}/register.csv`, { method: "POST", raw: file.files[0], contentType: "text/csv" });
       result.appendChild(importReport(r));
     } catch (err) {
-      result.appendChild(h("p", { class: "error" }, String(err.message || err)));
+      result.appendChild(h("p", { class: "error", role: "alert" }, String(err.message || err)));
     }
   });
   root.appendChild(card(L("登记造册（CSV）", "Scale register (CSV)"),
@@ -69,9 +69,9 @@ export async function render(root, [marketArg], ctx) {
   ], merchants.items, { empty: L("暂无商户", "No merchants"), id: "merchants" })));
 
   root.appendChild(card(L("计量秤登记", "Registered scales") + ` (${scales.total})`, table([
-    { label: L("设备", "Device"), value: (s) => link(s.device, "scale", s.device) },
+    { label: L("设备编号", "Device number"), value: (s) => link(s.device, "scale", s.device) },
     { label: L("商户", "Merchant"), value: (s) => (s.merchant_id !== null ? link(names[s.merchant_id] || "#" + s.merchant_id, "merchant", s.merchant_id) : "—") },
-    { label: L("用途", "Role"), value: (s) => (s.role === "fair" ? L("公平秤", "fair") : L("计价秤", "trade")) },
+    { label: L("用途", "Role"), value: (s) => roleText(s.role) },
     { label: L("型号", "Model"), value: (s) => s.model || "—" },
     { label: "Max / e (kg)", value: (s) => (s.max_mg ? `${kg(s.max_mg)} / ${kg(s.e_mg)}` : "—") },
     { label: L("等级", "Class"), value: (s) => s.accuracy_class || "—" },
@@ -84,8 +84,8 @@ export async function render(root, [marketArg], ctx) {
 export function importReport(r) {
   const rowTable = (items, id) => table([
     { label: L("行", "Row"), cls: "num", value: (e) => String(e.row) },
-    { label: L("列", "Column"), value: (e) => e.column },
-    { label: L("问题", "Problem"), value: (e) => e.message },
+    { label: L("列", "Column"), value: (e) => columnText(e.column) },
+    { label: L("问题", "Problem"), value: (e) => message(e.message) },
   ], items, { id });
   return h("div", { class: "import-report" },
     h("p", {}, badge(L(`新增 ${r.imported}`, `${r.imported} imported`), "ok"), " ",

@@ -6,7 +6,8 @@
 import { api } from "../api.js";
 import { badge, card, h, link, table } from "../dom.js";
 import { date } from "../format.js";
-import { L, kindLabel, lang, severityText } from "../i18n.js";
+import { L, groundText, kindLabel, lang, severityText } from "../i18n.js";
+import { deviceLink } from "../labels.js";
 
 let modelPromise = null;
 
@@ -35,8 +36,7 @@ export function evidenceText(evidence) {
 }
 
 export function groundsText(g) {
-  return g === "verification-overdue" ? L("检定过期（法定理由）", "verification overdue (legal reason)")
-    : L("证据达到门槛", "evidence above the threshold");
+  return groundText(g);
 }
 
 /** One reason of a queue item or risk: its label, how many, and what it weighs. */
@@ -79,14 +79,14 @@ export function riskCard(r, model, { id = "risk" } = {}) {
 }
 
 /** A merchant's risk: its strongest scale decides; each scale with its evidence. */
-export function merchantRiskCard(m, model) {
+export function merchantRiskCard(m, model, labels = null) {
   const status = m.in_queue ? badge(L("在检查队列中", "In the inspection queue"), "sev-high")
     : badge(L("未达检查门槛（仅观察）", "Below the threshold (observations only)"), "grey");
   return card(L("风险与证据", "Risk and evidence"),
     h("p", { id: "merchant-risk" }, status, " ", h("b", { class: "evidence" }, evidenceText(m.evidence)),
-      m.device ? [" · ", L("最强：", "strongest: "), link(m.device, "scale", m.device)] : ""),
+      m.device ? [" · ", L("最强：", "strongest: "), deviceLink(labels, m.device)] : ""),
     table([
-      { label: L("计量秤", "Scale"), value: (s) => link(s.device, "scale", s.device) },
+      { label: L("计量秤", "Scale"), value: (s) => deviceLink(labels, s.device) },
       { label: L("证据", "Evidence"), value: (s) => evidenceText(s.evidence) },
       { label: L("队列", "Queue"), value: (s) => (s.in_queue ? s.grounds.map(groundsText).join(L("；", "; ")) : L("否", "no")) },
       { label: L("问题", "Findings"), value: (s) => h("ul", { class: "reasons" }, s.reasons.map((x) => reasonItem(x))) },

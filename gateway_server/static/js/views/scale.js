@@ -5,8 +5,9 @@
 import { api } from "../api.js";
 import { envelopePlot, timePlot } from "../charts.js";
 import { badge, card, h, kv, link, stat, table } from "../dom.js";
-import { date, dateTime, fracKg, fracNumber, kg, yuan } from "../format.js";
-import { L, findingStatusText, kindLabel, kindText, severityText, verdictText } from "../i18n.js";
+import { date, dateTime, fracKg, fracNumber, kg, kgE, yuan } from "../format.js";
+import { L, findingStatusText, kindLabel, kindText, roleText, scaleStateText, severityText, verdictText } from "../i18n.js";
+import { deviceLabels, deviceLink, deviceName } from "../labels.js";
 import { riskCard, riskModel } from "./risk.js";
 
 const ENVELOPE_POINTS = 48;
@@ -36,10 +37,10 @@ export async function envelope(maxMg, eMg, cls) {
   return [{ x: 0, y: values[0] }, ...steps.filter(Boolean)];
 }
 
-export function salesTable(items, id = "sales") {
+export function salesTable(items, id = "sales", eMg = null) {
   return table([
     { label: L("时间", "Time"), value: (s) => dateTime(s.ts_ms) },
-    { label: L("净重 (kg)", "Net (kg)"), cls: "num", value: (s) => kg(s.net_mg) },
+    { label: L("净重 (kg)", "Net (kg)"), cls: "num", value: (s) => kgE(s.net_mg, eMg) },
     { label: L("单价 (元/kg)", "Price (yuan/kg)"), cls: "num", value: (s) => yuan(s.unit_price_fen_per_kg) },
     { label: L("金额 (元)", "Amount (yuan)"), cls: "num", value: (s) => yuan(s.amount_fen) },
     { label: "PLU", value: (s) => s.plu || "—" },
@@ -49,20 +50,35 @@ export function salesTable(items, id = "sales") {
   ], items, { empty: L("暂无交易", "No sales"), id });
 }
 
-export function findingsTable(items, id = "findings") {
+export function findingsTable(items, id = "findings", labels = null) {
   return table([
     { label: L("时间", "Time"), value: (f) => dateTime(f.ts_ms) },
     { label: L("类型", "Kind"), value: (f) => link(kindLabel(f.kind, f.title), "finding", f.id) },
     { label: L("级别", "Severity"), value: (f) => badge(severityText(f.severity), "sev-" + f.severity) },
     { label: L("状态", "Status"), value: (f) => badge(findingStatusText(f.status), "st-" + f.status) },
-    { label: L("计量秤", "Scale"), value: (f) => (f.device ? link(f.device, "scale", f.device) : "—") },
+    { label: L("计量秤", "Scale"), value: (f) => deviceLink(labels, f.device) },
   ], items, { empty: L("暂无问题", "No findings"), id });
 }
 
-export function inspectionsTable(items, id = "inspections") {
+/** Incidents (GET /incidents): one row per scale and kind, not one per finding. */
+export function incidentsTable(items, id = "incidents", labels = null) {
+  return table([
+    { label: L("类型", "Kind"), value: (x) => link(kindLabel(x.kind, x.title), "finding", x.last_id) },
+    { label: L("次数", "Count"), cls: "num count", value: (x) => String(x.count) },
+    { label: L("首次", "First"), value: (x) => dateTime(x.first_ms) },
+    { label: L("最近", "Last"), value: (x) => dateTime(x.last_ms) },
+    { label: L("级别", "Severity"), value: (x) => badge(severityText(x.severity), "sev-" + x.severity) },
+    { label: L("状态", "Status"), value: (x) => h("span", {}, badge(findingStatusText(x.status), "st-" + x.status),
+      x.count > 1 && (x.confirmed || x.dismissed) && x.open ? h("span", { class: "muted small" },
+        L(` 待处理 ${x.open}`, ` ${x.open} open`)) : null) },
+    { label: L("计量秤", "Scale"), value: (x) => deviceLink(labels, x.device) },
+  ], items, { empty: L("暂无问题", "No findings"), id });
+}
+
+export function inspectionsTable(items, id = "inspections", labels = null) {
   return table([
     { label: L("时间", "Time"), value: (r) => dateTime(r.ts_ms) },
-    { label: L("计量秤", "Scale"), value: (r) => link(r.device, "scale", r.device) },
+    { label: L("计量秤", "Scale"), value: (r) => deviceLink(labels, r.device) },
     { label: L("检查员", "Inspector"), value: (r) => r.inspector || "—" },
     { label: L("结论", "Verdict"), value: (r) => badge(verdictText(r.verdict), r.verdict === "pass" ? "ok" : "sev-high") },
     { label: L("作弊", "Fraud"), value: (r) => (r.fraud === "yes" ? badge(L("是", "yes"), "sev-critical") : L("否", "no")) },
@@ -89,13 +105,14 @@ export function reweighPlot(reweighs, checks, env, maxMg) {
 }
 
 export async function render(root, [device], ctx) {
-  const [all, regScale, sales, findings, reweighs, inspections] = await Promise.all([
+  const [all, regScale, sales, findings, reweighs, inspections, incidents, labels, markets] = await Promise.all([
     api("/scales"), optional(api("/registry/scales/" + encodeURIComponent(device))),
     api("/weighings", { params: { device, limit: 50 } }), api("/findings", { params: { device, limit: 500 } }),
     api("/reweighs", { params: { device } }), api("/inspections", { params: { device } }),
+    api("/incidents", { params: { device } }), deviceLabels(), api("/markets"),
   ]);
   const sc = all.find((s) => s.device === device) || regScale;
-  if (!sc) throw new Error(L("没有此计量秤：", "No such scale: ") + device);
+  if (!sc) throw new Error(L("没有此计量秤", "No such scale"));
   const [risk, model] = await Promise.all([
     optional(api("/risk/scales/" + encodeURIComponent(device))), riskModel()]);
   const merchantId = regScale ? regScale.merchant_id : null;
@@ -105,19 +122,21 @@ export async function render(root, [device], ctx) {
   const online = sc.state === "online";
 
   root.appendChild(h("div", { class: "title-row" },
-    h("h1", {}, L("计量秤 ", "Scale "), device), badge(online ? L("在线", "online") : L("离线", "offline") + (sc.state !== "offline" ? " (" + sc.state + ")" : ""), online ? "ok" : "grey"),
+    h("h1", {}, L("计量秤 ", "Scale "), deviceName(labels, device)), badge(scaleStateText(sc.state || "unknown"), online ? "ok" : "grey"),
     regScale && regScale.overdue ? badge(L("检定过期", "Verification overdue"), "sev-high") : null,
     h("span", { class: "spacer" }),
     h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(device), id: "inspect-btn" }, L("现场检查", "Inspect"))));
-  root.appendChild(h("p", { class: "muted" }, L("市场 ", "Market "), sc.market, merchant ? [" · ", L("商户 ", "Merchant "), link(merchant.name, "merchant", merchant.id)] : "",
-    maxMg ? ` · Max ${kg(maxMg)} kg · e = ${kg(eMg)} kg · ${cls}` : ""));
+  const marketName = (markets.find((m) => m.id === sc.market) || {}).name || L("未登记市场", "unregistered market");
+  root.appendChild(h("p", { class: "muted" }, L("市场 ", "Market "), marketName, merchant ? [" · ", L("商户 ", "Merchant "), link(merchant.name, "merchant", merchant.id)] : "",
+    maxMg ? ` · ${L("最大秤量", "Max")} ${kg(maxMg)} kg · e = ${kg(eMg)} kg · ${cls} ${L("级", "")}`.trimEnd() : ""));
 
-  const liveVal = h("span", { id: "live-weight" }, sc.live_net_mg !== null && sc.live_net_mg !== undefined ? kg(sc.live_net_mg) + " kg" : "—");
-  const lastSale = h("span", { id: "last-sale" }, sales.items.length ? kg(sales.items[0].net_mg) + " kg" : "—");
+  const liveVal = h("span", { id: "live-weight" }, sc.live_net_mg !== null && sc.live_net_mg !== undefined ? kgE(sc.live_net_mg, eMg) + " kg" : "—");
+  const liveSub = h("span", { id: "live-time" }, sc.live_ts_ms ? dateTime(sc.live_ts_ms) : L("无实时读数", "no live reading"));
+  const lastSale = h("span", { id: "last-sale" }, sales.items.length ? kgE(sales.items[0].net_mg, eMg) + " kg" : "—");
   const lastSaleSub = h("span", {}, sales.items.length ? dateTime(sales.items[0].ts_ms) : "");
   const salesTotal = h("span", { id: "sales-total" }, String(sales.total));
   root.appendChild(h("div", { class: "stats" },
-    stat(L("实时重量", "Live weight"), liveVal, { sub: sc.live_ts_ms ? dateTime(sc.live_ts_ms) : L("无实时读数", "no live reading") }),
+    stat(L("实时重量", "Live weight"), liveVal, { sub: liveSub }),
     stat(L("最近交易", "Last sale"), lastSale, { sub: lastSaleSub }),
     stat(L("交易总数", "Sales recorded"), salesTotal),
     stat(L("待处理问题", "Open findings"), openF.length,
@@ -132,10 +151,11 @@ export async function render(root, [device], ctx) {
   for (const f of openF) byKind[f.kind].open += 1;
   root.appendChild(h("div", { class: "grid2" },
     card(L("检定与登记", "Verification and register"), regScale ? kv([
+      [L("设备编号", "Device number"), device],
       [L("型号", "Model"), regScale.model || "—"], [L("出厂编号", "Serial"), regScale.serial || "—"],
       [L("检定证书", "Certificate"), regScale.cert_no || "—"], [L("检定日期", "Verified on"), date(regScale.verified_on_ms)],
       [L("有效期至", "Due"), h("span", {}, date(regScale.due_on_ms), regScale.overdue ? [" ", badge(L("已过期", "overdue"), "sev-high")] : "")],
-      [L("用途", "Role"), regScale.role === "fair" ? L("公平秤", "fair scale") : L("计价秤", "trade scale")],
+      [L("用途", "Role"), roleText(regScale.role)],
       [L("最后上线", "Last seen"), dateTime(sc.last_seen_ms)],
     ]) : h("p", { class: "muted" }, L("未登记的计量秤", "Not in the register"))),
     card(L("事件计数", "Event counters"), kv([
@@ -151,7 +171,7 @@ export async function render(root, [device], ctx) {
     const env = await envelope(maxMg, eMg, cls);
     rwCard.appendChild(reweighPlot(reweighs.filter((r) => r.sale_device === device), checks, env, maxMg));
     rwCard.appendChild(h("p", { class: "legend" },
-      h("span", { class: "key env" }), L("±MPE（使用中，/metrology/mpe）", "±MPE in service (/metrology/mpe)"),
+      h("span", { class: "key env" }), L("±最大允许误差（使用中检查）", "±MPE in service"),
       h("span", { class: "key rw-ok" }), L("复秤合格", "re-weigh ok"), h("span", { class: "key rw-violation" }), L("复秤短秤", "re-weigh short"),
       h("span", { class: "key chk-fail" }), L("检查载荷（方块）", "inspection loads (squares)")));
   } else rwCard.appendChild(h("p", { class: "muted" }, L("未知 Max / e", "Max / e unknown")));
@@ -162,7 +182,7 @@ export async function render(root, [device], ctx) {
       nj.evidence.judged ? L(`统计检测未计入 ${nj.evidence.left_out} / ${nj.evidence.pairs} 个数据对：`,
         `The statistical detector left out ${nj.evidence.left_out} of ${nj.evidence.pairs} pairs: `)
         : L("统计检测无法判断此秤：", "The statistical detector cannot judge this scale: "),
-      nj.evidence.reason, " (", link(L("详情", "details"), "finding", nj.id), ")"));
+      "(", link(L("详情", "details"), "finding", nj.id), ")"));
   }
 
   const zeros = findings.filter((f) => f.kind === "zero-offset" && f.evidence && f.evidence.mean_mg !== undefined);
@@ -182,10 +202,10 @@ export async function render(root, [device], ctx) {
   }
   root.appendChild(zCard);
 
-  const salesCard = card(L("交易记录（最近 50 笔）", "Sales (latest 50)"), salesTable(sales.items));
+  const salesCard = card(L("交易记录（最近 50 笔）", "Sales (latest 50)"), salesTable(sales.items, "sales", eMg));
   root.appendChild(salesCard);
-  root.appendChild(card(L("问题", "Findings"), findingsTable(findings)));
-  root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections)));
+  root.appendChild(card(L("问题（按类型归并）", "Findings (one incident per kind)"), incidentsTable(incidents, "incidents", labels)));
+  root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "inspections", labels)));
 
   const onSale = (e) => {
     const s = e.detail;
@@ -193,16 +213,17 @@ export async function render(root, [device], ctx) {
     sales.items.unshift(s);
     sales.items.length = Math.min(sales.items.length, 50);
     sales.total += 1;
-    lastSale.textContent = kg(s.net_mg) + " kg";
+    lastSale.textContent = kgE(s.net_mg, eMg) + " kg";
     lastSaleSub.textContent = dateTime(s.ts_ms);
     salesTotal.textContent = String(sales.total);
-    salesCard.querySelector(".table-wrap").replaceWith(salesTable(sales.items));
+    salesCard.querySelector(".table-wrap").replaceWith(salesTable(sales.items, "sales", eMg));
   };
   ctx.live.addEventListener("sale", onSale);
   const timer = setInterval(async () => {
     try {
       const s = (await api("/scales")).find((x) => x.device === device);
-      if (s && s.live_net_mg !== null && s.live_net_mg !== undefined) liveVal.textContent = kg(s.live_net_mg) + " kg";
+      if (s && s.live_net_mg !== null && s.live_net_mg !== undefined) liveVal.textContent = kgE(s.live_net_mg, eMg) + " kg";
+      if (s && s.live_ts_ms) liveSub.textContent = dateTime(s.live_ts_ms);
     } catch (err) { /* next tick */ }
   }, 2000);
   return () => {

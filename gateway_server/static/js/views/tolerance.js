@@ -31,7 +31,7 @@ export async function render(root) {
       const r = await api("/metrology/mpe", { params: p });
       out1.append(h("p", { class: "big" }, "± " + fracKg(r.mpe_mg) + " kg"),
         kv([[L("载荷", "Load"), kg(r.load_mg) + " kg"], ["e", kg(r.e_mg) + " kg"], [L("以 e 计", "in e"), fracE(r.mpe_mg_num, r.mpe_mg_den, r.e_mg)],
-          [L("依据", "Source"), r.source]]));
+          [L("依据", "Source"), L("JJG 539 / OIML R76-1 表 6；使用中检查为检定的 2 倍", "JJG 539 / OIML R76-1 Table 6; in service = 2 × verification")]]));
     } catch (err) { out1.appendChild(h("p", { class: "error" }, String(err.message || err))); }
   });
 
@@ -54,7 +54,7 @@ export async function render(root) {
       const r = await api("/metrology/retail-deviation", { params: p });
       out2.append(h("p", { class: "big" }, "− " + kg(r.negative_deviation_mg) + " kg"),
         kv([...Object.entries(r.reweigh_limit_mg).map(([m, v]) => [L("复秤限值 · ", "Re-weigh limit · ") + methodText(m), v === null ? "—" : kg(v) + " kg"]),
-          [L("依据", "Source"), r.source]]));
+          [L("依据", "Source"), L("零售商品称重计量监督管理办法 附表1/2、第六条", "Retail weighing rules, tables 1 and 2, Art. 6")]]));
     } catch (err) { out2.appendChild(h("p", { class: "error" }, String(err.message || err))); }
   });
   root.appendChild(h("div", { class: "grid2" }, f1, f2));
