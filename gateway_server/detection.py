@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from fractions import Fraction
 from itertools import pairwise
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -215,6 +216,40 @@ def _day_start_ms(ts_ms: int) -> int:
     return market_day(ts_ms) * DAY_MS - CST_OFFSET_MS
 
 
+class _Deviations:
+    """The legal negative deviation of a stored sale for the day rules: by its registered
+    goods (category, else price band) or its unit price; for a sale that names neither (a
+    weight-only scale) the most lenient of the merchant's registered goods at that time,
+    so a stall is never held to a tighter limit than any goods it sells."""
+
+    def __init__(self, conn: Connection, prices: dict[tuple[int, str], list[Any]]) -> None:
+        self.conn, self.prices = conn, prices
+        self._by_merchant: dict[int, list[Any]] = {}
+
+    def of(self, r: Any) -> int | None:
+        mid, plu, unit = r.merchant_id, r.plu, r.unit_price_fen_per_kg
+        if mid is not None and plu:
+            if (mid, plu) not in self.prices:
+                self.prices.update(_prices(self.conn, {(mid, plu)}))
+                self.prices.setdefault((mid, plu), [])
+            price = _price_at(self.prices[(mid, plu)], r.ts_ms)
+            if price is not None or unit is not None:
+                return deviation_of(int(r.net_mg), category=price.category if price else None,
+                                    unit_price_fen_per_kg=unit)
+        if unit is not None:
+            return deviation_of(int(r.net_mg), category=None, unit_price_fen_per_kg=unit)
+        if mid is None:
+            return None
+        if mid not in self._by_merchant:
+            self._by_merchant[mid] = list(self.conn.execute(
+                select(plu_prices).where(plu_prices.c.merchant_id == mid)))
+        limits = [deviation_of(int(r.net_mg), category=v.category,
+                               unit_price_fen_per_kg=int(v.unit_price_fen_per_kg))
+                  for v in self._by_merchant[mid] if v.valid_from_ms <= r.ts_ms]
+        known = [d for d in limits if d is not None]
+        return max(known) if known and len(known) == len(limits) else None
+
+
 def _not_found_yet(conn: Connection, kind: str,
                    last: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
     """The (device, market day) keys of ``last`` whose once-a-day finding is not stored yet."""
@@ -237,6 +272,7 @@ def _impact_days(conn: Connection, new_sales: list[dict[str, Any]], ctx: dict[st
             key = (s["device"], market_day(int(s["ts_ms"])))
             last[key] = max(last.get(key, 0), int(s["ts_ms"]))
     out: list[Finding] = []
+    devs = _Deviations(conn, prices)
     for (device, _day), upto in _not_found_yet(conn, "impact-repeated", last).items():
         sc = ctx.get(device)
         if sc is None:
@@ -247,13 +283,8 @@ def _impact_days(conn: Connection, new_sales: list[dict[str, Any]], ctx: dict[st
             .where(sales.c.device == device, sales.c.unsettled_commit.is_(True),
                    sales.c.ts_ms >= _day_start_ms(upto), sales.c.ts_ms <= upto)
             .order_by(sales.c.ts_ms, sales.c.seq))]
-        missing = {(r["merchant_id"], r["plu"]) for r in rows
-                   if r["merchant_id"] is not None and r["plu"]} - set(prices)
-        prices.update(_prices(conn, missing))
         for r in rows:
-            price = (_price_at(prices.get((r["merchant_id"], r["plu"]), []), r["ts_ms"])
-                     if r["merchant_id"] is not None and r["plu"] else None)
-            r["category"] = price.category if price else None
+            r["deviation_mg"] = devs.of(SimpleNamespace(**r))
         out += check_impact_day(rows, sc, params=params)
     return out
 
@@ -274,6 +305,7 @@ def _zero_days(conn: Connection, new_events: list[dict[str, Any]], ctx: dict[str
             key = (e["device"], market_day(int(e["ts_ms"])))
             last[key] = max(last.get(key, 0), int(e["ts_ms"]))
     out: list[Finding] = []
+    devs = _Deviations(conn, prices)
     for (device, _day), upto in _not_found_yet(conn, "zero-offset-persistent", last).items():
         sc = ctx[device]
         day0 = _day_start_ms(upto)
@@ -294,17 +326,8 @@ def _zero_days(conn: Connection, new_events: list[dict[str, Any]], ctx: dict[str
             .order_by(sales.c.ts_ms, sales.c.seq)))
         if not rows:
             continue
-        missing = {(r.merchant_id, r.plu) for r in rows
-                   if r.merchant_id is not None and r.plu} - set(prices)
-        prices.update(_prices(conn, missing))
-        day_sales = []
-        for r in rows:
-            price = (_price_at(prices.get((r.merchant_id, r.plu), []), r.ts_ms)
-                     if r.merchant_id is not None and r.plu else None)
-            day_sales.append({"ts_ms": int(r.ts_ms), "merchant_id": r.merchant_id,
-                              "deviation_mg": deviation_of(
-                int(r.net_mg), category=price.category if price else None,
-                unit_price_fen_per_kg=r.unit_price_fen_per_kg)})
+        day_sales = [{"ts_ms": int(r.ts_ms), "merchant_id": r.merchant_id,
+                      "deviation_mg": devs.of(r)} for r in rows]
         out += check_zero_day(zeros, day_sales, sc, params=params)
     return out
 

@@ -377,20 +377,20 @@ def check_impact_day(impacts: Sequence[Mapping[str, Any]], scale: ScaleCtx, *,
     """Repeated impact sales of one market day: evidence that would stand on its own.
 
     ``impacts``: the scale's sales of one market day committed while unsettled (keys of the
-    ``sales`` table plus ``category``), oldest first, the newest last. A sale counts when it
-    was committed above the weight the pan settled to by more than the legal negative
-    deviation of its goods at the committed weight: the consumer paid for ``net_mg`` and
-    received ``settled_mg``, both read by the same scale seconds apart (no drip, no second
+    ``sales`` table plus ``category``, or the caller's ``deviation_mg``), oldest first. A sale
+    counts when it was committed above the weight the pan settled to by more than the legal
+    negative deviation of its goods at the committed weight: the consumer paid for ``net_mg``
+    and received ``settled_mg``, both read by the same scale seconds apart (no drip, no second
     scale's error between them). One such sale can be a hasty key press during an overshoot;
     ``impact_confirm_sales`` of them in a day is short weight beyond the tolerance as a
-    practice, whatever the intent (零售商品称重计量监督管理办法 第五条). One finding a day, at
-    the sale that completed the evidence (the same whichever batches the day arrived in).
+    practice, whatever the intent (零售商品称重计量监督管理办法 第五条). One finding a day,
+    at the sale that completed the evidence (the same whichever batches the day arrived in).
     """
     short = []
     for r in impacts:
         net, settled = int(r["net_mg"]), int(r["settled_mg"])
-        limit = deviation_of(net, category=r.get("category"),
-                             unit_price_fen_per_kg=r.get("unit_price_fen_per_kg"))
+        limit = r["deviation_mg"] if "deviation_mg" in r else deviation_of(
+            net, category=r.get("category"), unit_price_fen_per_kg=r.get("unit_price_fen_per_kg"))
         if limit is not None and net - settled > limit:
             short.append({"seq": int(r["seq"]), "ts_ms": int(r["ts_ms"]), "net_mg": net,
                           "settled_mg": settled, "short_mg": net - settled,
@@ -414,18 +414,18 @@ def check_zero_day(zeros: Sequence[Mapping[str, Any]], day_sales: Sequence[Mappi
     """A positive offset on the empty pan that persists across idle periods with sales
     between them (预留底数 / a preset base).
 
-    ``zeros``: the scale's judged idle-pan reports of one market day (``ts_ms``,
-    ``mean_mg``), oldest first; ``day_sales``: its sales of that day (``ts_ms``,
-    ``merchant_id``, ``deviation_mg``: the legal negative deviation of each,
-    :func:`deviation_of`, None where none applies); the finding names ``merchant_id`` or
-    else the seller of the last sale it cites. Reports with no sale between are parts of
-    one idle period. Every report of ``zero_confirm_reports`` idle periods in a row must
-    read more than the median deviation of the sales between them (and more than the
-    ±0.25 e zero-setting accuracy) above zero and all agree within 1 e (one offset, not a
-    hand resting or goods taken off): the merchant saw a weight on the empty pan, sold on it and did not zero it, and
-    the sales between carried the offset beyond their tolerance. Honest debris of that size
-    on the pan is sold with the goods as well. One finding a day, at the first report that
-    completed the evidence (the same whichever batches the day arrived in).
+    ``zeros``: the scale's judged idle-pan reports of one market day (``ts_ms``, ``mean_mg``),
+    oldest first; ``day_sales``: its sales of that day (``ts_ms``, ``merchant_id``,
+    ``deviation_mg``: the legal negative deviation of each, :func:`deviation_of`, None where
+    none applies); the finding names ``merchant_id`` or else the seller of the last sale it
+    cites. Reports with no sale between are parts of one idle period. Every report of
+    ``zero_confirm_reports`` idle periods in a row must read more than the median deviation of
+    the sales between them (and more than the ±0.25 e zero-setting accuracy) above zero and all
+    agree within 1 e (one offset, not a hand resting or goods taken off): the merchant saw a
+    weight on the empty pan, sold on it and did not zero it, and the sales between carried the
+    offset beyond their tolerance. Honest debris of that size on the pan is sold with the goods
+    as well. One finding a day, at the first report that completed the evidence (the same
+    whichever batches the day arrived in).
     """
     if not zeros:
         return []

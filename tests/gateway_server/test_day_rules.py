@@ -231,3 +231,26 @@ def test_the_day_kinds_enter_alone_within_the_queue_budget() -> None:
     for kind in ("impact-repeated", "zero-offset-persistent"):
         e = m.lookup(kind, "critical")
         assert e is not None and m.p_day(e.weight) <= risk.ALPHA_DAY
+
+
+def test_a_weight_only_scale_is_judged_by_the_merchants_most_lenient_goods(
+        store: Store, market: int) -> None:
+    """A scale that reports weight alone (no PLU, no price): the deviation is the largest
+    any of the merchant's registered goods allows at that weight."""
+    with store.engine.begin() as c:
+        c.execute(insert(plu_prices).values(merchant_id=market, plu="9", name="鸡蛋",
+                                            category=None, unit_price_fen_per_kg=1_200,
+                                            valid_from_ms=T0 - 1))
+    lenient = max(deviation_of(1_000_000, category="meat", unit_price_fen_per_kg=None) or 0,
+                  deviation_of(1_000_000, category=None, unit_price_fen_per_kg=1_200) or 0)
+
+    def bare(seq: int, net: int) -> wire.SaleEvent:
+        return sale(seq, T0 + seq * MIN, net_mg=net, peak_mg=net, unsettled_commit=True,
+                    stable_device=False, stable_software=False, plu=None,
+                    unit_price_fen_per_kg=None, amount_fen=None)
+
+    run(store, [bare(i, 1_000_000 + lenient) for i in (1, 2, 3)])  # at the limit: nothing
+    assert "impact-repeated" not in kinds(store)
+    run(store, [bare(i, 1_000_000 + lenient + 5_000) for i in (4, 5, 6)])
+    ev = json.loads(kinds(store)["impact-repeated"][0]["evidence"])
+    assert [s["limit_mg"] for s in ev["sales"]] == [lenient] * 3
