@@ -45,6 +45,9 @@ from simulators.fleet import Simulation
 from simulators.fleet_config import World
 from weighing import wire
 
+#: What a gateway needs to ingest a fleet: the simulated days lie in the future (2031), so
+#: its "device clock too far ahead" check is off (give this to any gateway a fleet feeds).
+FLEET_GATEWAY_ENV = {"GATEWAY_EVENT_MAX_AHEAD_S": "0"}
 HEADERS = ("market", "merchant_name", "credit_code", "stall_no", "categories", "device",
            "model", "serial", "max", "e", "accuracy_class", "role", "profile", "cert_no",
            "verified_on", "due_on", "key")
@@ -462,8 +465,7 @@ class LocalStack:
                     # than ~1,000 terms ("Expression tree is too large"), after which the
                     # ingest retries the same batch for ever (a gateway gap, reported)
                     "GATEWAY_INGEST_BATCH": str(ingest_batch),
-                    # the simulated days lie in the future (2031): no "too far ahead" check
-                    "GATEWAY_EVENT_MAX_AHEAD_S": "0", **(env_extra or {})})
+                    **FLEET_GATEWAY_ENV, **(env_extra or {})})
         bindir = Path(sys.executable).parent
         self.admin = ("fleet-admin", secrets.token_urlsafe(16))
         self.inspector = ("fleet-eval", secrets.token_urlsafe(16))

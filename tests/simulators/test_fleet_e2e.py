@@ -20,7 +20,7 @@ from support import BIN, start_gateway, start_mosquitto, wait_until
 from simulators.evaluate import score
 from simulators.fleet_config import build_world, load_fleet_config
 from simulators.fleet_fullpath import full_path_world, run_full_path
-from simulators.fleet_io import GatewayClient, run_direct, write_truth
+from simulators.fleet_io import FLEET_GATEWAY_ENV, GatewayClient, run_direct, write_truth
 
 FLEETS = Path(__file__).resolve().parents[2] / "simulators" / "fleets"
 ADMIN_PASSWORD = "fleet-admin-pw-2031"
@@ -49,7 +49,7 @@ def _finding_key(f: dict) -> tuple:
 def _run_small(tmp: Path) -> tuple[bytes, list[tuple], dict]:
     tmp.mkdir()
     mq = start_mosquitto(tmp, persistence=False)
-    gw = start_gateway(tmp, mq.url)
+    gw = start_gateway(tmp, mq.url, extra_env=FLEET_GATEWAY_ENV)
     admin = None
     try:
         admin = _admin(gw)
@@ -99,7 +99,7 @@ def test_same_seed_same_truth_and_findings(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_path_agents_over_ptys(tmp_path: Path) -> None:
     mq = start_mosquitto(tmp_path, persistence=False)
-    gw = start_gateway(tmp_path, mq.url)
+    gw = start_gateway(tmp_path, mq.url, extra_env=FLEET_GATEWAY_ENV)
     admin = None
     try:
         admin = _admin(gw)
