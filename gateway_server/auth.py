@@ -8,10 +8,15 @@ Rules:
   characters, known defaults) are refused (``settings.check_password_strength``).
 * Tokens: ``secrets.token_urlsafe(32)``, given to the client once; only the SHA-256 is
   stored, with its expiry. A lost database therefore leaks no usable token.
-* Roles: ``admin`` (writes the register, manages keys) and ``inspector`` (reads).
-* Unauthenticated → 401 with ``WWW-Authenticate: Bearer``; wrong role → 403.
+* Roles: ``admin`` (writes the register, manages keys), ``inspector`` (reads) and
+  ``merchant`` (issue 19: one merchant's own data, under ``/api/v1/merchant`` only).
+* Unauthenticated → 401 with ``WWW-Authenticate: Bearer``; wrong role → 403. A merchant
+  account is refused (403) by every staff route: ``require_user`` admits staff only,
+  ``require_account`` any account (``/auth/me``, ``/auth/logout``), ``require_merchant``
+  merchant accounts only.
 
-``CurrentUser`` / ``AdminUser`` are the ``Annotated`` dependencies routes declare;
+``CurrentUser`` / ``AdminUser`` / ``AnyUser`` / ``MerchantUser`` are the ``Annotated``
+dependencies routes declare;
 ``ConnDep`` gives a route one transaction (committed before the response is sent) and
 translates register errors to 404 / 409 / 422.
 """
@@ -46,6 +51,7 @@ from weighing.errors import GatewayError
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # 16 MiB, ~50 ms: the RFC 7914 interactive level
 SCRYPT_DKLEN = 32
 SALT_BYTES = 16
+MIN_HASHED_CHECK = 12  # a stand-in password that passes the strength check (already hashed)
 TOKEN_BYTES = 32
 TOKEN_URL = "/api/v1/auth/token"
 
@@ -57,6 +63,7 @@ class AuthError(GatewayError, ValueError):
 class Role(StrEnum):
     ADMIN = "admin"
     INSPECTOR = "inspector"
+    MERCHANT = "merchant"  # a merchant of the trust programme: its own data only
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,15 @@ class User:
     username: str
     role: Role
     display_name: str | None = None
+    merchant_id: int | None = None  # set for (and only for) merchant accounts
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in (Role.ADMIN, Role.INSPECTOR)
 
 
 def now_ms() -> int:
@@ -107,7 +119,9 @@ _DUMMY_HASH = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(bytes(SALT_BYTES))
 # -- users and tokens ----------------------------------------------------------------------
 
 def _user(row: Any) -> User:
-    return User(int(row.id), row.username, Role(row.role), row.display_name)
+    mid = row._mapping.get("merchant_id")
+    return User(int(row.id), row.username, Role(row.role), row.display_name,
+                None if mid is None else int(mid))
 
 
 def _check(username: str, password: str, role: str) -> Role:
@@ -120,7 +134,7 @@ def _check(username: str, password: str, role: str) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise AuthError(f"role must be admin or inspector, not {role!r}") from None
+        raise AuthError(f"role must be admin, inspector or merchant, not {role!r}") from None
 
 
 def user_exists(conn: Connection, username: str) -> bool:
@@ -128,14 +142,23 @@ def user_exists(conn: Connection, username: str) -> bool:
 
 
 def create_user(conn: Connection, username: str, password: str, role: str, *, now_ms: int,
-                display_name: str | None = None) -> User:
-    r = _check(username, password, role)
+                display_name: str | None = None, merchant_id: int | None = None,
+                password_hash: str | None = None) -> User:
+    """A new account. A merchant account needs ``merchant_id`` (and only it has one);
+    ``password_hash`` stores an already hashed password (an approved application's)."""
+    if password_hash is not None:  # checked when it was hashed
+        r = _check(username, "x" * MIN_HASHED_CHECK, role)
+    else:
+        r = _check(username, password, role)
+    if (r is Role.MERCHANT) != (merchant_id is not None):
+        raise AuthError("a merchant account needs a merchant id, and only it has one")
     if conn.execute(select(users.c.id).where(users.c.username == username)).first():
         raise AuthError(f"user {username} exists")
     res = conn.execute(users.insert().values(
-        username=username, display_name=display_name, password_hash=hash_password(password),
-        role=r.value, disabled=False, created_ms=now_ms))
-    return User(inserted_id(res), username, r, display_name)
+        username=username, display_name=display_name,
+        password_hash=password_hash or hash_password(password),
+        role=r.value, disabled=False, created_ms=now_ms, merchant_id=merchant_id))
+    return User(inserted_id(res), username, r, display_name, merchant_id)
 
 
 def update_user(conn: Connection, username: str, *, password: str | None = None,
@@ -148,6 +171,8 @@ def update_user(conn: Connection, username: str, *, password: str | None = None,
         _check(username, password, role or row.role)
         values["password_hash"] = hash_password(password)
     if role is not None:
+        if (Role(role) is Role.MERCHANT) != (row.merchant_id is not None):
+            raise AuthError("a merchant account stays a merchant account (and staff stays staff)")
         values["role"] = Role(role).value
     if disabled is not None:
         values["disabled"] = disabled
@@ -158,13 +183,15 @@ def update_user(conn: Connection, username: str, *, password: str | None = None,
     return _user(conn.execute(select(users).where(users.c.id == row.id)).one())
 
 
-def ensure_user(store_or_engine: Any, username: str, password: str, role: str) -> User:
+def ensure_user(store_or_engine: Any, username: str, password: str, role: str, *,
+                merchant_id: int | None = None) -> User:
     """Create the user, or set its password and role: idempotent (for the demo and start-up)."""
     engine: Engine = getattr(store_or_engine, "engine", store_or_engine)
     with engine.begin() as conn:
         row = conn.execute(select(users).where(users.c.username == username)).first()
         if row is None:
-            return create_user(conn, username, password, role, now_ms=now_ms())
+            return create_user(conn, username, password, role, now_ms=now_ms(),
+                               merchant_id=merchant_id)
         if row.role == role and verify_password(password, row.password_hash) and not row.disabled:
             return _user(row)
         return update_user(conn, username, password=password, role=role, disabled=False)
@@ -218,14 +245,15 @@ def revoke_token(conn: Connection, token: str) -> None:
 
 bearer_scheme = OAuth2PasswordBearer(
     tokenUrl=TOKEN_URL, auto_error=False,
-    description="Bearer token from POST /api/v1/auth/token (roles: admin, inspector)")
+    description="Bearer token from POST /api/v1/auth/token (roles: admin, inspector, "
+    "merchant)")
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def require_user(store: StoreDep,
-                 token: Annotated[str | None, Depends(bearer_scheme)]) -> User:
-    """The user of a valid bearer token, else 401 with ``WWW-Authenticate: Bearer``."""
+def require_account(store: StoreDep,
+                    token: Annotated[str | None, Depends(bearer_scheme)]) -> User:
+    """The account of a valid bearer token, any role; else 401 (``WWW-Authenticate``)."""
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated",
                             headers=UNAUTHORIZED)
@@ -237,7 +265,28 @@ def require_user(store: StoreDep,
     return user
 
 
+AnyUser = Annotated[User, Depends(require_account)]
+
+
+def require_user(user: AnyUser) -> User:
+    """A staff account (admin or inspector): a merchant account gets 403 on every staff
+    route, so no route written before merchant accounts existed can leak across merchants."""
+    if not user.is_staff:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "staff account required")
+    return user
+
+
 CurrentUser = Annotated[User, Depends(require_user)]
+
+
+def require_merchant(user: AnyUser) -> User:
+    """A merchant account (with its merchant id), else 403."""
+    if user.role is not Role.MERCHANT or user.merchant_id is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "merchant account required")
+    return user
+
+
+MerchantUser = Annotated[User, Depends(require_merchant)]
 
 
 def require_admin(user: CurrentUser) -> User:

@@ -130,9 +130,11 @@ users = Table(
     Column("username", String(64), nullable=False, unique=True),
     Column("display_name", String(128)),
     Column("password_hash", String(256), nullable=False),
-    Column("role", String(16), nullable=False),  # admin | inspector
+    Column("role", String(16), nullable=False),  # admin | inspector | merchant
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_ms", BigInteger, nullable=False),
+    # a merchant account sees this merchant's data only (gateway_server.merchant_portal)
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id", name="fk_users_merchant")),
 )
 
 api_tokens = Table(

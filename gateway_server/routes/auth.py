@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway_server import auth
-from gateway_server.auth import R401, ConnDep, CurrentUser
+from gateway_server.auth import R401, AnyUser, ConnDep
 from gateway_server.deps import SettingsDep
 from gateway_server.ratelimit import locked_error, login_lockout, login_rate_limit
 
@@ -40,6 +40,7 @@ class UserPublic(BaseModel):
     username: str
     role: auth.Role
     display_name: str | None = None
+    merchant_id: int | None = Field(None, description="a merchant account's merchant")
 
 
 async def login_body(request: Request) -> LoginRequest:
@@ -122,14 +123,14 @@ def login(body: Annotated[LoginRequest, Depends(login_body)], conn: ConnDep,
 
 
 @router.get("/me", response_model=UserPublic, summary="The logged-in user", responses=R401)
-def me(user: CurrentUser) -> UserPublic:
+def me(user: AnyUser) -> UserPublic:
     return UserPublic(id=user.id, username=user.username, role=user.role,
-                      display_name=user.display_name)
+                      display_name=user.display_name, merchant_id=user.merchant_id)
 
 
 @router.post("/logout", status_code=204, summary="Revoke the bearer token used",
              responses=R401)
-def logout(user: CurrentUser, conn: ConnDep,
+def logout(user: AnyUser, conn: ConnDep,
            token: Annotated[str | None, Depends(auth.bearer_scheme)]) -> None:
     if token:
         auth.revoke_token(conn, token)
