@@ -157,3 +157,19 @@ def test_without_the_queue_the_false_alarms_are_not_measured() -> None:
     assert res["queue"] is None and res["types"]["impact"]["in_queue"] is None
     md = to_markdown(res)
     assert "inspection queue**: not measured" in md and "| impact ◆ |" in md
+
+
+def test_a_preset_base_is_timed_from_when_it_became_visible() -> None:
+    """The first idle-pan report after the onset is when a preset base can first be seen
+    (``visible_ms``); the time from the onset is kept apart."""
+    truth = _truth()
+    truth["scales"]["s-pre"]["scenarios"][0]["visible_ms"] = T0 + 38 * MIN
+    found = [*FINDINGS, _f("zero-offset", "s-pre", T0 + 40 * MIN)]
+    res = score(truth, found)
+    case = next(c for c in res["cases"] if c["device"] == "s-pre")
+    assert case["visible_ms"] == T0 + 38 * MIN
+    assert case["ttd_s"] == 2 * 60 and case["ttd_onset_s"] == 10 * 60
+    assert res["types"]["preset-base"]["recall_5min"] == 1.0
+    del truth["scales"]["s-pre"]["scenarios"][0]["visible_ms"]  # no visibility: the onset
+    case = next(c for c in score(truth, found)["cases"] if c["device"] == "s-pre")
+    assert case["ttd_s"] == case["ttd_onset_s"] == 10 * 60 and "visible_ms" not in case

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,6 +76,22 @@ def test_events_decode_and_are_in_time_order() -> None:
                if s["scenarios"] and s["scenarios"][0]["kind"] == "impact")
     assert imp["scenarios"][0]["cheated_sales"] > 0
     assert all(short > 0 for _, _, short in imp["scenarios"][0]["short_sales"])
+
+
+def test_a_preset_base_becomes_visible_with_the_first_idle_report_after_its_onset() -> None:
+    sim = Simulation(build_world(load_fleet_config(SMALL)))
+    zeros: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for out in sim.run():
+        if out.kind == "events":
+            evs = [json.loads(raw) for raw in out.data]  # the events as the agent signs them
+            zeros[out.device] += [(ev["ts_ms"], ev["mean_mg"]) for ev in evs
+                                  if ev["kind"] == "zero"]
+    pre = {d: s["scenarios"][0] for d, s in sim.truth()["scales"].items()
+           if s["scenarios"] and s["scenarios"][0]["kind"] == "preset-base"}
+    assert pre
+    for dev, sc in pre.items():
+        after = [(t, m) for t, m in zeros[dev] if t >= sc["onset_ms"]]
+        assert sc["visible_ms"] == after[0][0] and after[0][1] > 0  # the base shows there
 
 
 def test_transmitters_report_the_load_cell_not_the_display() -> None:
