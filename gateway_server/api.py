@@ -14,11 +14,13 @@ from sqlalchemy.exc import DataError
 
 from gateway_server.auth import require_user
 from gateway_server.ingest import Ingestor
+from gateway_server.routes import applications as application_routes
 from gateway_server.routes import auth as auth_routes
 from gateway_server.routes import commands as command_routes
 from gateway_server.routes import events as events_routes
 from gateway_server.routes import inspection as inspection_routes
-from gateway_server.routes import pages
+from gateway_server.routes import merchant as merchant_routes
+from gateway_server.routes import pages, trust_admin, trust_pages, trust_public
 from gateway_server.routes import public as public_routes
 from gateway_server.routes import qr as qr_routes
 from gateway_server.routes import registry as registry_routes
@@ -56,6 +58,13 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
     app.include_router(inspection_routes.router, dependencies=[Depends(require_user)],
                        responses={401: {"description": "Not authenticated"}})
     app.include_router(inspection_routes.public_router)
+    # the trust programme's merchant lifecycle (issue 19): merchant accounts see their own
+    # data under /api/v1/merchant only; every staff route refuses them (auth.require_user)
+    app.include_router(merchant_routes.router)
+    app.include_router(application_routes.public)
+    app.include_router(application_routes.admin)
+    app.include_router(trust_public.router)
+    app.include_router(trust_admin.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
@@ -82,6 +91,7 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(qr_routes.router)
+    trust_pages.install(app)  # /apply, /merchant, /public/red-list, ... (before /static)
     pages.install(app)  # /, /login, /m/{trust_token}, /static
 
     return app

@@ -51,7 +51,7 @@ from weighing.errors import GatewayError
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # 16 MiB, ~50 ms: the RFC 7914 interactive level
 SCRYPT_DKLEN = 32
 SALT_BYTES = 16
-MIN_HASHED_CHECK = 12  # a stand-in password that passes the strength check (already hashed)
+_HASHED_STAND_IN = "hashed-elsewhere"  # passes the strength check: the hash was checked
 TOKEN_BYTES = 32
 TOKEN_URL = "/api/v1/auth/token"
 
@@ -147,7 +147,7 @@ def create_user(conn: Connection, username: str, password: str, role: str, *, no
     """A new account. A merchant account needs ``merchant_id`` (and only it has one);
     ``password_hash`` stores an already hashed password (an approved application's)."""
     if password_hash is not None:  # checked when it was hashed
-        r = _check(username, "x" * MIN_HASHED_CHECK, role)
+        r = _check(username, _HASHED_STAND_IN, role)
     else:
         r = _check(username, password, role)
     if (r is Role.MERCHANT) != (merchant_id is not None):

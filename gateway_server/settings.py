@@ -131,6 +131,19 @@ class Settings(BaseSettings):
     login_lockout_s: int = Field(
         900, ge=1, description="how long a locked account refuses logins, in seconds")
 
+    # -- the trust programme's merchant lifecycle (issue 19; docs/registry.md) ----------------
+    complaint_answer_hours: int = Field(
+        48, ge=1, le=24 * 60, description="a merchant answers a consumer complaint within this "
+        "many hours; later, the case is overdue and a complaint-overdue finding is raised")
+    application_image_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="largest licence image an application accepts")
+    status_feed_dir: str = Field(
+        "", description="folder watched for business-register status CSV files (empty: none); "
+        "each file is imported once, then moved to done/ or failed/ beside a .result.json")
+    trust_clock_interval_s: int = Field(
+        60, ge=1, description="how often serve checks complaint deadlines, list expiry, the "
+        "status-feed folder and due webhook deliveries")
+
     @field_validator("first_admin_password")
     @classmethod
     def _strong_admin_password(cls, v: SecretStr | None) -> SecretStr | None:

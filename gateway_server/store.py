@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, func, select
 
-from gateway_server import tables_trust  # noqa: F401 - registers its tables on metadata
-from gateway_server import tables_workflow  # noqa: F401 - registers its tables on metadata
+from gateway_server import (
+    tables_trust,  # noqa: F401 - registers its tables on metadata
+    tables_workflow,  # noqa: F401 - registers its tables on metadata
+)
 from gateway_server.tables import dead_letters, findings, metadata, quarantine, sales, scales
 
 
