@@ -50,16 +50,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     settings = Settings(**overrides)
     from gateway_server.retention import Purger
+    from gateway_server.trust_clock import TrustClock
 
     store, ingestor, server = build_server(settings)
     ingestor.start()
     purger = Purger(store, settings).start()  # dead-letter retention
+    clock = TrustClock(store, settings).start()  # complaint deadlines, lists, feed, webhooks
     logging.getLogger("gateway_server").info(
         "gateway: http://%s:%s  (MQTT %s, DB %s)", settings.http_host, settings.http_port,
         settings.mqtt_url, settings.database_url)
     try:
         server.run()
     finally:
+        clock.stop()
         purger.stop()
         ingestor.stop()
         if ingestor.sink is not None:
@@ -190,6 +193,22 @@ def _show_generated_keys(keys: list[GeneratedKey], keys_out: str | None, *, mark
         print(f'  {k.device}: key = "{k.key_hex}"')
 
 
+def cmd_status_feed(args: argparse.Namespace) -> int:
+    """Import a business-register status CSV (docs/registry.md); exit 1 if a row failed."""
+    from gateway_server.auth import now_ms
+    from gateway_server.statusfeed import import_feed
+
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    with _engine(args) as engine, engine.begin() as conn:
+        report = import_feed(conn, data, now_ms=now_ms(), actor="cli", source=args.file)
+    for e in report.warnings:
+        print(f"{args.file}: row {e.row}, column {e.column}: warning: {e.message}", file=sys.stderr)
+    for e in report.errors:
+        print(f"{args.file}: row {e.row}, column {e.column}: {e.message}", file=sys.stderr)
+    print(f"applied {report.applied}, unchanged {report.unchanged}, errors {len(report.errors)}")
+    return 1 if report.errors else 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from gateway_server.auth import now_ms
     from gateway_server.register_csv import export_register
@@ -245,7 +264,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
                              disabled=False)
         else:
             auth.create_user(conn, args.username, password, args.role, now_ms=auth.now_ms(),
-                             display_name=args.display_name)
+                             display_name=args.display_name, merchant_id=args.merchant_id)
     print(f"{'updated' if exists else 'created'} {args.role} {args.username}")
     return 0
 
@@ -451,8 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_command)
     cu = sub.add_parser("create-user", help="create an account (admin or inspector)")
     cu.add_argument("--username", required=True, help="login name")
-    cu.add_argument("--role", required=True, choices=["admin", "inspector"],
-                    help="admin: writes the register; inspector: reads and inspects")
+    cu.add_argument("--role", required=True, choices=["admin", "inspector", "merchant"],
+                    help="admin: writes the register; inspector: reads and inspects; "
+                    "merchant: one merchant's own data (with --merchant-id)")
+    cu.add_argument("--merchant-id", type=int, help="the merchant of a merchant account")
     cu.add_argument("--password", help="default: prompt on a terminal, else the first line of "
                     "stdin (a password here shows in the process list)")
     cu.add_argument("--display-name", help="name shown in the dashboard (default: username)")
@@ -460,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when the user exists: fail (default), set password and role, or skip")
     cu.add_argument("--database-url", help=_DB_HELP)
     cu.set_defaults(func=cmd_create_user)
+    sf = sub.add_parser("status-feed", help="import a business-register status CSV (credit "
+                        "code, status, date): 注销/吊销 delist, 经营异常名录 suspends")
+    sf.add_argument("file", help="the CSV file, or - for stdin")
+    sf.add_argument("--database-url", help=_DB_HELP)
+    sf.set_defaults(func=cmd_status_feed)
     em = sub.add_parser(
         "export-mosquitto", help="write a Mosquitto config, password files and ACL from the "
         "register",
