@@ -10,13 +10,17 @@ import * as finding from "./views/finding.js";
 import * as inspect from "./views/inspect.js";
 import * as tolerance from "./views/tolerance.js";
 import * as registry from "./views/registry.js";
+import * as applications from "./views/applications.js";
+import * as lifecycle from "./views/lifecycle.js";
 
-const VIEWS = { overview, queue, scale, merchant, finding, inspect, tolerance, registry };
+const VIEWS = { overview, queue, scale, merchant, finding, inspect, tolerance, registry, applications, lifecycle };
 const NAV = [
   ["overview", () => L("总览", "Overview")],
   ["queue", () => L("检查队列", "Inspection queue")],
   ["tolerance", () => L("允差计算", "Tolerances")],
   ["registry", () => L("登记管理", "Registry")],
+  ["applications", () => L("入驻审核", "Applications")],
+  ["lifecycle", () => L("诚信码管理", "Trust programme")],
 ];
 
 /** Live events from /api/v1/stream: "sale" and "finding" (detail = the row). */
@@ -74,6 +78,7 @@ async function start() {
   if (!session().token) return toLogin();
   try {
     ctx.me = await api("/auth/me");
+    if (ctx.me.role === "merchant") return location.replace("/merchant");  // its own pages
   } catch (err) {
     if (err.status !== 401) document.getElementById("view").replaceChildren(errorBox(err));
     return;

@@ -18,7 +18,7 @@ export function L(zh, en) {
 // closed sets of the API, shown in both languages
 const STATUS = {
   normal: ["正常", "Normal"], yellow: ["黄牌", "Yellow card"], red: ["红牌", "Red card"],
-  suspended: ["经营异常", "Suspended"], delisted: ["已注销", "Delisted"],
+  suspended: ["经营异常", "Suspended"], delisted: ["已下架", "Delisted"],
 };
 const LIST = { none: ["—", "—"], red: ["红榜", "Red list"], black: ["黑榜", "Black list"] };
 const SEVERITY = {
@@ -54,6 +54,7 @@ const KIND = {
   "residual-both": ["残差：增益与固定偏差", "Residual: gain + additive"],
   "residual-excess": ["残差：超出法定误差", "Residual: beyond the MPE"],
   "not-judged": ["未能判断（观察）", "Not judged (observation)"],
+  "complaint-overdue": ["投诉逾期未答复", "Complaint not answered in time"],
 };
 const VERDICT = {
   ok: ["合格", "ok"], violation: ["短秤超差", "violation"], no_rule: ["无适用规则", "no rule"],
@@ -89,6 +90,24 @@ const CHANNEL = {
 const COMPLAINT_STATUS = {
   open: ["待处理", "open"], closed: ["已办结", "closed"], resolved: ["已办结", "resolved"],
   dismissed: ["不予受理", "dismissed"],
+};
+// the trust programme's lifecycle (issue 19)
+const CASE_STATE = {
+  awaiting: ["等待商户答复", "awaiting the answer"], answered: ["商户已答复", "answered"],
+  overdue: ["逾期未答复", "overdue"], mediating: ["调解中", "in mediation"], closed: ["已办结", "closed"],
+};
+const OUTCOME = {
+  refund: ["退款", "refund"], compensation: ["赔偿（消保法第五十五条）", "compensation (Art. 55)"],
+  settled: ["调解达成协议", "settled"], rejected: ["投诉不成立", "rejected"],
+};
+const APP_STATUS = {
+  draft: ["草稿", "draft"], submitted: ["待审核", "submitted"],
+  changes_requested: ["需补充材料", "changes requested"], approved: ["已通过", "approved"],
+  rejected: ["未通过", "rejected"],
+};
+const REGISTER_STATUS = {
+  normal: ["登记正常", "registered"], cancelled: ["已注销", "cancelled"],
+  revoked: ["已吊销", "revoked"], abnormal: ["经营异常名录", "abnormal-operations list"],
 };
 const GROUNDS = {
   evidence: ["证据达到门槛", "evidence above the threshold"],
@@ -142,13 +161,18 @@ export const channelText = (k) => pick(CHANNEL, k, "channel");
 export const complaintStatusText = (k) => pick(COMPLAINT_STATUS, k, "complaint-status");
 export const groundText = (k) => pick(GROUNDS, k, "grounds");
 export const stageText = (k) => pick(STAGE, k, "stage");
+export const caseStateText = (k) => pick(CASE_STATE, k, "case-state");
+export const outcomeText = (k) => pick(OUTCOME, k, "outcome");
+export const appStatusText = (k) => pick(APP_STATUS, k, "application-status");
+export const registerStatusText = (k) => pick(REGISTER_STATUS, k, "register-status");
 // a row error names its column by key or by the header the file used (zh or en)
 const HEADER_KEY = Object.fromEntries(Object.entries(COLUMN).flatMap(([k, [zh, en]]) => [[zh, k], [en, k]]));
 export const columnText = (k) => pick(COLUMN, COLUMN[k] ? k : HEADER_KEY[k] || k, "column");
 export const CATEGORIES = Object.keys(CATEGORY);
 /** Every raw value of the closed sets (the browser test looks for them in page text). */
 export const RAW_VALUES = [KIND, CATEGORY, METHOD, SCALE_STATE, ROLE, CHANNEL, STATUS,
-  SEVERITY, FINDING_STATUS, COMPLAINT_STATUS, STAGE, VERDICT, GROUNDS].flatMap((t) => Object.keys(t));
+  SEVERITY, FINDING_STATUS, COMPLAINT_STATUS, STAGE, VERDICT, GROUNDS, CASE_STATE, OUTCOME,
+  APP_STATUS, REGISTER_STATUS].flatMap((t) => Object.keys(t));
 
 /** A category as the register stores it: a key of CATEGORY or the merchant's own words. */
 export const categoryWords = (k) => (CATEGORY[k] ? categoryText(k) : k);

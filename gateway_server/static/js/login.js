@@ -44,7 +44,8 @@ document.getElementById("login-form").addEventListener("submit", async (ev) => {
     } else {
       const body = await r.json();
       saveSession(body.access_token, username, body.role);
-      location.replace("/" + nextHash());
+      // a merchant account has its own pages (issue 19); staff go to the dashboard
+      location.replace(body.role === "merchant" ? "/merchant" : "/" + nextHash());
       return;
     }
   } catch (e) {

@@ -1,4 +1,5 @@
-// The trust-code page's complaint form: POST /api/v1/public/complaints (JSON). Without
+// The trust-code page's complaint form: POST /api/v1/public/complaint-cases (JSON; the
+// answer carries the case number the consumer looks up at /public/complaints). Without
 // JavaScript the same form posts to /m/{token}/complaint. Messages use textContent only.
 const form = document.getElementById("complaint-form");
 if (form) {
@@ -20,12 +21,20 @@ if (form) {
     const btn = form.querySelector("button");
     btn.disabled = true;
     try {
-      const r = await fetch("/api/v1/public/complaints", {
+      const r = await fetch("/api/v1/public/complaint-cases", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       if (r.status === 201) {
         const j = await r.json();
-        out.textContent = "投诉已受理（编号 " + j.id + "）。市场监管部门会尽快处理，也可拨打 12315。";
+        out.textContent = "投诉已受理，投诉编号 ";
+        const num = document.createElement("b");
+        num.id = "complaint-number";
+        num.textContent = j.number;
+        const look = document.createElement("a");
+        look.href = "/public/complaints?number=" + encodeURIComponent(j.number);
+        look.id = "complaint-lookup";
+        look.textContent = "查询处理进度";
+        out.append(num, "。请保存编号，商户须限时答复。", look);
         out.classList.add("good");
         form.reset();
       } else if (r.status === 429) {
