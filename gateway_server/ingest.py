@@ -13,6 +13,16 @@ Rules (architecture.md §6):
   bottleneck (DEVELOPERS.md measurements).
 * A payload that fails validation is kept in ``dead_letters`` with its reason and
   counted; it never stops the worker and never takes good messages down with it.
+* End-to-end acknowledgement (``gateway_server.acks``): after a batch commits, each
+  keyed device with events in it gets one signed ``stored`` command with the seq up to
+  which everything of it is settled here, and a ``resend`` command for a gap; declared
+  drops mark the gap findings they explain, in the batch's transaction.
+* The client keeps its connection through a backlog drain: paho's network loop runs in
+  its own thread (``loop_start``) and never waits for the writer (the hand-over queue
+  is larger than the in-flight window, so ``on_message`` never blocks); the broker's
+  in-flight window (``INFLIGHT``) bounds what is delivered but not yet acknowledged,
+  and the keep-alive (``KEEPALIVE_S``) leaves room for a writer holding the GIL through
+  a long transaction.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from gateway_server.acks import AckTracker
 from gateway_server.pipeline import BatchResult, Incoming, Limits, decode_message, store_batch
 from gateway_server.settings import Settings
 from gateway_server.store import Store
@@ -39,6 +50,8 @@ log = logging.getLogger(__name__)
 
 
 POISON_RETRIES = 3
+KEEPALIVE_S = 60
+INFLIGHT = 1000  # messages delivered but not yet acknowledged (the queue holds 100×)
 
 
 def _is_data_error(err: Exception) -> bool:
@@ -81,7 +94,7 @@ class Ingestor:
     """The MQTT subscriber and its writer thread."""
 
     def __init__(self, settings: Settings, store: Store, *, client_id: str | None = None,
-                 markets: list[str] | None = None) -> None:
+                 markets: list[str] | None = None, acknowledge: bool = True) -> None:
         self.settings = settings
         self.store = store
         self.markets = markets or settings.market_list
@@ -92,6 +105,9 @@ class Ingestor:
         self._writer: threading.Thread | None = None
         self.sink: Any = None  # a gateway_server.tssink.TimeSeriesSink, when configured
         self._windows: dict[str, int] = {}  # last closed window evaluated, per market
+        self.acks = AckTracker()
+        self.acknowledge = acknowledge  # False: no stored/resend commands (bench_acks.py)
+        self._keys: dict[str, bytes | None] = {}  # keys of the batch being stored
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
         self.client = mqtt.Client(
@@ -103,7 +119,7 @@ class Ingestor:
         )
         if u.username:
             self.client.username_pw_set(u.username, u.password)
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(INFLIGHT)
         self.client.reconnect_delay_set(1, 10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -112,7 +128,7 @@ class Ingestor:
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
         self._writer.start()
-        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
 
     def queue_depth(self) -> int:
@@ -174,12 +190,14 @@ class Ingestor:
             except UnicodeDecodeError:
                 topic = repr(m._topic)[:500]
             batch.append(decode_message(topic, m.payload, t))
+        self._keys = {}
         results = self._store(batch, t)
         if results is None:
             return  # stopping: nothing acknowledged, the broker redelivers
         for m in msgs:
             if m.qos:
                 self.client.ack(m.mid, m.qos)
+        self._acknowledge(batch, t)
         for res in results:
             self._account(res)
             if self.sink is not None:
@@ -199,8 +217,25 @@ class Ingestor:
                               unknown_devices=self.settings.unknown_devices,
                               windows=windows if self.settings.idle_scale_rule else None,
                               limits=Limits.from_settings(self.settings))
+            devices = {i.parts.device for i in batch if i.parts is not None
+                       and i.parts.channel is wire.Channel.EVENTS}
+            keys = self.acks.keys(conn, devices, t) if devices and self.acknowledge else {}
+            if self.acknowledge:
+                self.acks.mark_declared(conn, batch)
         self._windows = windows  # only once committed
+        self._keys.update(keys)
         return res
+
+    def _acknowledge(self, batch: list[Incoming], t: int) -> None:
+        """After the commit: signed ``stored`` / ``resend`` commands to the devices."""
+        if not self.acknowledge:
+            return
+        try:
+            touched = self.acks.observe(batch, self._keys)
+            for topic, payload in self.acks.commands(touched, self._keys, t):
+                self.client.publish(topic, payload, qos=1)
+        except Exception:  # acknowledgement is an optimisation of the edge: never fatal
+            log.exception("cannot send the storage confirmations of a batch")
 
     def _store(self, batch: list[Incoming], t: int) -> list[BatchResult] | None:
         """Store ``batch``; retry while the database is unreachable; never lose a message.

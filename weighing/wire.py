@@ -450,7 +450,7 @@ def event_batch_payload(device: str, encoded_events: list[bytes], *,
     """Assemble an ``EventBatch`` payload from already-encoded events, without re-encoding.
 
     The edge outbox stores each event encoded once; batching is then a byte join. Its
-    size is :func:`event_batch_size` of the same arguments.
+    size is at most :data:`BATCH_OVERHEAD_BYTES` plus the events and their commas.
     """
     head = _ENCODER.encode(check_id(device, "device"))
     tail = b"]}" if floor_seq is None else b'],"floor_seq":' + str(floor_seq).encode() + b"}"
