@@ -118,7 +118,10 @@ class FeedReport:
 def _read(text: str, report: FeedReport) -> tuple[dict[str, str], list[tuple[int, dict[str, str]]]]:
     first = text.splitlines()[0] if text else ""
     delimiter = "\t" if "\t" in first and "," not in first else ","
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as err:  # e.g. a NUL byte or a stray carriage return
+        raise CsvFormatError(f"not a readable CSV file: {err}") from err
     if not rows or not any(c.strip() for c in rows[0]):
         raise CsvFormatError("empty file: no header row")
     index: dict[int, str] = {}

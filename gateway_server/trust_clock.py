@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection
 
 from gateway_server import complaint_cases, statusfeed, trust_lists, webhooks
 from gateway_server.settings import Settings
@@ -25,7 +28,7 @@ def tick(store: Store, settings: Settings, *, now_ms: int | None = None) -> dict
     """One pass of every step; what each did."""
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     done: dict[str, int] = {}
-    steps = {
+    steps: dict[str, Callable[[Connection], int]] = {
         "overdue": lambda c: len(complaint_cases.tick(
             c, now_ms=now, answer_s=settings.complaint_answer_hours * 3600)),
         "expired": lambda c: trust_lists.expire(c, now_ms=now),

@@ -26,7 +26,7 @@ Secret = Annotated[str, Header(alias="X-Application-Secret", min_length=8, max_l
                                description="the secret given with the application number")]
 
 
-class LicenceIn(BaseModel):
+class ApplicationLicenceIn(BaseModel):
     kind: str = Field(min_length=1, max_length=64, description="营业执照, 食品经营许可证, ...")
     number: str = Field(min_length=1, max_length=128)
     valid_until: str | None = Field(None, max_length=32, description="date (CST), optional")
@@ -39,7 +39,7 @@ class ApplicationFields(BaseModel):
     stall_no: str | None = Field(None, min_length=1, max_length=64)
     categories: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=20)
     phone: str | None = Field(None, min_length=5, max_length=64)
-    licences: list[LicenceIn] | None = Field(None, max_length=6)
+    licences: list[ApplicationLicenceIn] | None = Field(None, max_length=6)
     commitments: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=20)
 
 

@@ -15,6 +15,7 @@ from gateway_server import registry as reg
 from gateway_server import statusfeed, trust_lists, webhooks
 from gateway_server.auth import R401, R403, R404, R409, AdminUser, ConnDep, CurrentUser, now_ms
 from gateway_server.deps import RowIdPath, RowIdQuery, SettingsDep
+from gateway_server.register_csv import CsvFormatError
 
 router = APIRouter(prefix="/api/v1", tags=["trust programme"],
                    responses={**R401, **R403, **R404})
@@ -96,7 +97,7 @@ async def status_feed(request: Request, user: AdminUser, conn: ConnDep) -> dict[
     try:
         rep = statusfeed.import_feed(conn, data, now_ms=now_ms(), actor=user.username,
                                      source="upload")
-    except statusfeed.CsvFormatError as err:
+    except CsvFormatError as err:
         raise HTTPException(422, [{"loc": ["body"], "msg": str(err),
                                    "type": "value_error"}]) from err
     return rep.as_dict()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import CODE_A, CODE_B, CODE_C, PASSWORD, login, make_code, seed
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
+from conftest import CODE_A, CODE_B, CODE_C, PASSWORD, login, make_code, seed
 from gateway_server import complaint_cases as cases
 from gateway_server import registry as reg
 from gateway_server import trust_lists

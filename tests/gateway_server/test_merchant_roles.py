@@ -22,10 +22,10 @@ import re
 from typing import Any
 
 import pytest
-from conftest import CODE_A, CODE_B, PASSWORD, login, seed
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from conftest import CODE_A, CODE_B, PASSWORD, login, seed
 from gateway_server import auth
 from gateway_server import registry as reg
 from gateway_server.merchant_portal import create_account

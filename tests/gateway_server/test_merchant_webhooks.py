@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import CODE_A, seed
 from sqlalchemy import select
 
+from conftest import CODE_A, seed
 from gateway_server import webhooks
 from gateway_server.auth import now_ms
 from gateway_server.settings import Settings
@@ -36,7 +36,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.got.append({"headers": dict(self.headers), "body": body})
                 code = outer.script.pop(0) if outer.script else 200
