@@ -16,6 +16,7 @@ from gateway_server.auth import require_user
 from gateway_server.ingest import Ingestor
 from gateway_server.routes import applications as application_routes
 from gateway_server.routes import auth as auth_routes
+from gateway_server.routes import cases as case_routes
 from gateway_server.routes import commands as command_routes
 from gateway_server.routes import events as events_routes
 from gateway_server.routes import inspection as inspection_routes
@@ -24,6 +25,7 @@ from gateway_server.routes import pages, trust_admin, trust_pages, trust_public
 from gateway_server.routes import public as public_routes
 from gateway_server.routes import qr as qr_routes
 from gateway_server.routes import registry as registry_routes
+from gateway_server.routes import stats as stats_routes
 from gateway_server.settings import Settings
 from gateway_server.store import Store
 
@@ -58,6 +60,10 @@ def create_app(store: Store, ingestor: Ingestor | None = None,
     app.include_router(inspection_routes.router, dependencies=[Depends(require_user)],
                        responses={401: {"description": "Not authenticated"}})
     app.include_router(inspection_routes.public_router)
+    # the case file (issue 18): each route asks for its staff user
+    app.include_router(case_routes.router)
+    app.include_router(stats_routes.router, dependencies=[Depends(require_user)],
+                       responses={401: {"description": "Not authenticated"}})
     # the trust programme's merchant lifecycle (issue 19): merchant accounts see their own
     # data under /api/v1/merchant only; every staff route refuses them (auth.require_user)
     app.include_router(merchant_routes.router)

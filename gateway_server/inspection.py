@@ -275,7 +275,10 @@ def judge_loads(pairs: list[tuple[int, int]], *, e_mg: int,
 
 def record_result(conn: Connection, *, device: str, pairs: list[tuple[int, int]], now_ms: int,
                   inspector: str | None = None, task_id: int | None = None,
-                  fraud: bool = False, notes: str = "") -> dict[str, Any]:
+                  fraud: bool = False, notes: str = "",
+                  apply_status: bool = True) -> dict[str, Any]:
+    """Judge and store an inspection. ``apply_status=False`` (a case file,
+    ``casework``) leaves the merchant's card to the inspector's confirmed decision."""
     s = conn.execute(select(scales).where(scales.c.device == device)).first()
     if s is None or not s.e_mg:
         raise LookupError(f"no scale {device} with a known e")
@@ -298,7 +301,7 @@ def record_result(conn: Connection, *, device: str, pairs: list[tuple[int, int]]
                          .values(status="done"))
     _settle_findings(conn, device, fids, passed)
     status = None
-    if merchant_id is not None:
+    if merchant_id is not None and apply_status:
         status = apply_verdict(conn, merchant_id, passed=passed, fraud=fraud, now_ms=now_ms,
                                reason=f"检查 inspection #{rid} of {device}: "
                                       f"{'合格 pass' if passed else '不合格 fail'}"

@@ -215,3 +215,80 @@ def incidents(conn: Connection, *, device: str | None = None, merchant_id: int |
                     "open": int(r.open or 0), "confirmed": int(r.confirmed or 0),
                     "dismissed": int(r.dismissed or 0)})
     return out
+
+
+# -- the queue as CSV ----------------------------------------------------------------------
+
+_KIND_ZH = {  # the queue's kinds in words for the export (the dashboard has i18n.js)
+    "impact": "冲击法（未稳定计价）", "impact-repeated": "多次冲击计价（短秤超差）",
+    "zero-offset": "零点偏移", "zero-offset-persistent": "空秤持续显示重量（预留底数）",
+    "tare-omission": "未去皮", "untared-tray-goods": "托盘类商品未去皮（观察）",
+    "amount-mismatch": "金额不符", "price-decimal-trick": "单价小数点作弊",
+    "price-mismatch": "单价与登记不符", "scale-too-coarse": "秤准确度不适合",
+    "calibration-change": "计量参数变更", "idle-while-peers-trade": "溯源秤闲置",
+    "reweigh-short": "复秤短秤", "untracked-sales": "复秤商品无溯源记录",
+    "offline-trading-hours": "交易时段离线", "k-factor-drift": "测量系数偏离",
+    "bad-signature": "签名无效", "sequence-gap": "数据缺失（序号断档）",
+    "identity-mismatch": "设备身份不符", "verification-overdue": "检定过期",
+    "residual-gain": "残差：增益偏差", "residual-additive": "残差：固定偏差",
+    "residual-both": "残差：增益与固定偏差", "residual-excess": "残差：超出法定误差",
+    "not-judged": "未能判断（观察）", "complaint-overdue": "投诉逾期未答复",
+}
+_GROUNDS = {"evidence": ("证据达到门槛", "evidence above the threshold"),
+            "verification-overdue": ("检定过期（法定理由）", "verification overdue (legal reason)")}
+
+
+def _dec(value: int | None, unit: int, places: int, *, strip: bool = True) -> str:
+    """An integer in mg / fen as g / kg / 元 text, exact (no float); money keeps its
+    places (``strip=False``)."""
+    if value is None:
+        return ""
+    sign, a = ("-" if value < 0 else ""), abs(value)
+    whole, frac = divmod(a, unit)
+    text = f"{sign}{whole}.{frac:0{places}d}"
+    return text.rstrip("0").rstrip(".") if strip else text
+
+
+def _title_en(title: str | None) -> str:
+    """The English half of a finding title ("冲击法 Impact sale" → "Impact sale")."""
+    import re
+
+    m = re.search(r"\s[A-Z][a-z]", title or "")
+    return (title or "")[m.start() + 1:].strip() if m else ""
+
+
+def queue_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *,
+              lang: str = "zh") -> bytes:
+    """The queue rows as CSV (UTF-8 with BOM, for Excel): masses in g, money in 元, kinds
+    and grounds in words, the scale by stall and model."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([zh if lang == "zh" else en for en, zh in columns])
+    en = lang != "zh"
+    for i, r in enumerate(rows, 1):
+        sf = r.get("shortfall") or {}
+        kinds = [(_title_en(x["title"]) or x["kind"] if en
+                  else _KIND_ZH.get(x["kind"], x["title"] or x["kind"]))
+                 + (f" ×{x['count']}" if x["count"] > 1 else "") for x in r["reasons"]]
+        stall = r.get("stall_no") or ""
+        scale = ("fair scale" if en else "公平秤") if r.get("scale_role") == "fair" else \
+            (f"{'stall' if en else '摊位'} {stall}".strip() if stall else "")
+        scale = " · ".join(p for p in (scale, r.get("scale_model") or "") if p)
+        values = {
+            "rank": str(i), "market": (r.get("market_name_en") if en else None)
+            or r.get("market_name") or r["market"], "stall_no": stall,
+            "merchant": r.get("merchant_name") or "", "scale": scale,
+            "evidence": f"{r['evidence']:.1f}",
+            "grounds": "; ".join(_GROUNDS[g][1 if en else 0] for g in r["grounds"]),
+            "kinds": "; ".join(kinds),
+            "short_g": _dec(sf.get("short_mg"), 1000, 3),
+            "sold_g": _dec(sf.get("sold_mg"), 1000, 3),
+            "overcharged_yuan": _dec(sf.get("fen"), 100, 2, strip=False) if sf else "",
+            "per_day_yuan": _dec(sf.get("fen_per_day"), 100, 2, strip=False),
+            "test_loads_kg": " ".join(_dec(x, 1_000_000, 6) for x in r["test_loads_mg"]),
+            "device": r["device"]}
+        w.writerow([values[k] for k, _ in columns])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")

@@ -144,6 +144,17 @@ class Settings(BaseSettings):
         60, ge=1, description="how often serve checks complaint deadlines, list expiry, the "
         "status-feed folder and due webhook deliveries")
 
+    # -- the case file (issue 18; gateway_server/casework.py) ------------------------------------
+    card_lift_days: int = Field(
+        30, ge=0, le=3650, description="a yellow or red card may be lifted by a passing "
+        "re-inspection at least this many days after the card was given (an explicit, audited "
+        "decision on the case, never automatic)")
+    case_photo_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="largest photo a case file accepts (PNG / JPEG)")
+    pdf_chromium: str = Field(
+        "/usr/bin/chromium", description="the headless Chromium that prints a case's "
+        "现场检查笔录 to PDF (--print-to-pdf)")
+
     @field_validator("first_admin_password")
     @classmethod
     def _strong_admin_password(cls, v: SecretStr | None) -> SecretStr | None:

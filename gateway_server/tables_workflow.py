@@ -6,7 +6,18 @@ Kept apart from ``tables.py`` (register and events) but on the same ``metadata``
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from gateway_server.tables import _ID, metadata
 
@@ -103,6 +114,51 @@ status_history = Table(
     Column("old_list", String(8)),
     Column("new_list", String(8), nullable=False),
     Column("reason", Text, nullable=False),
+)
+
+# -- the case file (issue 18; gateway_server/casework.py) -------------------------------------
+
+inspection_cases = Table(
+    "inspection_cases", metadata,  # from an incident to a task to a case: the 现场检查笔录
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger, ForeignKey("inspection_tasks.id"), index=True),
+    Column("device", String(64), nullable=False, index=True),
+    Column("market", String(64), nullable=False),
+    Column("merchant_id", BigInteger, index=True),  # bound to the scale when the case opened
+    Column("finding_ids", Text, nullable=False, default="[]"),  # JSON list: what it answers
+    Column("opened_ms", BigInteger, nullable=False),
+    Column("opened_by", String(64), nullable=False),
+    # open | recorded | signed | decided (casework.CaseState)
+    Column("state", String(16), nullable=False),
+    Column("place", Text, nullable=False, default=""),
+    Column("weights_cert_no", String(64)),  # the standard weights' calibration certificate
+    Column("notes", Text, nullable=False, default=""),
+    Column("result_id", BigInteger, ForeignKey("inspection_results.id")),
+    Column("recorded_ms", BigInteger),
+    Column("signer_name", String(64)),
+    Column("signature_png", LargeBinary),
+    Column("signature_sha256", String(64)),
+    Column("signed_ms", BigInteger),
+    Column("decision", String(16)),  # casework.Action
+    Column("decision_reason", Text),
+    Column("decided_ms", BigInteger),
+    Column("decided_by", String(64)),
+    Index("ix_cases_state", "state", "opened_ms"),
+)
+
+case_photos = Table(
+    "case_photos", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("case_id", BigInteger, ForeignKey("inspection_cases.id"), nullable=False,
+           index=True),
+    Column("mime", String(32), nullable=False),  # image/jpeg | image/png (by magic bytes)
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),  # content hash, hex
+    Column("content", LargeBinary, nullable=False),
+    Column("caption", String(200), nullable=False, default=""),
+    Column("uploaded_ms", BigInteger, nullable=False),
+    Column("uploaded_by", String(64), nullable=False),
+    UniqueConstraint("case_id", "sha256", name="uq_case_photo_hash"),
 )
 
 # -- workers sharded by market (gateway_server.sharding) -----------------------------------

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -167,10 +167,17 @@ class QueueRow(QueueItem):
     scale_model: str | None
     scale_role: str | None
     shortfall: Shortfall | None
+    task_open: bool = Field(False, description="an inspection task for the scale is open")
 
 
 def _item(r: insp.ScaleRisk) -> dict[str, Any]:
     return r.__dict__ | {"grounds": list(r.grounds)}
+
+
+SeverityQuery = Annotated[Literal["info", "low", "medium", "high", "critical"] | None, Query(
+    description="rows with a finding kind of at least this severity")]
+QueueStatusQuery = Annotated[Literal["untasked", "tasked"] | None, Query(
+    description="untasked: no open inspection task for the scale; tasked: one is open")]
 
 
 @router.get("/inspection-queue", response_model=list[QueueRow], tags=["inspection"],
@@ -178,13 +185,59 @@ def _item(r: insp.ScaleRisk) -> dict[str, Any]:
                     "verification), strongest first, with reasons, the test loads to use, "
                     "where (market, stall, merchant bound at the time) and how much")
 def inspection_queue(store: StoreDep, market: str | None = None,
+                     kind: str | None = None, severity: SeverityQuery = None,
+                     status: QueueStatusQuery = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 50,
                      offset: OffsetQuery = 0) -> list[dict[str, Any]]:
-    t = now_ms()
     with store.engine.connect() as c:
-        items = [_item(r) for r in insp.risk_ranking(c, now_ms=t, market=market,
-                                                     limit=limit, offset=offset)]
-        return [x | queue_rows.row_context(c, x, now_ms=t) for x in items]
+        return _queue(c, market=market, kind=kind, severity=severity, status=status,
+                      limit=limit, offset=offset)
+
+
+def _queue(c: Any, *, market: str | None, kind: str | None, severity: str | None,
+           status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+    """The queue, filtered (kind among its reasons, a reason of at least ``severity``, an
+    open task or none), then paged; each row with its context."""
+    t = now_ms()
+    rank = insp._SEVERITY_RANK
+    tasked = {r.device for r in c.execute(select(inspection_tasks.c.device).where(
+        inspection_tasks.c.status == "open"))}
+    items = []
+    for r in insp.risk_ranking(c, now_ms=t, market=market, limit=BIGINT_MAX):
+        if kind and not any(x["kind"] == kind for x in r.reasons):
+            continue
+        if severity and not any(rank.get(x["severity"], 0) >= rank[severity]
+                                for x in r.reasons):
+            continue
+        if status and (r.device in tasked) != (status == "tasked"):
+            continue
+        items.append(r)
+    page = [_item(r) for r in items[offset:offset + limit]]
+    return [x | queue_rows.row_context(c, x, now_ms=t) | {"task_open": x["device"] in tasked}
+            for x in page]
+
+
+QUEUE_CSV = (("rank", "序号"), ("market", "市场"), ("stall_no", "摊位号"),
+             ("merchant", "商户（当时绑定）"), ("scale", "计量秤"), ("evidence", "证据"),
+             ("grounds", "理由"), ("kinds", "问题"), ("short_g", "短少 (g)"),
+             ("sold_g", "售出 (g)"), ("overcharged_yuan", "多收 (元)"),
+             ("per_day_yuan", "估计当天 (元)"), ("test_loads_kg", "试验载荷 (kg)"),
+             ("device", "设备编号"))
+
+
+@router.get("/inspection-queue.csv", response_class=Response, tags=["inspection"],
+            summary="The inspection queue as CSV (same filters; zh-CN or English headers)",
+            responses={200: {"content": {"text/csv": {}}}})
+def inspection_queue_csv(store: StoreDep, market: str | None = None, kind: str | None = None,
+                         severity: SeverityQuery = None, status: QueueStatusQuery = None,
+                         lang: Literal["zh", "en"] = "zh") -> Response:
+    with store.engine.connect() as c:
+        rows = _queue(c, market=market, kind=kind, severity=severity, status=status,
+                      limit=1000, offset=0)
+    return Response(queue_rows.queue_csv(rows, QUEUE_CSV, lang=lang),
+                    media_type="text/csv; charset=utf-8", headers={
+                        "Content-Disposition": 'attachment; filename="inspection-queue.csv"',
+                        "Cache-Control": "private, no-store"})
 
 
 class IncidentOut(BaseModel):
