@@ -109,6 +109,12 @@ OVERDUE = Ground(LEGAL_OVERDUE, "Metrology Law Art. 9 (compulsory verification o
 LEGAL_NOT_JUDGED = "观察记录（无法律依据）/ observation"
 NOT_JUDGED = Ground("观察记录（无法律依据）", "observation (no legal basis)", technical=True)
 
+# a merchant's complaint left unanswered past the trust programme's deadline (issue 19,
+# gateway_server/complaint_cases.py): a commitment of the programme, no statute
+PROGRAMME = Ground("放心消费承诺：限时答复投诉（项目规则，非法定条款）",
+                   "trust-programme commitment: answer complaints in time (a programme rule, "
+                   "not a statutory article)")
+
 #: every finding kind → its ground (the API shows these; docs/metrology.md mirrors them)
 KIND_GROUNDS: dict[str, Ground] = {
     "impact": IMPACT,
@@ -136,6 +142,7 @@ KIND_GROUNDS: dict[str, Ground] = {
     "bad-signature": TECHNICAL,
     "sequence-gap": TECHNICAL,
     "identity-mismatch": TECHNICAL,
+    "complaint-overdue": PROGRAMME,
 }
 
 #: verdicts of an inspection, a re-weigh and their consequences
