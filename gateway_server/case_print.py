@@ -8,7 +8,6 @@ Masses are formatted from integer mg by integer arithmetic; MPE fractions exactl
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import subprocess
 import tempfile
@@ -28,32 +27,10 @@ from gateway_server.tables_workflow import case_photos, inspection_cases
 CST = timedelta(hours=8)
 PDF_TIMEOUT_S = 60
 
-STYLE = """
-@page { size: A4; margin: 16mm 14mm; }
-body { font-family: "Noto Sans CJK SC", "Noto Serif CJK SC", "WenQuanYi Zen Hei", sans-serif;
-  font-size: 11pt; color: #000; margin: 0; }
-h1 { text-align: center; font-size: 18pt; letter-spacing: 0.3em; margin: 0 0 4pt; }
-.no { text-align: right; font-size: 10pt; margin-bottom: 8pt; }
-table { border-collapse: collapse; width: 100%; margin: 4pt 0 10pt; }
-th, td { border: 1px solid #000; padding: 3pt 5pt; vertical-align: top; }
-th { background: #eee; font-weight: normal; text-align: left; width: 22%; }
-td.num, th.num { text-align: right; }
-.loads th { width: auto; text-align: center; }
-.fail { font-weight: bold; }
-h2 { font-size: 12pt; margin: 10pt 0 2pt; }
-.photos { display: flex; flex-wrap: wrap; gap: 6pt; }
-.photos figure { margin: 0; width: 48%; break-inside: avoid; }
-.photos img { max-width: 100%; max-height: 60mm; border: 1px solid #999; }
-figcaption, .hash { font-size: 8pt; word-break: break-all; }
-.sign { display: flex; gap: 24pt; margin-top: 12pt; break-inside: avoid; }
-.sign div { flex: 1; }
-.sign img { height: 22mm; border-bottom: 1px solid #000; display: block; }
-.line { border-bottom: 1px solid #000; height: 22mm; }
-.verdict { font-size: 13pt; }
-"""
-STYLE_CSP_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-# no script, no network: the styles above (by hash) and inline images only
-PRINT_CSP = (f"default-src 'none'; style-src 'sha256-{STYLE_CSP_HASH}'; img-src data:; "
+# one stylesheet: linked by the HTML view (same origin), inlined where Chromium prints the PDF
+STYLE_PATH = Path(__file__).parent / "static" / "css" / "record.css"
+# no script, no network but this origin's stylesheet: inline images only
+PRINT_CSP = ("default-src 'none'; style-src 'self'; img-src data:; "
              "base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
 
 
@@ -93,8 +70,9 @@ def _e(v: Any) -> str:
     return escape("—" if v is None or v == "" else str(v), quote=True)
 
 
-def record_html(conn: Connection, case_id: int) -> str:
-    """The 现场检查笔录 as a self-contained HTML document."""
+def record_html(conn: Connection, case_id: int, *, stylesheet_url: str | None = None) -> str:
+    """The 现场检查笔录 as one HTML document: the stylesheet linked by ``stylesheet_url``
+    (the browser view), else inlined (the page printed to PDF)."""
     c = casework.get_case(conn, case_id)
     row = conn.execute(select(inspection_cases.c.signature_png).where(
         inspection_cases.c.id == case_id)).one()
@@ -104,7 +82,9 @@ def record_html(conn: Connection, case_id: int) -> str:
         if c["merchant_id"] is not None else None
     res = c["result"]
     parts = ["<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>",
-             f"<title>现场检查笔录 {_e(c['number'])}</title><style>{STYLE}</style></head><body>",
+             f"<title>现场检查笔录 {_e(c['number'])}</title>",
+             f"<link rel='stylesheet' href='{_e(stylesheet_url)}'>" if stylesheet_url else
+             f"<style>{STYLE_PATH.read_text(encoding='utf-8')}</style>", "</head><body>",
              "<h1>现场检查笔录</h1>",
              f"<div class='no'>编号：{_e(c['number'])}</div><table>",
              f"<tr><th>被检查人</th><td>{_e(m.name if m else None)}</td>"

@@ -186,9 +186,10 @@ def decide(id: RowIdPath, body: DecisionIn, user: CurrentUser, conn: ConnDep,
 @router.get("/cases/{id}/record.html", response_class=Response,
             summary="The printable 现场检查笔录 (HTML, no script)",
             responses={200: {"content": {"text/html": {}}}})
-def record_html(id: RowIdPath, _: CurrentUser, conn: ConnDep) -> Response:
+def record_html(id: RowIdPath, _: CurrentUser, conn: ConnDep, request: Request) -> Response:
     with _errors():
-        html = case_print.record_html(conn, id)
+        html = case_print.record_html(conn, id, stylesheet_url=str(
+            request.url_for("static", path="css/record.css")))
     return Response(html, media_type="text/html; charset=utf-8", headers={
         "Content-Security-Policy": case_print.PRINT_CSP, "Cache-Control": "private, no-store",
         "X-Content-Type-Options": "nosniff"})

@@ -203,3 +203,46 @@ def login(page: Any, gw: Gateway, username: str = "inspector1") -> None:
     page.click("#login-btn")
     page.wait_for_url("**/#/overview")
     page.wait_for_selector(".stats")
+
+
+def draw_signature(page: Any, name: str = "王检查") -> None:
+    """Type the signer's name and draw a stroke on the signature pad, then sign."""
+    page.fill("#signer-name", name)
+    page.locator("#signature-pad").scroll_into_view_if_needed()
+    box = page.locator("#signature-pad").bounding_box()
+    assert box is not None
+    x, y = box["x"], box["y"]
+    page.mouse.move(x + 20, y + 100)
+    page.mouse.down()
+    for i in range(1, 12):
+        page.mouse.move(x + 20 + 30 * i, y + 100 - (40 if i % 2 else 0), steps=3)
+    page.mouse.up()
+    page.click("#sign-btn")
+    page.wait_for_selector("#decision-card, #decision, #case-error:not(:empty)")
+    err = page.locator("#case-error").inner_text() if page.locator("#case-error").count() else ""
+    assert not err, err
+    page.wait_for_selector("#decision-card, #decision")
+
+
+def decide(page: Any, reason: str, action: str | None = None) -> None:
+    """Choose a decision on a signed case, see its consequence, tick and confirm it."""
+    if action is not None:
+        page.select_option("#action", action)
+    page.fill("#decision-reason", reason)
+    page.click("#decide-btn")
+    page.wait_for_selector("#consequence")
+    page.check("#confirm-check")
+    page.click("#confirm-btn")
+    page.wait_for_selector("#decision")
+
+
+def fill_loads(page: Any, offset_mg: int, first_exact: bool = False) -> None:
+    """Fill each indication of the inspection form: the load plus ``offset_mg``."""
+    rows = page.locator("#inspection-form tbody tr")
+    rows.first.locator(".mpe").wait_for()
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        whole, frac = row.locator(".load").input_value().split(".")
+        mg = int(whole) * 1_000_000 + int(frac.ljust(6, "0"))
+        mg += 0 if (first_exact and i == 0) else offset_mg
+        row.locator(".indication").fill(f"{mg // 1_000_000}.{mg % 1_000_000:06d}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gw_browser import XSS_NAME, Gateway, Pages, login
+from gw_browser import XSS_NAME, Gateway, Pages, decide, draw_signature, login
 from playwright.sync_api import expect
 
 PHONE = {"width": 390, "height": 844}
@@ -73,11 +73,17 @@ def test_login_queue_scale_inspection_and_public_yellow_card(
         whole, frac = row.locator(".load").input_value().split(".")
         mg = int(whole) * 1_000_000 + int(frac.ljust(6, "0")) + 100_000  # 100 g heavy
         row.locator(".indication").fill(f"{mg // 1_000_000}.{mg % 1_000_000:06d}")
+    page.fill("#weights-cert", "ZB-2026-0042")
     page.click("#submit-inspection")
+    # the case file: verdicts per load, no card until the signed record's decision is confirmed
     expect(page.locator("#verdict")).to_have_text("不合格")
     expect(page.locator("#checks tbody tr")).to_have_count(4)
     expect(page.locator("#checks")).to_contain_text("±0.005")  # 2.5 kg on 15 kg / 5 g
     expect(page.locator("#checks")).not_to_contain_text("合格")
+    expect(page.locator("#merchant-status")).to_have_text("正常")
+    draw_signature(page)
+    expect(page.locator("#action")).to_have_value("yellow")  # the proposal
+    decide(page, "四个载荷均超差")
     expect(page.locator("#merchant-status")).to_contain_text("黄牌")
 
     p2 = pages.page(browser, viewport=PHONE, is_mobile=True, has_touch=True, locale="zh-CN")

@@ -76,6 +76,9 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
         # every load reads 15 g light except the first, which is right
         mg = int(whole) * 1_000_000 + int(frac.ljust(6, "0")) - (0 if i == 0 else 15_000)
         row.locator(".indication").fill(f"{mg // 1_000_000}.{mg % 1_000_000:06d}")
+    page.fill("#weights-cert", "ZB-2026-0042")
+    page.fill("#place", "东门农贸市场 B-02 摊位")
+    shot("inspection-form")
     page.click("#submit-inspection")
     page.wait_for_selector("#verdict")
     shot("inspection-form-verdicts")

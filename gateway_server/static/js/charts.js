@@ -33,13 +33,16 @@ function niceTicks(min, max, count = 5) {
  * [{x, y}] points, y ≥ 0), a zero line, and points [{x, y, cls, title}].
  * fmtX / fmtY format tick labels.
  */
-export function envelopePlot({ points, envelope = [], label, xLabel, yLabel, fmtX = String, fmtY = String,
+export function envelopePlot({ points, envelope: envelopeIn = [], label, xLabel, yLabel, fmtX = String, fmtY = String,
   xMax = null, w = 640, h = 300 }) {
   const m = { l: 64, r: 16, t: 14, b: 44 };
   const svg = svgRoot(w, h, label);
+  let envelope = envelopeIn;
   const xs = points.map((p) => p.x).concat(envelope.map((p) => p.x));
-  const ys = points.map((p) => Math.abs(p.y)).concat(envelope.map((p) => p.y));
   const x1 = xMax ?? Math.max(1, ...xs);
+  // the envelope within [0, x1] only: a zoomed plot scales to the band it shows
+  envelope = envelope.filter((p) => p.x <= x1);
+  const ys = points.map((p) => Math.abs(p.y)).concat(envelope.map((p) => p.y));
   const yM = Math.max(1, ...ys) * 1.15;
   const X = (v) => m.l + (v / x1) * (w - m.l - m.r);
   const Y = (v) => m.t + ((yM - v) / (2 * yM)) * (h - m.t - m.b);
@@ -175,4 +178,88 @@ export function marketMap(markets, { label, w = 560, h = 320, onPick = null } = 
     svg.appendChild(g);
   });
   return svg;
+}
+
+/**
+ * Sales over time: bars of the number of sales per bucket (left axis) and, per bucket, the
+ * lightest-to-heaviest sale as a vertical line with the mean weight as a dot (right axis).
+ * buckets: [{t, count, minY, maxY, meanY, title}] (already sorted; y in mg).
+ */
+export function salesChart(buckets, { label, bucketMs, fmtT = String, fmtY = String, countLabel, weightLabel, w = 960, h = 260 }) {
+  const m = { l: 52, r: 64, t: 14, b: 40 };
+  const svg = svgRoot(w, h, label);
+  if (!buckets.length) return svg;
+  const t0 = buckets[0].t, t1 = buckets[buckets.length - 1].t + bucketMs;
+  const cMax = Math.max(1, ...buckets.map((b) => b.count)) * 1.15;
+  const yMax = Math.max(1, ...buckets.map((b) => b.maxY)) * 1.1;
+  const X = (t) => m.l + ((t - t0) / (t1 - t0)) * (w - m.l - m.r);
+  const Yc = (v) => h - m.b - (v / cMax) * (h - m.t - m.b);
+  const Yw = (v) => h - m.b - (v / yMax) * (h - m.t - m.b);
+  const grid = s("g", { class: "grid" });
+  for (const t of niceTicks(0, cMax, 4)) {
+    grid.appendChild(s("line", { x1: m.l, x2: w - m.r, y1: Yc(t), y2: Yc(t) }));
+    grid.appendChild(s("text", { x: m.l - 6, y: Yc(t) + 4, "text-anchor": "end" }, String(t)));
+  }
+  for (const t of niceTicks(0, yMax, 4)) {
+    grid.appendChild(s("text", { x: w - m.r + 6, y: Yw(t) + 4, "text-anchor": "start", class: "right" }, fmtY(t)));
+  }
+  grid.appendChild(s("text", { x: m.l, y: h - m.b + 16, "text-anchor": "start" }, fmtT(t0)));
+  grid.appendChild(s("text", { x: w - m.r, y: h - m.b + 16, "text-anchor": "end" }, fmtT(t1)));
+  svg.appendChild(grid);
+  const bw = Math.max(2, (w - m.l - m.r) * (bucketMs / (t1 - t0)) - 2);
+  for (const b of buckets) {
+    const x = X(b.t) + 1;
+    svg.appendChild(s("rect", { class: "bar-count", x, y: Yc(b.count), width: bw, height: h - m.b - Yc(b.count) },
+      s("title", {}, b.title || "")));
+    const cx = x + bw / 2;
+    svg.appendChild(s("line", { class: "weight-range", x1: cx, x2: cx, y1: Yw(b.minY), y2: Yw(b.maxY) }));
+    svg.appendChild(s("circle", { class: "weight-mean", cx, cy: Yw(b.meanY), r: 3.5 }, s("title", {}, b.title || "")));
+  }
+  svg.appendChild(s("text", { class: "axis", x: 12, y: (m.t + h - m.b) / 2, "text-anchor": "middle",
+    transform: `rotate(-90 12 ${(m.t + h - m.b) / 2})` }, countLabel));
+  svg.appendChild(s("text", { class: "axis", x: w - 10, y: (m.t + h - m.b) / 2, "text-anchor": "middle",
+    transform: `rotate(90 ${w - 10} ${(m.t + h - m.b) / 2})` }, weightLabel));
+  return svg;
+}
+
+/**
+ * A market's stalls as a grid (no map tiles): one cell per registered scale, rows by the
+ * stall number's prefix ("A-01" → row A), coloured by risk class. items: [{stall, key, cls,
+ * title, href, sub}].
+ */
+export function stallGrid(items, { label, cell = 64, gap = 8, perRow = 12 }) {
+  const rows = new Map();
+  for (const it of items) {
+    const prefix = /^([^\d-]*)/.exec(it.stall || "")[1] || (it.stall ? "#" : "~");
+    if (!rows.has(prefix)) rows.set(prefix, []);
+    rows.get(prefix).push(it);
+  }
+  const lines = [];
+  for (const [, list] of [...rows.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+    for (let i = 0; i < list.length; i += perRow) lines.push(list.slice(i, i + perRow));
+  }
+  const cols = Math.max(1, ...lines.map((l) => l.length));
+  const w = gap + cols * (cell + gap), hgt = gap + Math.max(1, lines.length) * (cell * 0.7 + gap);
+  const svg = svgRoot(w, hgt, label);
+  svg.classList.add("stall-grid");
+  lines.forEach((line, r) => line.forEach((it, c) => {
+    const x = gap + c * (cell + gap), y = gap + r * (cell * 0.7 + gap);
+    const g = s("g", { class: "stall " + (it.cls || ""), "data-stall": it.stall || "" });
+    g.appendChild(s("rect", { x, y, width: cell, height: cell * 0.7, rx: 6 }, s("title", {}, it.title || "")));
+    g.appendChild(s("text", { class: "stall-no", x: x + cell / 2, y: y + cell * 0.32, "text-anchor": "middle" }, it.key));
+    if (it.sub) g.appendChild(s("text", { class: "stall-sub", x: x + cell / 2, y: y + cell * 0.56, "text-anchor": "middle" }, it.sub));
+    if (it.href) {
+      const a = s("a", { href: it.href });
+      a.appendChild(g);
+      svg.appendChild(a);
+    } else svg.appendChild(g);
+  }));
+  return svg;
+}
+
+/** The smallest 1, 2 or 5 × 10^k at or above v (v > 0). */
+export function niceCeil(v) {
+  if (!(v > 0)) return 1;
+  const mag = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((k) => k * mag).find((x) => x >= v);
 }

@@ -1,13 +1,18 @@
-// The inspection form: test loads → indications → POST /api/v1/inspections; each load's
-// verdict against the in-service MPE comes back from the API and is shown per load.
+// The inspection form: test loads → indications, the standard weights' certificate, place
+// and notes → a case (POST /cases, then /cases/{id}/record); the case page (views/case.js,
+// #/inspect/case/{id}) shows each load's verdict against the in-service MPE, takes photos
+// and the signature, and asks for a confirmation before any card.
 import { api } from "../api.js";
-import { badge, card, h, kv, link, table } from "../dom.js";
+import { h, link } from "../dom.js";
 import { fracKg, kg, parseKg } from "../format.js";
-import { L, kindLabel, listText, statusText, verdictText } from "../i18n.js";
+import { L, kindLabel } from "../i18n.js";
 import { evidenceText, groundsText } from "./risk.js";
 import { deviceLabels, deviceName } from "../labels.js";
+import * as caseView from "./case.js";
+import { caseErrorText } from "../casewords.js";
 
 export async function render(root, [device, taskArg]) {
+  if (device === "case") return caseView.render(root, taskArg);
   const [sc, queue, tasks, labels] = await Promise.all([
     api("/registry/scales/" + encodeURIComponent(device)), api("/inspection-queue", { params: { limit: 1000 } }),
     api("/inspection-tasks"), deviceLabels(),
@@ -55,8 +60,9 @@ export async function render(root, [device, taskArg]) {
     myTasks.map((t) => h("option", { value: t.id, selected: task && t.id === task.id }, `#${t.id} · ${t.reason}`)));
   const fraud = h("input", { type: "checkbox", id: "fraud" });
   const notes = h("textarea", { id: "notes", rows: 2, maxlength: 4000 });
+  const weightsCert = h("input", { id: "weights-cert", maxlength: 64, required: true });
+  const place = h("input", { id: "place", maxlength: 500 });
   const err = h("p", { class: "error", role: "alert" });
-  const result = h("div", { id: "result" });
   const form = h("form", { id: "inspection-form", class: "card" },
     h("h2", {}, L("试验载荷与示值", "Test loads and indications")),
     h("div", { class: "table-wrap" }, h("table", { class: "form-table" },
@@ -65,9 +71,11 @@ export async function render(root, [device, taskArg]) {
     h("p", {}, h("button", { type: "button", class: "ghost", onclick: () => addRow(null) }, L("+ 增加载荷", "+ Add load"))),
     h("div", { class: "form-grid" },
       h("label", {}, L("检查任务", "Task"), taskSel),
-      h("label", { class: "check" }, fraud, L("查实作弊（红牌、黑榜）", "Cheating established (red card, black list)")),
+      h("label", {}, L("标准砝码证书编号", "Standard weights' certificate"), weightsCert),
+      h("label", {}, L("检查地点", "Place"), place),
+      h("label", { class: "check" }, fraud, L("查实作弊（建议红牌、黑榜，签名后确认）", "Cheating established (proposes red card and black list, confirmed after signing)")),
       h("label", { class: "wide" }, L("备注", "Notes"), notes)),
-    err, h("button", { type: "submit", id: "submit-inspection" }, L("提交检查结果", "Record the inspection")));
+    err, h("button", { type: "submit", id: "submit-inspection" }, L("记录并生成笔录", "Record and open the case file")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     err.textContent = "";
@@ -82,37 +90,21 @@ export async function render(root, [device, taskArg]) {
       pairs.push({ load_mg: load, indication_mg: ind });
     }
     if (!pairs.length) { err.textContent = L("至少一个载荷", "At least one load"); return; }
-    const body = { device, loads: pairs, fraud: fraud.checked, notes: notes.value };
-    if (taskSel.value) body.task_id = Number(taskSel.value);
+    if (!weightsCert.value.trim()) {
+      err.textContent = L("请填写标准砝码证书编号", "Give the standard weights' certificate number");
+      return;
+    }
+    const submit = form.querySelector("#submit-inspection");
+    submit.disabled = true;
     try {
-      const r = await api("/inspections", { method: "POST", body });
-      const m = r.merchant_id !== null ? await api("/merchants/" + r.merchant_id) : null;
-      showResult(result, r, m);
-      form.querySelector("#submit-inspection").disabled = true;
+      const c = await api("/cases", { method: "POST", body: taskSel.value ? { task_id: Number(taskSel.value) } : { device } });
+      await api(`/cases/${c.id}/record`, { method: "POST", body: {
+        loads: pairs, weights_cert_no: weightsCert.value, place: place.value, notes: notes.value, fraud: fraud.checked } });
+      location.hash = "#/inspect/case/" + c.id;
     } catch (e) {
-      err.textContent = String(e.message || e);
+      submit.disabled = false;
+      err.textContent = e && e.detail && e.detail.code ? caseErrorText(e) : String(e.message || e);
     }
   });
   root.appendChild(form);
-  root.appendChild(result);
-}
-
-function showResult(box, r, m) {
-  const pass = r.verdict === "pass";
-  box.replaceChildren(card(L("检查结论", "Verdict"),
-    h("p", { class: "verdict " + (pass ? "pass" : "fail"), id: "verdict" }, verdictText(r.verdict),
-      r.fraud === "yes" ? " · " + L("作弊", "fraud") : ""),
-    table([
-      { label: L("载荷 (kg)", "Load (kg)"), cls: "num", value: (c) => kg(c.load_mg) },
-      { label: L("示值 (kg)", "Indication (kg)"), cls: "num", value: (c) => kg(c.indication_mg) },
-      { label: L("误差 (kg)", "Error (kg)"), cls: "num", value: (c) => kg(c.error_mg, { sign: true }) },
-      { label: "MPE (kg)", cls: "num", value: (c) => "±" + fracKg(c.mpe_mg) },
-      { label: L("判定", "Verdict"), value: (c) => badge(c.ok ? L("合格", "ok") : L("超差", "out of MPE"), c.ok ? "ok" : "sev-high") },
-    ], r.checks, { id: "checks" }),
-    r.merchant_status ? kv([
-      [L("商户", "Merchant"), h("span", {}, link(m ? m.name : "#" + r.merchant_id, "merchant", r.merchant_id),
-        m ? [" · ", h("a", { href: "/m/" + encodeURIComponent(m.trust_token), target: "_blank", rel: "noopener" }, L("消费者页面", "consumer page"))] : "")],
-      [L("商户状态", "Merchant status"), h("span", { id: "merchant-status" }, statusText(r.merchant_status.status),
-        r.merchant_status.list_status !== "none" ? " · " + listText(r.merchant_status.list_status) : "")],
-    ]) : h("p", { class: "muted" }, L("该秤未绑定商户", "The scale is bound to no merchant"))));
 }

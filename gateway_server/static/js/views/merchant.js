@@ -3,10 +3,13 @@
 import { api, blobUrl } from "../api.js";
 import { badge, card, h, kv, link, table } from "../dom.js";
 import { date, dateTime, kg, yuan } from "../format.js";
-import { L, categoryText, categoryWords, channelText, complaintStatusText, listText, methodText, scaleStateText, statusText, verdictText } from "../i18n.js";
+import { L, categoryText, categoryWords, channelText, listText, methodText, scaleStateText, statusText, verdictText } from "../i18n.js";
 import { deviceLabels, deviceLink } from "../labels.js";
 import { merchantRiskCard, riskModel } from "./risk.js";
 import { incidentsTable, inspectionsTable } from "./scale.js";
+import { casesTable, openCaseFor } from "./case.js";
+import { OUTCOMES, caseErrorText, complaintCaseText, outcomeText } from "../casewords.js";
+import { parseYuan } from "../format.js";
 
 const STATUS_CLS = { normal: "ok", yellow: "card-yellow", red: "card-red", suspended: "card-red", delisted: "grey" };
 
@@ -30,12 +33,13 @@ export function reweighTable(items, id = "reweighs", labels = null) {
   ], items, { empty: L("暂无复秤", "No re-weighs"), id });
 }
 
-export async function render(root, [id]) {
+export async function render(root, [id], ctx) {
   const m = await api("/merchants/" + encodeURIComponent(id));
-  const [findings, complaints, reweighs, inspections, register, prices] = await Promise.all([
-    api("/incidents", { params: { merchant_id: m.id } }), api("/complaints", { params: { merchant_id: m.id } }),
+  const [findings, complaintCases, reweighs, inspections, register, prices, cases] = await Promise.all([
+    api("/incidents", { params: { merchant_id: m.id } }), api("/complaint-cases", { params: { merchant_id: m.id } }),
     api("/reweighs", { params: { merchant_id: m.id } }), api("/inspections", { params: { merchant_id: m.id } }),
     api("/registry/scales", { params: { market: m.market_id, limit: 1000 } }), api(`/merchants/${m.id}/prices`, { params: { at_ms: Date.now() } }),
+    api("/cases", { params: { merchant_id: m.id } }),
   ]);
   const scales = register.items.filter((s) => s.merchant_id === m.id);
   const [labels, markets, live] = await Promise.all([deviceLabels(), api("/markets"), api("/scales")]);
@@ -67,16 +71,15 @@ export async function render(root, [id]) {
   ], scales, { empty: L("未绑定计量秤", "No scale bound"), id: "merchant-scales" })));
   const [risk, model] = await Promise.all([api(`/risk/merchants/${m.id}`), riskModel()]);
   root.appendChild(merchantRiskCard(risk, model, labels));
+  if (m.status === "yellow" || m.status === "red") {
+    root.appendChild(card(L("警示牌", "Card"), h("p", { id: "card-rule" },
+      L(`${statusText(m.status)}（${dateTime(m.status_ms)}）。解除须在规定期限后复检合格，并在复检案件中确认解除。`,
+        `${statusText(m.status)} (${dateTime(m.status_ms)}). It is lifted by a passing re-inspection after the waiting period, confirmed on that case.`)),
+    scales.length ? h("button", { type: "button", id: "reinspect", onclick: () => openCaseFor(scales[0].device) }, L("复检立案", "Open a re-inspection")) : null));
+  }
   root.appendChild(card(L("问题", "Findings"), incidentsTable(findings, "merchant-findings", labels)));
-  root.appendChild(card(L("消费投诉", "Complaints"), table([
-    { label: L("时间", "Time"), value: (c) => dateTime(c.ts_ms) },
-    { label: L("渠道", "Channel"), value: (c) => channelText(c.channel) },
-    { label: L("内容", "Text"), value: (c) => c.text },
-    { label: L("联系方式", "Contact"), value: (c) => c.contact || "—" },
-    { label: L("关联交易", "Linked sale"), value: (c) => (c.sale_id ? "#" + c.sale_id : "—") },
-    { label: L("赔偿 (元)", "Compensation (yuan)"), cls: "num", value: (c) => yuan(c.compensation_fen) },
-    { label: L("状态", "Status"), value: (c) => complaintStatusText(c.status) },
-  ], complaints, { empty: L("暂无投诉", "No complaints"), id: "complaints" })));
+  root.appendChild(complaintsCard(m, complaintCases, scales, ctx));
+  root.appendChild(card(L("检查案件", "Inspection cases"), casesTable(cases, labels, "merchant-cases")));
   root.appendChild(card(L("公平秤复秤", "Fair-scale re-weighs"), reweighTable(reweighs, "reweighs", labels)));
   root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "merchant-inspections", labels)));
   root.appendChild(card(L("登记价格（明码标价）", "Registered prices"), table([
@@ -94,4 +97,47 @@ async function download(path, name, params = {}) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(u), 10000);
+}
+
+/** Complaints with their case (number, clock, answer) and what the bureau does with them:
+ * open an inspection case for the merchant's scale (any staff), mediate or close with an
+ * outcome (admins: the API refuses others). */
+function complaintsCard(m, items, scales, ctx) {
+  const admin = ctx && ctx.me && ctx.me.role === "admin";
+  const msg = h("p", { class: "error", role: "alert", id: "complaint-error" });
+  const panel = h("div", { id: "complaint-panel", class: "confirm-box", hidden: true });
+  const act = async (fn) => {
+    msg.textContent = "";
+    try { await fn(); location.reload(); } catch (e) { msg.textContent = caseErrorText(e); }
+  };
+  function open(c) {
+    const note = h("textarea", { id: "complaint-note", rows: 2, maxlength: 2000 });
+    const outcome = h("select", { id: "complaint-outcome" }, OUTCOMES.map((o) => h("option", { value: o }, outcomeText(o))));
+    const amount = h("input", { id: "complaint-amount", inputmode: "decimal", placeholder: L("金额（元，可空）", "amount (yuan, optional)") });
+    panel.hidden = false;
+    panel.replaceChildren(h("p", {}, h("b", {}, L("投诉 ", "Complaint ") + c.number), " · ", c.text),
+      h("div", { class: "form-grid" }, h("label", { class: "wide" }, L("处理意见", "Note"), note),
+        admin ? h("label", {}, L("办结结果", "Outcome"), outcome) : null, admin ? h("label", {}, L("退款 / 赔偿", "Refund / compensation"), amount) : null),
+      h("p", {},
+        admin ? h("button", { type: "button", id: "mediate-btn", class: "ghost", onclick: () => act(() =>
+          api(`/complaint-cases/${encodeURIComponent(c.number)}/mediate`, { method: "POST", body: { note: note.value } })) }, L("转入调解", "Mediate")) : null, " ",
+        admin ? h("button", { type: "button", id: "close-btn", onclick: () => act(() => {
+          const fen = amount.value.trim() ? parseYuan(amount.value) : null;
+          return api(`/complaint-cases/${encodeURIComponent(c.number)}/close`, { method: "POST", body: { outcome: outcome.value, note: note.value, compensation_fen: fen } });
+        }) }, L("办结", "Close")) : h("span", { class: "muted" }, L("调解和办结由管理员处理。", "Admins mediate and close."))));
+  }
+  return card(L("消费投诉", "Complaints"), table([
+    { label: L("编号", "Number"), value: (c) => c.number },
+    { label: L("时间", "Time"), value: (c) => dateTime(c.opened_ms) },
+    { label: L("渠道", "Channel"), value: (c) => channelText(c.channel) },
+    { label: L("内容", "Text"), value: (c) => c.text },
+    { label: L("答复期限", "Answer due"), value: (c) => dateTime(c.due_ms) },
+    { label: L("商户答复", "Answer"), value: (c) => c.answer || "—" },
+    { label: L("状态", "State"), value: (c) => h("span", {}, complaintCaseText(c.state), c.outcome ? " · " + outcomeText(c.outcome) : "",
+      c.compensation_fen !== null && c.compensation_fen !== undefined ? ` · ${yuan(c.compensation_fen)} ${L("元", "yuan")}` : "") },
+    { label: "", value: (c) => (c.state === "closed" ? "" : h("span", { class: "actions" },
+      h("button", { type: "button", class: "ghost small handle-complaint", onclick: () => open(c) }, L("处理", "Handle")),
+      scales.length ? h("button", { type: "button", class: "ghost small inspect-complaint", onclick: () =>
+        openCaseFor(scales[0].device).catch((e) => { msg.textContent = caseErrorText(e); }) }, L("立案检查", "Inspect")) : null)) },
+  ], items, { empty: L("暂无投诉", "No complaints"), id: "complaints" }), panel, msg);
 }

@@ -2,10 +2,10 @@
 // has such a day with probability ≤ 1/10,000), then those overdue for verification (a
 // legal reason); each with its evidence and what it means, the kinds that counted and the
 // observations beside them, the test loads to use; open tasks.
-import { api } from "../api.js";
+import { api, blobUrl } from "../api.js";
 import { card, h, link, table } from "../dom.js";
 import { date, dateTime, kg, yuan } from "../format.js";
-import { L, lang } from "../i18n.js";
+import { L, kindText, lang, severityText } from "../i18n.js";
 import { deviceLabels, deviceLink, deviceName } from "../labels.js";
 import { massText } from "../messages.js";
 import { evidenceText, groundsText, reasonItem, riskModel, thresholdText } from "./risk.js";
@@ -34,25 +34,51 @@ export function shortfallText(sf) {
   return parts.join(" · ");
 }
 
-export async function render(root) {
-  const [queue, tasks, labels, model] = await Promise.all([
-    api("/inspection-queue", { params: { limit: 100 } }), api("/inspection-tasks"),
-    deviceLabels(), riskModel(),
+const SEVERITIES = ["low", "medium", "high", "critical"];
+const KINDS = ["impact", "impact-repeated", "zero-offset", "zero-offset-persistent", "tare-omission",
+  "untared-tray-goods", "amount-mismatch", "price-decimal-trick", "price-mismatch", "scale-too-coarse",
+  "calibration-change", "k-factor-drift", "residual-gain", "residual-additive", "residual-both",
+  "residual-excess", "reweigh-short", "untracked-sales", "idle-while-peers-trade", "verification-overdue",
+  "offline-trading-hours", "bad-signature", "sequence-gap", "identity-mismatch"];
+
+export async function render(root, _args, ctx) {
+  const [tasks, labels, model, markets] = await Promise.all([
+    api("/inspection-tasks"), deviceLabels(), riskModel(), api("/markets"),
   ]);
-  const maxRisk = Math.max(1, ...queue.map((q) => q.risk));
+  const filters = { market: "", kind: "", severity: "", status: "" };
+  const select = (key, label, options) => h("label", {}, label, h("select", { id: "filter-" + key, onchange: (ev) => {
+    filters[key] = ev.target.value;
+    redraw();
+  } }, h("option", { value: "" }, L("全部", "all")), options.map(([v, t]) => h("option", { value: v }, t))));
+  const updated = h("span", { class: "muted small", id: "queue-updated" });
+  const filterBar = h("div", { class: "filters", id: "queue-filters" },
+    select("market", L("市场", "Market"), markets.map((m) => [m.id, (lang() === "en" && m.name_en) || m.name])),
+    select("kind", L("问题类型", "Kind"), KINDS.map((k) => [k, kindText(k)])),
+    select("severity", L("级别（不低于）", "Severity (at least)"), SEVERITIES.map((k) => [k, severityText(k)])),
+    select("status", L("任务", "Task"), [["untasked", L("未派任务", "no task yet")], ["tasked", L("已派任务", "task open")]]),
+    h("button", { type: "button", class: "ghost", id: "queue-csv", onclick: async () => {
+      const u = await blobUrl("/inspection-queue.csv", { ...filters, lang: lang() === "en" ? "en" : "zh" });
+      const a = h("a", { href: u, download: L("检查队列.csv", "inspection-queue.csv") });
+      document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(u), 10000);
+    } }, L("导出 CSV", "Export CSV")), updated);
+  let queue = await api("/inspection-queue", { params: { limit: 100 } });
+  const maxRisk = () => Math.max(1, ...queue.map((q) => q.risk));
   const merchantCell = (id, name) => (id !== null && id !== undefined
     ? link(name || (labels && [...labels.values()].find((x) => x.merchantId === id)?.merchant) || L("商户", "merchant"), "merchant", id) : "—");
   root.appendChild(h("h1", {}, L("检查队列（按证据排序）", "Inspection queue (ranked by evidence)")));
   root.append(h("p", { class: "muted" }, L(
     "只有证据达到门槛的计量秤进入队列（证据越强越靠前），其后是检定过期的计量秤（法定理由）。证据 E 表示诚实秤一天内出现同样强的证据的概率为 1 : 10^E。未达门槛的问题作为观察记录显示在计量秤和商户页面。试验载荷按 JJG 539 选在最小秤量、500e、2000e 和最大秤量附近。",
     "Only scales whose evidence crosses the threshold enter the queue (strongest first), then scales overdue for verification (a legal reason). Evidence E means an honest scale has a day this strong with odds 1 : 10^E. What stays below the threshold is an observation, shown on the scale and merchant pages. Test loads follow JJG 539: near Min, 500 e, 2,000 e and Max.")),
-    h("p", { class: "muted small", id: "threshold" }, thresholdText(model)));
+    h("p", { class: "muted small", id: "threshold" }, thresholdText(model)), filterBar);
   const msg = h("p", { class: "ok-msg", role: "status" });
-  root.appendChild(card(null, table([
+  const queueCard = card(null);
+  root.appendChild(queueCard);
+  const drawQueue = () => { queueCard.replaceChildren(table([
     { label: "#", cls: "num", value: (q) => String(queue.indexOf(q) + 1) },
     { label: L("证据", "Evidence"), cls: "risk", value: (q) => (q.evidence > 0 ? h("span", {},
       h("span", { class: "riskbar" },
-        h("span", { class: "track" }, h("span", { class: "fill", "data-w": Math.round((100 * q.risk) / maxRisk) })),
+        h("span", { class: "track" }, h("span", { class: "fill", "data-w": Math.round((100 * q.risk) / maxRisk()) })),
         h("b", {}, q.evidence.toFixed(1))),
       h("div", { class: "small" }, evidenceText(q.evidence)),
       q.day_ms ? h("div", { class: "muted small" }, date(q.day_ms)) : null) : "—") },
@@ -75,9 +101,21 @@ export async function render(root) {
         const t = await api("/inspection-tasks", { method: "POST", body: { device: q.device } });
         msg.textContent = L(`已创建检查任务 #${t.id}（${deviceName(labels, q.device)}）`, `Task #${t.id} created for ${deviceName(labels, q.device)}`);
         refreshTasks();
+        redraw();
       } }, L("派任务", "Create task"))) },
-  ], queue, { empty: L("没有需要检查的计量秤", "No scale needs inspection"), id: "queue" })));
-  root.querySelectorAll(".riskbar .fill").forEach((el) => { el.style.width = el.dataset.w + "%"; });
+  ], queue, { empty: L("没有需要检查的计量秤", "No scale needs inspection"), id: "queue" }));
+    root.querySelectorAll(".riskbar .fill").forEach((el) => { el.style.width = el.dataset.w + "%"; });
+    updated.textContent = L("更新于 ", "updated ") + dateTime(Date.now());
+  };
+  drawQueue();
+  let seq = 0;
+  async function redraw() {
+    const mine = ++seq;
+    const got = await api("/inspection-queue", { params: { limit: 100, ...filters } });
+    if (mine !== seq) return;  // a newer filter or event won
+    queue = got;
+    drawQueue();
+  }
   root.appendChild(msg);
   const taskBox = card(L("待办检查任务", "Open inspection tasks"));
   root.appendChild(taskBox);
@@ -94,4 +132,15 @@ export async function render(root) {
   }
   async function refreshTasks() { drawTasks(await api("/inspection-tasks")); }
   drawTasks(tasks);
+  // live: a new finding may move a scale into the queue; coalesce bursts into one reload
+  let timer = null;
+  const onFinding = () => {
+    if (timer) return;
+    timer = setTimeout(() => { timer = null; redraw().catch(() => {}); }, 1000);
+  };
+  ctx.live.addEventListener("finding", onFinding);
+  return () => {
+    ctx.live.removeEventListener("finding", onFinding);
+    if (timer) clearTimeout(timer);
+  };
 }

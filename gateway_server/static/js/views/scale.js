@@ -3,7 +3,8 @@
 // (points of the envelope from /metrology/mpe: the API is the legal source), zero drift,
 // sales, findings and inspections.
 import { api } from "../api.js";
-import { envelopePlot, timePlot } from "../charts.js";
+import { envelopePlot, niceCeil, salesChart, timePlot } from "../charts.js";
+import { casesTable, openCaseFor } from "./case.js";
 import { badge, card, h, kv, link, stat, table } from "../dom.js";
 import { date, dateTime, fracKg, fracNumber, kg, kgE, yuan } from "../format.js";
 import { L, findingStatusText, kindLabel, kindText, roleText, scaleStateText, severityText, verdictText } from "../i18n.js";
@@ -97,8 +98,11 @@ export function reweighPlot(reweighs, checks, env, maxMg) {
     pts.push({ x: c.load_mg, y: c.error_mg, square: true, cls: "chk " + (c.ok ? "chk-ok" : "chk-fail"),
       title: `${L("检查", "Inspection")}: ${L("载荷", "load")} ${kg(c.load_mg)} kg, ${L("误差", "error")} ${kg(c.error_mg, { sign: true })} kg, MPE ±${fracKg(c.mpe_mg)} kg` });
   }
+  // zoomed to the data (a 0–Max axis crams everything into its first tenth), never past Max
+  const dataMax = Math.max(0, ...pts.map((p) => p.x));
+  const xMax = dataMax > 0 ? Math.min(maxMg, niceCeil(dataMax * 1.25)) : maxMg;
   return envelopePlot({
-    points: pts, envelope: env, xMax: maxMg, w: 960, h: 340, label: L("复秤残差与使用中最大允许误差", "Re-weigh residuals and the in-service MPE"),
+    points: pts, envelope: env, xMax, w: 960, h: 340, label: L("复秤残差与使用中最大允许误差", "Re-weigh residuals and the in-service MPE"),
     xLabel: L("售出重量 / 载荷 (kg)", "Sold weight / load (kg)"), yLabel: L("短少 / 误差 (g)", "Shortfall / error (g)"),
     fmtX: (v) => kg(Math.round(v)).replace(/\.?0+$/, ""), fmtY: (v) => String(Math.round(v / 100) / 10),
   });
@@ -202,10 +206,13 @@ export async function render(root, [device], ctx) {
   }
   root.appendChild(zCard);
 
+  root.appendChild(await salesOverTime(device, sales, eMg));
   const salesCard = card(L("交易记录（最近 50 笔）", "Sales (latest 50)"), salesTable(sales.items, "sales", eMg));
   root.appendChild(salesCard);
   root.appendChild(card(L("问题（按类型归并）", "Findings (one incident per kind)"), incidentsTable(incidents, "incidents", labels)));
   root.appendChild(card(L("检查记录", "Inspections"), inspectionsTable(inspections, "inspections", labels)));
+  root.appendChild(card(L("检查案件", "Inspection cases"), casesTable(await api("/cases", { params: { device } }), labels, "scale-cases"),
+    h("p", {}, h("button", { type: "button", class: "ghost", id: "open-case", onclick: () => openCaseFor(device) }, L("立案检查", "Open a case")))));
 
   const onSale = (e) => {
     const s = e.detail;
@@ -230,4 +237,28 @@ export async function render(root, [device], ctx) {
     ctx.live.removeEventListener("sale", onSale);
     clearInterval(timer);
   };
+}
+
+const HOUR = 3600000;
+
+/** Sales and weights over time (buckets computed by the database: every sale counts). */
+async function salesOverTime(device, sales, eMg) {
+  const box = card(L("交易与重量（按时段）", "Sales and weights over time"));
+  const first = sales.items.length ? Math.min(...sales.items.map((s) => s.ts_ms)) : Date.now() - 24 * HOUR;
+  const span = Math.max(HOUR, Date.now() - Math.max(first, Date.now() - 7 * 24 * HOUR));
+  const bucketMs = span <= 2 * 24 * HOUR ? (span <= 6 * HOUR ? 15 * 60000 : HOUR) : 6 * HOUR;
+  const since = Math.floor((Date.now() - span) / bucketMs) * bucketMs;
+  const series = await api("/stats/sales-series", { params: { device, since_ms: since, bucket_ms: bucketMs } });
+  if (!series.length) {
+    box.appendChild(h("p", { class: "muted" }, L("近期没有交易", "No recent sales")));
+    return box;
+  }
+  box.appendChild(salesChart(series.map((b) => ({
+    t: b.t_ms, count: b.count, minY: b.min_mg, maxY: b.max_mg, meanY: b.net_mg / b.count,
+    title: `${dateTime(b.t_ms)}: ${b.count} ${L("笔", "sales")} · ${yuan(b.amount_fen)} ${L("元", "yuan")} · ${kgE(b.min_mg, eMg)}–${kgE(b.max_mg, eMg)} kg`,
+  })), { label: L("交易笔数与重量", "Sales and weights"), bucketMs, fmtT: dateTime, fmtY: (v) => kg(Math.round(v)).replace(/\.?0+$/, ""),
+    countLabel: L("笔数", "sales"), weightLabel: L("重量 (kg)", "weight (kg)") }));
+  box.appendChild(h("p", { class: "legend" }, h("span", { class: "key bar-count" }), L("每时段交易笔数", "sales per period"),
+    h("span", { class: "key weight-range" }), L("最轻至最重一笔（圆点为平均）", "lightest to heaviest sale (dot: mean)")));
+  return box;
 }
