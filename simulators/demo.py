@@ -58,14 +58,17 @@ def _register(store: Store, keys: dict[str, str]) -> None:
 
 def _run_fleet(url: str, mqtt_url: str, admin_password: str, var: Path) -> None:
     """The simulated fleet of simulators/fleets/demo.toml, starting now, in direct mode."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from simulators.fleet_config import build_world, load_fleet_config
     from simulators.fleet_io import GatewayClient, run_direct
 
     try:
         cfg = load_fleet_config(Path(__file__).with_name("fleets") / "demo.toml")
-        cfg.fleet.start = datetime.now(tz=UTC)
+        # the simulated day ends now: it starts `hours` ago and plays at `speed`×, so a
+        # simulated event at t is sent at wall time ≥ t (t − start ≤ hours, and the wall
+        # clock has moved (t − start) / speed past `start + hours`): never ahead of it
+        cfg.fleet.start = datetime.now(tz=UTC) - timedelta(hours=cfg.trading.hours)
         world = build_world(cfg)
         admin = GatewayClient(url, username="admin", password=admin_password)
         (var / "fleet").mkdir(parents=True, exist_ok=True)
@@ -131,11 +134,13 @@ def run_demo(*, port: int = 0, scales: int = 3, var: Path = Path("var/demo")) ->
                              name="demo-fleet", daemon=True)
     fleet.start()
     print(f"\n  智慧计量秤网关 demo running — dashboard: {url}\n"
-          f"  login 登录: inspector / {password}\n"
+          f"  login 登录: inspector / {password}   (检查员 inspector)\n"
+          f"  login 登录: admin / {admin_password}   (管理员 admin: register CSV import, "
+          f"status changes, 红榜/黑榜)\n"
           f"  API: {url}/api/v1/weighings   OpenAPI: {url}/docs\n"
           f"  {scales} emulated scale(s) on ptys with a real edge agent in market {MARKET};\n"
-          f"  a simulated fleet (~50 scales, 2 markets, fair scales, a few cheaters, 60x "
-          f"time) joins in a few seconds; MQTT {mqtt_url}\n"
+          f"  a simulated fleet (~50 scales, 2 markets, fair scales, a few cheaters) replays "
+          f"the trading day that ends now at 60x (never ahead of the clock); MQTT {mqtt_url}\n"
           f"  Press Ctrl-C to stop.\n", flush=True)
     try:
         while not stop.wait(0.5):
