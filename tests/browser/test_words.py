@@ -45,6 +45,34 @@ def _views(gw: Gateway, finding_ids: list[int]) -> list[tuple[str, str]]:
     out += [(f"#/scale/{d}", "#incidents") for d in ("s-1", "s-2", "f-1")]
     out += [(f"#/merchant/{ids[k]}", "#merchant-findings") for k in ("a", "b", "x")]
     out += [(f"#/finding/{i}", "#evidence") for i in finding_ids]
+    out += [(f"#/inspect/case/{i}", "#audit tbody tr") for i in gw.ids.get("cases", [])]
+    return out
+
+
+def _cases(gw: Gateway) -> list[int]:
+    """Two cases of s-2 (issue 18's case page): one signed and waiting for its decision,
+    one decided with a yellow card."""
+    import base64
+    import time
+
+    from gateway_server import casework
+
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
+                           "z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
+    out = []
+    now = time.time_ns() // 1_000_000
+    with gw.store.engine.begin() as c:
+        for decided in (False, True):
+            cid = casework.open_case(c, actor="inspector1", now_ms=now, device="s-2")["id"]
+            casework.record(c, cid, pairs=[(20_000_000, 20_040_000)],
+                            weights_cert_no="ZB-1", place="B-02", notes="",
+                            fraud=False, actor="inspector1", now_ms=now)
+            casework.sign(c, cid, name="王检查", signature_png=png, actor="inspector1",
+                          now_ms=now)
+            if decided:
+                casework.decide(c, cid, action="yellow", reason="超差", confirm=True,
+                                actor="inspector1", is_admin=False, now_ms=now, lift_days=30)
+            out.append(cid)
     return out
 
 
@@ -86,7 +114,10 @@ def test_every_page_reads_as_words(browser: Any, gateway: Gateway, pages: Pages,
     if lang == "en":
         page.click("#lang")
         page.wait_for_function("document.documentElement.lang === 'en'")
+    if "cases" not in gateway.ids:
+        gateway.ids["cases"] = _cases(gateway)
     raw_values = page.evaluate("import('/static/js/i18n.js').then((m) => m.RAW_VALUES)")
+    raw_values += page.evaluate("import('/static/js/casewords.js').then((m) => m.RAW_VALUES)")
     assert "impact-repeated" in raw_values and "dried_vegetables" in raw_values
     failures: dict[str, list[str]] = {}
     for route, ready in _views(gateway, finding_ids):

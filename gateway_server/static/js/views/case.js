@@ -101,7 +101,7 @@ export async function render(root, id) {
       ], res.loads, { id: "checks" })));
   } else {
     root.append(card(L("检查结论", "Verdict"), h("p", { class: "muted" }, L("尚未记录：请在检查表中填写载荷与示值。", "Not recorded yet: fill in the loads on the inspection form.")),
-      h("a", { class: "button", href: "#/inspect/" + encodeURIComponent(c.device) }, L("去填写", "Fill it in"))));
+      h("a", { class: "button", id: "fill-record", href: `#/inspect/${encodeURIComponent(c.device)}/case-${c.id}` }, L("去填写", "Fill it in"))));
   }
 
   // photos: upload while the record is not signed
@@ -118,6 +118,7 @@ export async function render(root, id) {
     editable ? h("form", { class: "inline-form", id: "photo-form", onsubmit: async (ev) => {
       ev.preventDefault();
       const f = file.files[0];
+      err.textContent = "";
       if (!f) return;
       try {
         await api(`/cases/${c.id}/photos`, { method: "POST", raw: f, contentType: f.type || "application/octet-stream", params: { caption: caption.value } });
@@ -134,6 +135,7 @@ export async function render(root, id) {
       h("label", {}, L("姓名", "Name"), " ", name), pad.canvas,
       h("p", {}, h("button", { type: "button", class: "ghost", onclick: pad.clear }, L("重写", "Clear")), " ",
         h("button", { type: "button", id: "sign-btn", onclick: async () => {
+          err.textContent = "";
           if (!pad.drawn()) { err.textContent = caseErrorText({ detail: { code: "bad-signature" } }); return; }
           try {
             await api(`/cases/${c.id}/sign`, { method: "POST", body: { name: name.value, signature: pad.canvas.toDataURL("image/png") } });
@@ -198,6 +200,8 @@ function decisionCard(root, c, m, fail, reload) {
         h("label", { class: "check" }, ok, L("我已核对笔录和上述后果", "I have checked the record and the consequences above")),
         h("p", {}, h("button", { type: "button", class: "ghost", onclick: () => { confirmBox.hidden = true; } }, L("取消", "Cancel")), " ",
           h("button", { type: "button", id: "confirm-btn", class: "danger", onclick: async () => {
+            fail({ message: "" });
+            if (!ok.checked) { fail({ detail: { code: "not-confirmed" } }); return; }  // the API refuses it too
             try {
               await api(`/cases/${c.id}/decision`, { method: "POST", body: { action: a, reason: reason.value, confirm: ok.checked } });
               await reload();

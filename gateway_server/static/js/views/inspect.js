@@ -13,6 +13,8 @@ import { caseErrorText } from "../casewords.js";
 
 export async function render(root, [device, taskArg]) {
   if (device === "case") return caseView.render(root, taskArg);
+  // #/inspect/{device}/case-{id}: record into a case opened before (a re-inspection)
+  const caseId = (/^case-(\d+)$/.exec(taskArg || "") || [])[1] || null;
   const [sc, queue, tasks, labels] = await Promise.all([
     api("/registry/scales/" + encodeURIComponent(device)), api("/inspection-queue", { params: { limit: 1000 } }),
     api("/inspection-tasks"), deviceLabels(),
@@ -20,7 +22,11 @@ export async function render(root, [device, taskArg]) {
   const q = queue.find((x) => x.device === device);
   const myTasks = tasks.filter((t) => t.device === device);
   const task = myTasks.find((t) => String(t.id) === String(taskArg)) || myTasks[0] || null;
-  const loads = (task && task.test_loads_mg.length ? task.test_loads_mg : q ? q.test_loads_mg : []);
+  // the task's loads, else the scale's (JJG 539 points of its range, from the API), in the
+  // queue or not: a re-inspection needs them as much as a first one
+  const own = q ? null : await api("/risk/scales/" + encodeURIComponent(device)).catch(() => null);
+  const loads = (task && task.test_loads_mg.length ? task.test_loads_mg
+    : q ? q.test_loads_mg : own ? own.test_loads_mg : []);
   root.appendChild(h("h1", {}, L("现场检查 ", "Inspection of "), link(deviceName(labels, device), "scale", device)));
   root.appendChild(h("p", { class: "muted" }, `${L("最大秤量", "Max")} ${kg(sc.max_mg)} kg · e = ${kg(sc.e_mg)} kg · ${sc.accuracy_class || "III"} · `,
     L("按使用中检查的最大允许误差（JJG 539，检定 MPE 的 2 倍）判定。", "Judged against the in-service MPE (JJG 539: twice the verification MPE).")));
@@ -60,7 +66,7 @@ export async function render(root, [device, taskArg]) {
     myTasks.map((t) => h("option", { value: t.id, selected: task && t.id === task.id }, `#${t.id} · ${t.reason}`)));
   const fraud = h("input", { type: "checkbox", id: "fraud" });
   const notes = h("textarea", { id: "notes", rows: 2, maxlength: 4000 });
-  const weightsCert = h("input", { id: "weights-cert", maxlength: 64, required: true });
+  const weightsCert = h("input", { id: "weights-cert", maxlength: 64 });
   const place = h("input", { id: "place", maxlength: 500 });
   const err = h("p", { class: "error", role: "alert" });
   const form = h("form", { id: "inspection-form", class: "card" },
@@ -97,7 +103,8 @@ export async function render(root, [device, taskArg]) {
     const submit = form.querySelector("#submit-inspection");
     submit.disabled = true;
     try {
-      const c = await api("/cases", { method: "POST", body: taskSel.value ? { task_id: Number(taskSel.value) } : { device } });
+      const c = caseId ? { id: caseId }
+        : await api("/cases", { method: "POST", body: taskSel.value ? { task_id: Number(taskSel.value) } : { device } });
       await api(`/cases/${c.id}/record`, { method: "POST", body: {
         loads: pairs, weights_cert_no: weightsCert.value, place: place.value, notes: notes.value, fraud: fraud.checked } });
       location.hash = "#/inspect/case/" + c.id;
