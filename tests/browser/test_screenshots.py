@@ -11,10 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw_browser import BAD_CSV, ROOT, Gateway, Pages, login
+from gw_browser import BAD_CSV, ROOT, Gateway, Pages, draw_signature, login
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.screenshots
+
+
+def _photo() -> bytes:
+    """A small PNG of a lead seal stand-in: the case file's photo."""
+    import struct
+    import zlib
+
+    w, h = 160, 100
+    rows = b"".join(b"\x00" + b"".join(bytes((90 + x // 2, 90 + y, 120)) for x in range(w))
+                    for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def _out_dir(tmp_path: Path) -> Path:
@@ -43,7 +59,7 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
     page.fill("#username", "admin1")
     shot("login", full=False)
     login(page, gateway, "admin1")
-    page.wait_for_selector("svg.chart .market-dot")
+    page.wait_for_selector("svg.stall-grid .stall")
     shot("dashboard-overview")
 
     page.click("#nav a[href='#/queue']")
@@ -82,6 +98,18 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
     page.click("#submit-inspection")
     page.wait_for_selector("#verdict")
     shot("inspection-form-verdicts")
+    case_url = page.url
+    page.set_input_files("#photo-file", files=[{"name": "seal.png", "mimeType": "image/png",
+                                                "buffer": _photo()}])
+    page.fill("#photo-caption", "铅封与显示屏")
+    page.click("#photo-form button[type=submit]")
+    page.wait_for_selector("#photos figure img[src^='blob:']")
+    draw_signature(page)
+    page.fill("#decision-reason", "三个载荷超出使用中最大允许误差")
+    page.click("#decide-btn")
+    page.wait_for_selector("#consequence")
+    page.check("#confirm-check")
+    shot("case-file-confirmation")
 
     page.goto(gateway.url + "/#/tolerance")
     page.wait_for_selector("#mpe-out .big")
@@ -98,6 +126,9 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
 
     page.set_extra_http_headers({"Authorization": "Bearer " + page.evaluate(
         "sessionStorage.getItem('gw.token')")})
+    page.goto(gateway.url + "/api/v1/cases/" + case_url.rsplit("/", 1)[1] + "/record.html")
+    page.wait_for_selector("table.loads")
+    shot("case-record-print")
     page.goto(gateway.url + "/api/v1/markets/m1/qr-sheet")
     page.wait_for_selector("svg.qr")
     shot("qr-sheet")

@@ -223,37 +223,31 @@ export function salesChart(buckets, { label, bucketMs, fmtT = String, fmtY = Str
 }
 
 /**
- * A market's stalls as a grid (no map tiles): one cell per registered scale, rows by the
- * stall number's prefix ("A-01" → row A), coloured by risk class. items: [{stall, key, cls,
- * title, href, sub}].
+ * A market's stalls as a grid (no map tiles): one cell per registered scale in stall-number
+ * order, `perRow` to a row, coloured by risk class; drawn at its natural size (never scaled
+ * up). items: [{stall, key, cls, title, href, sub}].
  */
-export function stallGrid(items, { label, cell = 64, gap = 8, perRow = 12 }) {
-  const rows = new Map();
-  for (const it of items) {
-    const prefix = /^([^\d-]*)/.exec(it.stall || "")[1] || (it.stall ? "#" : "~");
-    if (!rows.has(prefix)) rows.set(prefix, []);
-    rows.get(prefix).push(it);
-  }
-  const lines = [];
-  for (const [, list] of [...rows.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
-    for (let i = 0; i < list.length; i += perRow) lines.push(list.slice(i, i + perRow));
-  }
-  const cols = Math.max(1, ...lines.map((l) => l.length));
-  const w = gap + cols * (cell + gap), hgt = gap + Math.max(1, lines.length) * (cell * 0.7 + gap);
+export function stallGrid(items, { label, cell = 72, gap = 8, perRow = 8 }) {
+  const cellH = Math.round(cell * 0.72);
+  const cols = Math.max(1, Math.min(perRow, items.length));
+  const rows = Math.max(1, Math.ceil(items.length / perRow));
+  const w = gap + cols * (cell + gap), hgt = gap + rows * (cellH + gap);
   const svg = svgRoot(w, hgt, label);
   svg.classList.add("stall-grid");
-  lines.forEach((line, r) => line.forEach((it, c) => {
-    const x = gap + c * (cell + gap), y = gap + r * (cell * 0.7 + gap);
+  svg.setAttribute("width", String(w));
+  const short = (t) => (t.length > 7 ? t.slice(0, 6) + "…" : t);
+  items.forEach((it, i) => {
+    const x = gap + (i % perRow) * (cell + gap), y = gap + Math.floor(i / perRow) * (cellH + gap);
     const g = s("g", { class: "stall " + (it.cls || ""), "data-stall": it.stall || "" });
-    g.appendChild(s("rect", { x, y, width: cell, height: cell * 0.7, rx: 6 }, s("title", {}, it.title || "")));
-    g.appendChild(s("text", { class: "stall-no", x: x + cell / 2, y: y + cell * 0.32, "text-anchor": "middle" }, it.key));
-    if (it.sub) g.appendChild(s("text", { class: "stall-sub", x: x + cell / 2, y: y + cell * 0.56, "text-anchor": "middle" }, it.sub));
+    g.appendChild(s("rect", { x, y, width: cell, height: cellH, rx: 6 }, s("title", {}, it.title || "")));
+    g.appendChild(s("text", { class: "stall-no", x: x + cell / 2, y: y + cellH * 0.45, "text-anchor": "middle" }, short(it.key)));
+    if (it.sub) g.appendChild(s("text", { class: "stall-sub", x: x + cell / 2, y: y + cellH * 0.78, "text-anchor": "middle" }, short(it.sub)));
     if (it.href) {
       const a = s("a", { href: it.href });
       a.appendChild(g);
       svg.appendChild(a);
     } else svg.appendChild(g);
-  }));
+  });
   return svg;
 }
 
