@@ -31,7 +31,10 @@ ACCEPT = {"GATEWAY_UNKNOWN_DEVICES": "accept"}
 
 def make_agent(tmp: Path, mqtt_url: str, port: str, *, device: str = "s-0001") -> Agent:
     cfg = AgentConfig.model_validate({
-        "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60},
+        # unregistered scales: the gateway has no key to confirm with, so rows leave on
+        # PUBACK (registered scales: tests/e2e/test_end_to_end_ack.py, test_chaos.py)
+        "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60,
+                  "confirm": "broker"},
         "mqtt": {"url": mqtt_url, "max_delay_ms": 50},
         "scale": [{"device": device, "profile": PROFILE, "port": port, "key": "a1b2c3"}],
     })

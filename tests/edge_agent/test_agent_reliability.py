@@ -42,8 +42,10 @@ def start_broker(tmp: Path) -> Mosquitto:
 
 def make_agent(tmp: Path, url: str, port: str, **agent_kw: object) -> Agent:
     cfg = AgentConfig.model_validate({
+        # no gateway here: rows leave on the broker's PUBACK, as before end-to-end
+        # acknowledgement (tests/e2e/test_end_to_end_ack.py, test_chaos.py cover that)
         "agent": {"market": "m-test", "outbox": str(tmp / "outbox.db"), "heartbeat_s": 60,
-                  **agent_kw},
+                  "confirm": "broker", **agent_kw},
         "mqtt": {"url": url, "max_delay_ms": 50, "reconnect_max_s": 1},
         "scale": [{"device": DEV, "profile": PROFILE, "port": port, "key": KEY_HEX}],
     })
