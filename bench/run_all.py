@@ -52,6 +52,8 @@ BENCHMARKS_MD = "docs/benchmarks.md"
 BENCHES: tuple[Bench, ...] = (
     Bench("bench_codecs.py", BENCHMARKS_MD, "## Codec decode throughput"),
     Bench("bench_ingest.py", BENCHMARKS_MD, "## Ingest end to end"),
+    Bench("bench_ingest_db.py", BENCHMARKS_MD, "## Ingest on SQLite and PostgreSQL",
+          ("--rounds", "2")),
     Bench("bench_acks.py", BENCHMARKS_MD, "## End-to-end acknowledgement", ("--sales", "200000")),
     Bench("bench_tssink.py", BENCHMARKS_MD, "## Time-series sink"),
     Bench("bench_fleet.py", BENCHMARKS_MD, "## Fleet simulation", ("--hours", "2")),

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
+from gateway_server.bulk import pg_insert_unnest, update_by_key
 from gateway_server.detection import (
     detect,
     idle_scale_findings,
@@ -398,10 +399,17 @@ def store_batch(
 
     _link_merchants(conn, sale_rows)
     new_seqs: dict[str, list[int]] = defaultdict(list)
+    pg = conn.dialect.name == "postgresql"
     if sale_rows:
-        stmt = (dialect_insert(conn, sales).on_conflict_do_nothing(index_elements=["device", "seq"])
-                .returning(sales.c.device, sales.c.seq, sales.c.id))
-        got = {(r.device, r.seq): r.id for r in conn.execute(stmt, sale_rows)}
+        if pg:  # one prepared statement whatever the batch size (gateway_server.bulk)
+            got_rows = pg_insert_unnest(conn, sales, sale_rows, conflict=("device", "seq"),
+                                        returning=("device", "seq", "id"))
+        else:
+            stmt = (dialect_insert(conn, sales)
+                    .on_conflict_do_nothing(index_elements=["device", "seq"])
+                    .returning(sales.c.device, sales.c.seq, sales.c.id))
+            got_rows = list(conn.execute(stmt, sale_rows))
+        got = {(r.device, r.seq): r.id for r in got_rows}
         for r in sale_rows:
             # pop: a seq twice in one batch (a redelivery) is one new sale, not two
             new_id = got.pop((r["device"], r["seq"]), None)
@@ -411,10 +419,15 @@ def store_batch(
                 new_seqs[r["device"]].append(r["seq"])
         res.duplicates += len(sale_rows) - len(res.new_sales)
     if event_rows:
-        stmt = (dialect_insert(conn, events)
-                .on_conflict_do_nothing(index_elements=["device", "seq"])
-                .returning(events.c.device, events.c.seq))
-        got_ev = {(r.device, r.seq) for r in conn.execute(stmt, event_rows)}
+        if pg:
+            ev_rows = pg_insert_unnest(conn, events, event_rows, conflict=("device", "seq"),
+                                       returning=("device", "seq"))
+        else:
+            stmt = (dialect_insert(conn, events)
+                    .on_conflict_do_nothing(index_elements=["device", "seq"])
+                    .returning(events.c.device, events.c.seq))
+            ev_rows = list(conn.execute(stmt, event_rows))
+        got_ev = {(r.device, r.seq) for r in ev_rows}
         res.new_events = len(got_ev)
         res.duplicates += len(event_rows) - len(got_ev)
         for d, s in got_ev:
@@ -437,13 +450,16 @@ def store_batch(
     last_ts = {d: info[d].get("last_ts_ms") for d in new_ts}
     if detect_findings and new_ts:
         res.new_findings += offline_findings(conn, new_ts, last_ts, new_event_rows)
-    _gaps(conn, res, info, new_seqs, now_ms)
+    # the scales' marks of the whole batch: one statement per set of changed columns
+    # (gateway_server.bulk), not one UPDATE per device
+    marks: dict[str, dict[str, Any]] = defaultdict(dict)
+    _gaps(conn, res, info, new_seqs, now_ms, marks)
     for device, ts in seen.items():
-        values: dict[str, int] = {"last_seen_ms": ts}
+        marks[device]["last_seen_ms"] = ts
         if new_ts.get(device):
-            values["last_ts_ms"] = max(last_ts.get(device) or 0, *new_ts[device])
-        conn.execute(scales.update().where(scales.c.device == device).values(**values))
-    _sample_marks(conn, info)
+            marks[device]["last_ts_ms"] = max(last_ts.get(device) or 0, *new_ts[device])
+    _sample_marks(info, marks)
+    update_by_key(conn, scales, "device", marks)
     _rollups(conn, res)
     if res.dead:
         conn.execute(dead_letters.insert(), res.dead)
@@ -547,7 +563,8 @@ def _link_merchants(conn: Connection, sale_rows: list[dict[str, Any]]) -> None:
 
 
 def _gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],
-          new_seqs: dict[str, list[int]], now_ms: int) -> None:
+          new_seqs: dict[str, list[int]], now_ms: int,
+          marks: dict[str, dict[str, Any]]) -> None:
     for device, seqs in new_seqs.items():
         seqs.sort()
         known = info[device]
@@ -569,7 +586,7 @@ def _gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],
             expected = max(expected, s + 1)
         top = max(last, seqs[-1])
         if top != last:
-            conn.execute(scales.update().where(scales.c.device == device).values(last_seq=top))
+            marks[device]["last_seq"] = top
             known["last_seq"] = top
 
 
@@ -589,13 +606,13 @@ def _fill_gap(conn: Connection, device: str, seq: int) -> None:
             return
 
 
-def _sample_marks(conn: Connection, info: dict[str, dict[str, Any]]) -> None:
-    """Write back the sample-batch seq marks that changed in this batch."""
+def _sample_marks(info: dict[str, dict[str, Any]], marks: dict[str, dict[str, Any]]) -> None:
+    """Add the sample-batch seq marks that changed in this batch to ``marks``."""
     for device, known in info.items():
         if known.get("_samples_dirty"):
-            conn.execute(scales.update().where(scales.c.device == device).values(
-                samples_seq=known["samples_seq"],
-                samples_holes=json.dumps(known["_holes"]) if known["_holes"] else None))
+            marks[device]["samples_seq"] = known["samples_seq"]
+            marks[device]["samples_holes"] = (json.dumps(known["_holes"]) if known["_holes"]
+                                              else None)
 
 
 def _rollups(conn: Connection, res: BatchResult) -> None:
@@ -620,6 +637,13 @@ def _rollups(conn: Connection, res: BatchResult) -> None:
         return
     rows = [{"device": d, "minute_ms": m, "market": markets[d], "n": a[0], "min_mg": a[1],
              "max_mg": a[2], "sum_mg": a[3], "stable_n": a[4]} for (d, m), a in acc.items()]
+    if conn.dialect.name == "postgresql":
+        pg_insert_unnest(conn, rollups, rows, conflict=("device", "minute_ms"), set_sql=(
+            "n = rollups.n + excluded.n, sum_mg = rollups.sum_mg + excluded.sum_mg, "
+            "stable_n = rollups.stable_n + excluded.stable_n, "
+            "min_mg = LEAST(rollups.min_mg, excluded.min_mg), "
+            "max_mg = GREATEST(rollups.max_mg, excluded.max_mg)"))
+        return
     ins = dialect_insert(conn, rollups)
     stmt = ins.on_conflict_do_update(
         index_elements=["device", "minute_ms"],

@@ -1,0 +1,48 @@
+"""gateway_server.bulk on SQLite and PostgreSQL: the batch writes of the pipeline (issue 17)."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+
+from gateway_server.bulk import pg_insert_unnest, update_by_key
+from gateway_server.store import Store
+from gateway_server.tables import events, markets, scales
+
+
+def _scales(store: Store, n: int) -> None:
+    with store.engine.begin() as c:
+        c.execute(insert(markets).values(id="m1", name="m", created_ms=1))
+        c.execute(insert(scales), [{"device": f"d{i}", "market": "m1", "registered": True,
+                                    "role": "trade", "state": "unknown", "last_seq": 7,
+                                    "samples_holes": "[[1, 2]]"} for i in range(n)])
+
+
+def test_update_by_key_sets_only_the_columns_given_per_row(store: Store) -> None:
+    _scales(store, 4)
+    with store.engine.begin() as c:
+        update_by_key(c, scales, "device", {
+            "d0": {"last_seen_ms": 10, "last_seq": 9},
+            "d1": {"last_seen_ms": 11},
+            "d2": {"samples_seq": 3, "samples_holes": None},  # NULL is a value, not "unchanged"
+            "d3": {},
+        })
+    with store.engine.connect() as c:
+        got = {r.device: (r.last_seen_ms, r.last_seq, r.samples_seq, r.samples_holes)
+               for r in c.execute(select(scales))}
+    assert got == {"d0": (10, 9, None, "[[1, 2]]"), "d1": (11, 7, None, "[[1, 2]]"),
+                   "d2": (None, 7, 3, None), "d3": (None, 7, None, "[[1, 2]]")}
+
+
+def test_unnest_insert_returns_only_new_rows(store: Store) -> None:
+    if store.engine.dialect.name != "postgresql":
+        return  # PostgreSQL only; SQLite keeps SQLAlchemy's insert (test_pipeline covers it)
+    _scales(store, 1)
+    row = {"device": "d0", "market": "m1", "seq": 1, "kind": "zero", "ts_ms": 5,
+           "received_ms": 6, "payload": "{\"a\": \"\u00e9\"}"}
+    with store.engine.begin() as c:
+        first = pg_insert_unnest(c, events, [row, row | {"seq": 2}], conflict=("device", "seq"),
+                                 returning=("device", "seq"))
+        again = pg_insert_unnest(c, events, [row, row | {"seq": 3}, row | {"seq": 3}],
+                                 conflict=("device", "seq"), returning=("seq",))
+    assert sorted(r.seq for r in first) == [1, 2]
+    assert [r.seq for r in again] == [3]  # a seq twice in one call is one row
