@@ -71,34 +71,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """An ingest worker: takes its share of the markets (leases), no HTTP."""
+    """An ingest worker: takes its share of the markets (leases); /metrics over HTTP.
+
+    With ``--processes N`` (N > 1) this process only supervises N worker processes on
+    this machine, which share the market leases like workers on different machines.
+    """
     import signal
     import threading
 
+    if args.processes > 1:
+        from gateway_server.workers import supervise
+
+        return supervise(args)
+    from gateway_server.metrics import MetricsServer, render_worker
     from gateway_server.sharding import Worker
     from gateway_server.store import Store
+    from gateway_server.tssink import TimeSeriesSink
 
     overrides = {k: v for k, v in {"database_url": args.database_url,
-                                   "mqtt_url": args.mqtt_url}.items() if v is not None}
+                                   "mqtt_url": args.mqtt_url,
+                                   "worker_metrics_listen": args.metrics_listen,
+                                   }.items() if v is not None}
     settings = Settings(**overrides)
     store = Store.from_url(settings.database_url)
     kw = {"worker_id": args.worker_id} if args.worker_id else {}
     worker = Worker(settings, store, lease_ms=int(args.lease_s * 1000), **kw)
+    worker.sink = TimeSeriesSink.from_settings(settings)  # None: no time-series store
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     from gateway_server.retention import Purger
 
+    metrics = None
+    if settings.worker_metrics_listen:
+        metrics = _metrics_server(settings.worker_metrics_listen,
+                                  lambda: render_worker(worker, worker.sink), MetricsServer)
     worker.start()
     purger = Purger(store, settings).start()  # dead-letter retention
-    logging.getLogger("gateway_server").info("worker %s started (lease %.0f s)",
-                                             worker.worker_id, args.lease_s)
+    logging.getLogger("gateway_server").info(
+        "worker %s started (lease %.0f s, metrics %s)", worker.worker_id, args.lease_s,
+        f"http://{metrics.host}:{metrics.port}/metrics" if metrics else "off")
     try:
         stop.wait()
     finally:
         purger.stop()
         worker.stop()
+        if metrics is not None:
+            metrics.stop()
+        if worker.sink is not None:
+            worker.sink.close(5)
     return 0
+
+
+def _metrics_server(listen: str, render, cls):  # type: ignore[no-untyped-def]
+    """Bind HOST:PORT, or the next free port above it (up to 64 on), and start serving."""
+    host, port = _listen(listen)
+    for p in [port] if port == 0 else range(port, min(port + 64, 65536)):
+        try:
+            return cls(host, p, render).start()
+        except OSError as err:
+            last = err
+    raise GatewayError(f"cannot serve /metrics on {listen} (nor the next 63 ports): {last}")
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -429,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--worker-id", help="this worker's name in the leases (default: host-pid)")
     w.add_argument("--lease-s", type=float, default=10.0,
                    help="market lease in seconds; a dead worker's markets move after this long")
+    w.add_argument("--metrics-listen", help="HOST:PORT of /metrics (default: "
+                   "$GATEWAY_WORKER_METRICS_LISTEN, else 127.0.0.1:9480; a busy port moves to "
+                   "the next free one; '' turns it off)")
+    w.add_argument("--processes", type=int, default=1,
+                   help="worker processes on this machine, sharing the market leases (default "
+                   "1); process i serves /metrics on PORT + i")
     w.set_defaults(func=cmd_worker)
     a = sub.add_parser("api", help="run a stateless HTTP API process (no ingest)")
     a.add_argument("--database-url", help=_DB_HELP)

@@ -8,8 +8,10 @@ open inspection tasks) come from the database, so any API process can serve them
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sqlalchemy import func, select
@@ -108,3 +110,126 @@ def render(store: Store, ingestor: Any | None, sink: Any | None = None) -> str:
             out += _family(f"tsdb_{k}", "gauge", f"time-series sink: {k}",
                            [_line(f"tsdb_{k}", v)])
     return "\n".join(out) + "\n"
+
+
+# -- a sharded worker's own /metrics (issue 17) ------------------------------------------
+
+
+def _ack_backlog(ingestors: Iterable[Any]) -> tuple[int, int, int, int]:
+    """(stored sent, resend sent, devices whose confirmation is behind, devices with a gap)."""
+    stored = resend = behind = gaps = 0
+    for ing in ingestors:
+        acks = ing.acks
+        stored += acks.stats.stored_sent
+        resend += acks.stats.resend_sent
+        for device, st in list(acks.devices.items()):  # a copy: the writer thread adds to it
+            behind += st.mark > st.sent_mark
+            gaps += acks.gap(device) is not None
+    return stored, resend, behind, gaps
+
+
+def render_worker(worker: Any, sink: Any | None = None) -> str:
+    """``GET /metrics`` of a ``gateway-server worker``: its own ingest, nothing from the
+    database (the API processes serve the system-wide gauges).
+
+    ``worker`` is a :class:`gateway_server.sharding.Worker`: counters are summed over the
+    markets it owns now and those it owned before (``worker.retired``), so they never go
+    back when a market moves; gauges are per owned market.
+    """
+    now = time.time_ns() // 1_000_000
+    owned = dict(worker.owned)  # a copy: the coordinator thread changes it
+    wid = {"worker": worker.worker_id}
+    out: list[str] = []
+    for key, help_ in INGEST_COUNTERS.items():
+        total = worker.retired.get(key, 0) + sum(getattr(i.stats, key) for i in owned.values())
+        out += _family(f"ingest_{key}_total", "counter", help_,
+                       [_line(f"ingest_{key}_total", total, wid)])
+    out += _family("worker_leases_held", "gauge", "market leases this worker holds",
+                   [_line("worker_leases_held", len(owned), wid)])
+    per_market: dict[str, list[str]] = {"connected": [], "queue": [], "age": [], "lag": []}
+    for market, ing in sorted(owned.items()):
+        lab = {**wid, "market": market}
+        st = ing.stats
+        per_market["connected"].append(_line("ingest_connected", int(bool(st.connected)), lab))
+        per_market["queue"].append(_line("ingest_queue_depth", ing.queue_depth(), lab))
+        age = (now - st.last_batch_ms) / 1000 if st.last_batch_ms else 0
+        per_market["age"].append(_line("ingest_last_batch_age_seconds", round(age, 3), lab))
+        newest = max((t for t, _, _ in list(ing.latest.values())), default=None)
+        if newest is not None:
+            per_market["lag"].append(_line("ingest_lag_seconds", round((now - newest) / 1000, 3),
+                                           lab))
+    out += _family("ingest_connected", "gauge", "1 when the market's MQTT session is up",
+                   per_market["connected"])
+    out += _family("ingest_queue_depth", "gauge",
+                   "messages taken from the broker, not yet stored", per_market["queue"])
+    out += _family("ingest_last_batch_age_seconds", "gauge",
+                   "seconds since the market's last committed batch", per_market["age"])
+    out += _family("ingest_lag_seconds", "gauge",
+                   "now minus the device time of the newest stored sample (how far the ingest "
+                   "is behind the scales, broker queue included)", per_market["lag"])
+    stored, resend, behind, gaps = _ack_backlog(owned.values())
+    out += _family("ack_stored_sent_total", "counter", "signed 'stored' confirmations sent",
+                   [_line("ack_stored_sent_total", stored + worker.retired.get("_ack_stored", 0),
+                          wid)])
+    out += _family("ack_resend_sent_total", "counter", "resend requests sent for gaps",
+                   [_line("ack_resend_sent_total", resend + worker.retired.get("_ack_resend", 0),
+                          wid)])
+    out += _family("ack_devices_behind", "gauge",
+                   "devices with stored events not yet confirmed to them",
+                   [_line("ack_devices_behind", behind, wid)])
+    out += _family("ack_devices_with_gap", "gauge", "devices with a sequence gap open",
+                   [_line("ack_devices_with_gap", gaps, wid)])
+    if sink is not None:
+        for k, v in sorted(sink.stats().items()):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            out += _family(f"tsdb_{k}", "gauge", f"time-series sink: {k}",
+                           [_line(f"tsdb_{k}", v, wid)])
+    return "\n".join(out) + "\n"
+
+
+class MetricsServer:
+    """A small HTTP server for a process without the API: ``GET /metrics``, ``/healthz``.
+
+    ``render`` builds the exposition text on each scrape (in the server's thread).
+    ``port`` 0 picks a free port; :attr:`port` is the one bound.
+    """
+
+    def __init__(self, host: str, port: int, render: Callable[[], str]) -> None:
+        outer_render = render
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    try:
+                        body, code = outer_render().encode(), 200
+                    except Exception as err:  # a scrape never kills the worker
+                        body, code = f"metrics failed: {err}\n".encode(), 500
+                    ctype = "text/plain; version=0.0.4; charset=utf-8"
+                elif path == "/healthz":
+                    body, code, ctype = b"ok\n", 200, "text/plain; charset=utf-8"
+                else:
+                    body, code, ctype = b"not found\n", 404, "text/plain; charset=utf-8"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # scrapes are not news
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.host, self.port = host, self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http",
+                                        daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

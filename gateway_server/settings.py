@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     markets: str = Field("+", description="comma-separated market ids this worker ingests")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    worker_metrics_listen: str = Field(
+        "127.0.0.1:9480",
+        description="HOST:PORT of a worker's /metrics (issue 17); a busy port moves to the next "
+        "free one (logged); port 0: any free port; empty: no HTTP server")
     public_base_url: str = "http://127.0.0.1:8080"
     unknown_devices: Literal["quarantine", "accept"] = Field(
         "quarantine",

@@ -29,11 +29,14 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
 from gateway_server.ingest import Ingestor
+from gateway_server.metrics import INGEST_COUNTERS
 from gateway_server.settings import Settings
 from gateway_server.store import Store, dialect_insert
 from gateway_server.tables import markets
@@ -83,6 +86,11 @@ class Worker:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     lease_ms: int = 10_000
     owned: dict[str, Ingestor] = field(default_factory=dict)
+    #: the time-series sink every owned market's ingest writes to (None: not configured)
+    sink: Any = None
+    #: counters of the ingests of markets this worker owned before, so its /metrics
+    #: counters never go back when a market moves (``gateway_server.metrics.render_worker``)
+    retired: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -141,6 +149,7 @@ class Worker:
     def _own(self, market: str) -> None:
         ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
                        markets=[market])
+        ing.sink = self.sink
         ing.start()
         self.owned[market] = ing
         log.info("%s: took market %s", self.worker_id, market)
@@ -149,6 +158,10 @@ class Worker:
         ing = self.owned.pop(market, None)
         if ing is not None:
             ing.stop()  # the persistent session stays at the broker for the next owner
+            for key in INGEST_COUNTERS:
+                self.retired[key] += getattr(ing.stats, key)
+            self.retired["_ack_stored"] += ing.acks.stats.stored_sent
+            self.retired["_ack_resend"] += ing.acks.stats.resend_sent
         with self.store.engine.begin() as c:
             release(c, market, self.worker_id)
         log.info("%s: released market %s", self.worker_id, market)

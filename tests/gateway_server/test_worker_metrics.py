@@ -1,0 +1,107 @@
+"""A worker that can be seen (issue 17): ``gateway-server worker --processes 2`` on a real
+Mosquitto, PostgreSQL and VictoriaMetrics; both worker processes share the market leases,
+serve ``/metrics`` and write the sales they store to the time-series sink."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from pgutil import fresh_pg_database
+from support import free_port, start_mosquitto, wait_until
+from test_sharding import MARKETS, batches, leases, open_session, publish, register, spawn
+from test_tssink import make_vm
+
+from gateway_server.sharding import client_id_for
+
+
+def scrape(port: int) -> dict[str, float] | None:
+    """Every sample of a worker's /metrics, by name and labels; None while it is not up."""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    except httpx.HTTPError:
+        return None
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def total(samples: list[dict[str, float]], name: str) -> float:
+    return sum(v for s in samples for k, v in s.items() if re.fullmatch(
+        rf"scalegw_{name}(\{{.*\}})?", k))
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> None:
+    broker = start_mosquitto(tmp_path)
+    vm = make_vm(tmp_path, "vm")
+    vm.start()
+    sup: subprocess.Popen[bytes] | None = None
+    try:
+        with fresh_pg_database() as url:
+            store = register(url)
+            for m in MARKETS:
+                open_session(broker.port, client_id_for(m), m)
+            base = free_port()
+            while any(_busy(base + i) for i in (1,)):
+                base = free_port()
+            env = dict(os.environ, DATABASE_URL=url, MQTT_URL=broker.url,
+                       GATEWAY_TSDB_URL=vm.url, GATEWAY_TSDB_FLUSH_MS="100")
+            sup = spawn(["worker", "--processes", "2", "--worker-id", "wp", "--lease-s", "3",
+                         "--metrics-listen", f"127.0.0.1:{base}"], env, tmp_path / "w.log")
+
+            def scrapes() -> list[dict[str, float]] | None:
+                got = [scrape(base), scrape(base + 1)]
+                return None if None in got else got  # type: ignore[return-value]
+
+            # both processes up, every market held, by the two of them together
+            wait_until(lambda: (s := scrapes()) is not None
+                       and total(s, "worker_leases_held") == len(MARKETS)
+                       and set(leases(store).values()) == {"wp-0", "wp-1"}, 120,
+                       what="six leases shared by wp-0 and wp-1, seen in /metrics")
+            publish(broker.port, batches(0))
+            expected = len(MARKETS) * 2 * 2  # two devices a market, two sales each
+            wait_until(lambda: total(scrapes() or [], "ingest_stored_sales_total") == expected,
+                       120, what="the stored sales counted in /metrics")
+            s = scrapes()
+            assert s is not None
+            assert total(s, "ingest_dead_letters_total") == 0
+            assert total(s, "ingest_queue_depth") == 0
+            assert total(s, "ingest_connected") == len(MARKETS)
+            # these messages carry no floor_seq (an agent without end-to-end acknowledgement):
+            # nothing to confirm, but the backlog is reported
+            assert total(s, "ack_devices_behind") == 0
+            assert all(any(k.startswith("scalegw_ack_stored_sent_total{") for k in one)
+                       for one in s)
+            for one in s:  # each process names itself and its markets
+                assert any('worker="wp-' in k for k in one)
+            # the sales went on to the time-series store, counted by each worker's sink
+            wait_until(lambda: total(scrapes() or [], "tsdb_written") >= expected, 60,
+                       what="the sales written to VictoriaMetrics")
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(60) == 0
+            wait_until(lambda: scrape(base) is None and scrape(base + 1) is None, 30,
+                       what="both worker processes stopped")
+            store.engine.dispose()
+    finally:
+        if sup is not None and sup.poll() is None:
+            sup.kill()
+        vm.stop()
+        broker.stop()
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
