@@ -85,7 +85,7 @@ def login_page() -> FileResponse:
 
 STATUS_TEXT = {
     "normal": ("正常经营", "ok"), "yellow": ("黄牌警告", "yellow"), "red": ("红牌", "red"),
-    "suspended": ("经营异常 · 诚信码暂停", "red"), "delisted": ("已注销", "grey"),
+    "suspended": ("经营异常 · 诚信码暂停", "red"), "delisted": ("已下架", "grey"),
 }
 LIST_TEXT = {"red": ("红榜", "honour"), "black": ("黑榜", "black")}
 VERIFICATION_TEXT = {"valid": ("检定有效", "ok"), "overdue": ("检定已过期", "red"),
@@ -126,7 +126,7 @@ def _status_block(v: dict[str, Any]) -> str:
     note = {"yellow": "该商户在计量检查中不合格，已被黄牌警告。",
             "red": "该商户多次计量检查不合格或存在作弊，已被红牌处理。",
             "suspended": "该商户被列入经营异常，诚信码暂停。",
-            "delisted": "该商户已注销，诚信码失效。"}.get(v["status"], "")
+            "delisted": "该商户已下架（营业执照注销或吊销），诚信码失效。"}.get(v["status"], "")
     if v["list_status"] == "red":
         note = (note + " " if note else "") + "检查合格且近期无异常，列入诚信红榜。"
     elif v["list_status"] == "black":
