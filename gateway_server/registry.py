@@ -93,6 +93,9 @@ class ListStatus(StrEnum):
 
 _MASS_UNITS = {"mg": MassUnit.MG, "毫克": MassUnit.MG, "g": MassUnit.G, "克": MassUnit.G,
                "kg": MassUnit.KG, "千克": MassUnit.KG, "公斤": MassUnit.KG}
+#: 市制 units (1 斤 = 500 g, 1 两 = 50 g): refused for a scale's Max and e, whose legal units
+#: are on its data plate, with the conversion named; unit prices take them (元/斤)
+_MARKET_UNITS_MG = {"斤": 500_000, "市斤": 500_000, "两": 50_000}
 MAX_QUANTITY_TEXT = 64  # longer texts are refused before int() (which stops at 4300 digits)
 _MASS_RE = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]+)?)\s*([^\s0-9.+-]*)$")
 
@@ -115,6 +118,16 @@ def parse_mass_mg(value: int | str, *, field: str = "mass") -> int:
             if "." in number:
                 raise RegistryError(f"{field}: {value!r} needs a unit (kg, g, mg)", field=field)
             mg = int(number)
+        elif unit in _MARKET_UNITS_MG:
+            jin = _MARKET_UNITS_MG[unit]
+            try:
+                as_mg = decimal_to_mg(number, MassUnit.G) * (jin // 1_000)
+            except UnitError as err:
+                raise RegistryError(f"{field}: {err}", field=field) from err
+            raise RegistryError(
+                f"{field}: {value.strip()} = {format_mass(as_mg)}: a scale's data are "
+                f"registered in legal units (计量法 第三条), give {format_mass(as_mg)}",
+                field=field)
         elif unit.lower() not in _MASS_UNITS:
             raise RegistryError(f"{field}: unknown unit {unit!r} (kg, g, mg, 千克, 克)",
                                 field=field)
@@ -162,6 +175,26 @@ def parse_fen(value: int | str, *, field: str = "price") -> int:
     if fen > BIGINT_MAX:
         raise RegistryError(f"{field}: too large", field=field)
     return fen
+
+
+#: per-mass units a unit price may be given in, and the factor to fen per kg: the register
+#: keeps the legal unit (元/kg, 计量法 第三条 法定计量单位); 斤 and 两, still how market price
+#: boards are written, are converted exactly on input (1 斤 = 500 g, 1 两 = 50 g)
+_PRICE_PER = {"kg": 1, "千克": 1, "公斤": 1, "斤": 2, "市斤": 2, "500g": 2, "两": 20, "50g": 20}
+_PRICE_RE = re.compile(r"^(.*?)\s*(?:元)?\s*/\s*([^\s/]+)$")
+
+
+def parse_unit_price_fen_per_kg(value: int | str, *, field: str = "unit_price") -> int:
+    """A unit price → fen per kg, exactly: an integer (fen per kg), ``"12.50"`` (元/kg), or
+    with its unit, ``"12.50元/kg"``, ``"6.25元/斤"`` (= 12.50 元/kg), ``"1.2元/两"``."""
+    if isinstance(value, str) and "/" in value:
+        m = _PRICE_RE.match(value.strip())
+        unit = m.group(2).lower() if m else ""
+        if m is None or unit not in _PRICE_PER:
+            raise RegistryError(f"{field}: unknown price unit in {value!r} (元/kg, 元/斤, 元/两)",
+                                field=field)
+        return parse_fen(m.group(1), field=field) * _PRICE_PER[unit]
+    return parse_fen(value, field=field)
 
 
 _DATE_RE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")

@@ -50,6 +50,11 @@ FenIn = Annotated[int, BeforeValidator(reg.parse_fen), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
     "description": "integer fen, or decimal yuan as text: \"12.50\"",
     "examples": ["12.50", 1250]})]
+UnitPriceIn = Annotated[int, BeforeValidator(reg.parse_unit_price_fen_per_kg), WithJsonSchema({
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}],
+    "description": "integer fen per kg, or yuan as text per kg or with its unit: \"12.50\", "
+                   "\"12.50元/kg\", \"6.25元/斤\" (1 斤 = 500 g, stored as 12.50 元/kg)",
+    "examples": ["12.50", "6.25元/斤", 1250]})]
 DateIn = Annotated[int, BeforeValidator(reg.parse_date_ms), WithJsonSchema({
     "anyOf": [{"type": "integer"}, {"type": "string", "format": "date"}],
     "description": "UTC ms, or a date YYYY-MM-DD (00:00 China Standard Time)",
@@ -260,7 +265,7 @@ class PriceCreate(BaseModel):
     plu: str = Field(min_length=1, max_length=64, examples=["1001"])
     name: str = Field(min_length=1, max_length=256, examples=["西红柿"])
     category: GoodsCategory | None = None
-    unit_price_fen_per_kg: FenIn
+    unit_price_fen_per_kg: UnitPriceIn
     valid_from_ms: DateIn | None = Field(None, description="default: now")
 
 

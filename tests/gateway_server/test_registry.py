@@ -218,12 +218,29 @@ def test_parse_mass(text: str | int, mg: int) -> None:
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("15.5", "needs a unit"), ("15 斤", "unknown unit"), ("0 kg", "positive"), ("abc", "not a"),
+    ("15.5", "needs a unit"), ("15 斤", "15 斤 = 7.5 kg.*计量法 第三条.*give 7.5 kg"),
+    ("0.5 两", "0.5 两 = 25 g"), ("0 kg", "positive"), ("abc", "not a"), ("15 磅", "unknown unit"),
     ("1.0001 g", "whole number"), (True, "integer"), (1.5, "integer"),
 ])
 def test_parse_mass_refuses(text: object, why: str) -> None:
     with pytest.raises(reg.RegistryError, match=why):
         reg.parse_mass_mg(text)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "fen_per_kg"), [
+    ("12.50", 1250), (1250, 1250), ("12.50元/kg", 1250), ("12.5/千克", 1250),
+    ("6.25元/斤", 1250), ("¥6.25 元 / 斤", 1250), ("0.01元/斤", 2), ("1.2元/两", 2400),
+])
+def test_unit_prices_per_jin_convert_exactly_to_the_legal_unit(text: str | int,
+                                                               fen_per_kg: int) -> None:
+    assert reg.parse_unit_price_fen_per_kg(text) == fen_per_kg
+
+
+@pytest.mark.parametrize(("text", "why"), [("6.25元/磅", "unknown price unit"),
+                                          ("x元/斤", "not an amount"), ("-1元/斤", "negative")])
+def test_unit_prices_refuse_what_they_cannot_convert(text: str, why: str) -> None:
+    with pytest.raises(reg.RegistryError, match=why):
+        reg.parse_unit_price_fen_per_kg(text)
 
 
 def test_format_mass_is_exact_and_parses_back() -> None:

@@ -151,7 +151,14 @@ def test_prices_over_http(client, admin, inspector, m1) -> None:  # type: ignore
                        ).status_code == 422
     assert client.post(url, headers=admin, json={"plu": "1", "name": "x", "category": "gems",
                                                  "unit_price_fen_per_kg": 1}).status_code == 422
-    assert len(client.get(url, headers=inspector).json()) == 2
+    jin = client.post(url, headers=admin, json={"plu": "2002", "name": "猪肉", "category": "meat",
+                                                "unit_price_fen_per_kg": "14.50元/斤",
+                                                "valid_from_ms": 1000})
+    assert jin.status_code == 201 and jin.json()["unit_price_fen_per_kg"] == 2_900  # per kg
+    bad = client.post(url, headers=admin, json={"plu": "3", "name": "x",
+                                                "unit_price_fen_per_kg": "3元/磅"})
+    assert bad.status_code == 422 and "元/斤" in bad.text
+    assert len(client.get(url, headers=inspector).json()) == 3
     now = client.get(url, headers=inspector, params={"at_ms": 1500}).json()
-    assert [p["unit_price_fen_per_kg"] for p in now] == [650]
+    assert sorted(p["unit_price_fen_per_kg"] for p in now) == [650, 2_900]
     assert client.get("/api/v1/merchants/999/prices", headers=inspector).status_code == 404

@@ -39,6 +39,8 @@ const PATTERNS = [
   [/^give a string with a unit or an integer in mg$/, () => "请填写带单位的重量（如 15 kg、5 g）", () => "give a mass with its unit (e.g. 15 kg, 5 g)"],
   [/^not a mass: '(.*)' \(.*\)$/, (m) => `${q(m[1])} 不是重量（如 15 kg、5 g）`, (m) => `${q(m[1])} is not a mass (e.g. 15 kg, 5 g)`],
   [/^'(.*)' needs a unit \(kg, g, mg\)$/, (m) => `${q(m[1])} 缺少单位（kg、g）`, (m) => `${q(m[1])} needs a unit (kg, g)`],
+  [/^(\S+ (?:斤|两|市斤)) = (.+): a scale's data are registered in legal units .*$/, (m) => `${m[1]} = ${m[2]}：秤的计量数据按法定计量单位登记（计量法 第三条），请填写 ${m[2]}`, (m) => `${m[1]} = ${m[2]}: a scale's data are registered in legal units (Metrology Law Art. 3): give ${m[2]}`],
+  [/^unknown price unit in '(.*)' .*$/, (m) => `单价单位无法识别：${q(m[1])}（可用 元/kg、元/斤、元/两）`, (m) => `unknown price unit in ${q(m[1])} (yuan/kg, yuan/jin, yuan/liang)`],
   [/^unknown unit '(斤|两|市斤|公两)' .*$/, (m) => `登记表不接受“${m[1]}”：请换算为 kg 或 g（1 斤 = 500 g，1 两 = 50 g）`, (m) => `the register does not take “${m[1]}”: convert to kg or g (1 jin = 500 g, 1 liang = 50 g)`],
   [/^unknown unit '(.*)' .*$/, (m) => `未知单位 ${q(m[1])}（可用 kg、g、千克、克）`, (m) => `unknown unit ${q(m[1])} (kg, g, 千克, 克)`],
   [/^must be positive$/, () => "必须大于 0", () => "must be positive"],
