@@ -52,6 +52,7 @@ from gateway_server.detection import (
     offline_findings,
 )
 from gateway_server.detectors.legal import LEGAL_TECHNICAL
+from gateway_server.livefeed import mark_new
 from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
@@ -469,6 +470,8 @@ def store_batch(
         res.new_findings = [{k: f.get(k) for k in cols} for f in res.new_findings]
         stmt = dialect_insert(conn, findings).on_conflict_do_nothing(index_elements=["dedup_key"])
         conn.execute(stmt, res.new_findings)
+    if res.new_sales or res.new_findings:
+        mark_new(conn)  # the SSE streams are woken on commit (gateway_server.livefeed)
     return res
 
 

@@ -3,10 +3,9 @@ complaints, the tolerance calculator, and the live event stream (SSE)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -15,7 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from gateway_server import inspection as insp
-from gateway_server import queue_rows, risk
+from gateway_server import livefeed, queue_rows, risk
 from gateway_server.auth import AdminUser, CurrentUser, now_ms
 from gateway_server.deps import OffsetQuery, RowIdPath, RowIdQuery, StoreDep
 from gateway_server.detectors import legal
@@ -566,35 +565,10 @@ def metrology_retail_deviation(
             response_class=StreamingResponse)
 async def stream(request: Request, store: StoreDep, market: str | None = None,
                  poll_s: Annotated[float, Query(ge=0.2, le=10)] = 1.0) -> StreamingResponse:
-    """Polls the database (so any API process serves it, whichever worker ingested)."""
-    with store.engine.connect() as c:
-        last_sale = c.execute(select(func.coalesce(func.max(sales.c.id), 0))).scalar_one()
-        last_finding = c.execute(select(func.coalesce(func.max(findings.c.id), 0))).scalar_one()
-
-    async def gen() -> AsyncIterator[bytes]:
-        nonlocal last_sale, last_finding
-        yield b"retry: 3000\n\n"
-        while not await request.is_disconnected():
-            def poll(after_sale: int, after_finding: int
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-                with store.engine.connect() as c:
-                    qs = select(sales).where(sales.c.id > after_sale).order_by(sales.c.id)
-                    qf = select(findings).where(findings.c.id > after_finding).order_by(
-                        findings.c.id)
-                    if market:
-                        qs, qf = qs.where(sales.c.market == market), qf.where(
-                            findings.c.market == market)
-                    return _rows(c.execute(qs.limit(500))), _rows(c.execute(qf.limit(500)))
-            new_sales, new_findings = await asyncio.to_thread(poll, last_sale, last_finding)
-            for s in new_sales:
-                last_sale = max(last_sale, s["id"])
-                yield f"event: sale\ndata: {json.dumps(s)}\n\n".encode()
-            for f in new_findings:
-                last_finding = max(last_finding, f["id"])
-                yield f"event: finding\ndata: {json.dumps(_finding(f))}\n\n".encode()
-            if not new_sales and not new_findings:
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(poll_s)
-
+    """Pushed on commit by the ingest (gateway_server.livefeed: in-process, or PostgreSQL
+    LISTEN/NOTIFY from any worker); ``poll_s`` is the longest between looks without one."""
+    after = livefeed.start_marks(store.engine)
+    gen = partial(livefeed.stream_events, store.engine, after, market=market, poll_s=poll_s,
+                  is_disconnected=request.is_disconnected, rows=_rows, finding_out=_finding)
     return StreamingResponse(gen(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
