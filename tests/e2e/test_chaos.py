@@ -109,6 +109,13 @@ class AgentProc:
         lines = [ln for ln in self.status_file.read_text().splitlines() if ln.endswith("}")]
         return json.loads(lines[-1]) if lines else {}
 
+    def idle_since(self, t: float) -> bool:
+        """A status line written after ``t`` (wall clock) shows every pan empty."""
+        if self.status_file.stat().st_mtime < t + 1.5:  # a line from after t, not before
+            return False
+        sc = self.status().get("scales", {})
+        return bool(sc) and all(s["phase"] == "empty" for s in sc.values())
+
     def running(self) -> bool:
         sc = self.status().get("scales", {})
         return bool(sc) and all(s["state"] == "running" for s in sc.values())
@@ -313,6 +320,11 @@ def test_no_sale_lost_or_doubled_under_broker_gateway_and_agent_kills(tmp_path: 
                 s.open_to(s.at(nxt, "idle"))
             wait_until(lambda: all(s.pos == s.gate for s in scales.values()), DEADLINE_S,
                        what="the scales at rest")
+            # the last load's sale is emitted once the agent has seen the empty pan: wait
+            # for a status line written after this point that shows every pan empty
+            rest = time.time()
+            wait_until(lambda: all(a.idle_since(rest) for a in (agent_a, agent_b)), DEADLINE_S,
+                       0.5, what="every agent's state machines back at an empty pan")
             step("selling stopped")
 
             def converged() -> bool:
