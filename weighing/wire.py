@@ -511,6 +511,15 @@ class BadEvent:
     raw: bytes = b""  # the event's JSON (re-encoded), for the dead letter
 
 
+def _where(i: int, err: str) -> str:
+    """msgspec's ``"Expected `int`, got `float` - at `$.net_mg`"`` about event ``i`` →
+    ``"$.events[i].net_mg: Expected `int`, got `float`"``: the path in the message first."""
+    head, sep, path = err.rpartition(" - at `$")
+    if sep and path.endswith("`"):
+        return f"$.events[{i}]{path[:-1]}: {head}"
+    return f"$.events[{i}]: {err}"
+
+
 def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload | None,
                                                               list[BadEvent]]:
     """:func:`decode`, except that an event batch whose *events* fail one by one keeps
@@ -546,7 +555,7 @@ def decode_partial(topic_text: str, payload: bytes) -> tuple[TopicParts, Payload
         except (msgspec.ValidationError, ValueError) as err:
             seq = item.get("seq") if isinstance(item, dict) else None
             seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-            bad.append(BadEvent(i, seq, f"{topic_text} $.events[{i}]: {err}",
+            bad.append(BadEvent(i, seq, f"{topic_text} {_where(i, str(err))}",
                                 _ENCODER.encode(item)))
         else:
             good.append(item)

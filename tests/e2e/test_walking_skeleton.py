@@ -7,6 +7,7 @@ opens); "nothing more arrives" is known from a barrier through the broker
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -127,7 +128,7 @@ def test_malformed_payload_is_dead_lettered_and_good_data_beside_it_kept(  # typ
     c.connect("127.0.0.1", mosquitto.port)
     c.loop_start()
     good = wire.EventBatch(device="d-1", events=[wire.SaleEvent(
-        seq=1, ts_ms=1_700_000_000_000, net_mg=1_250_000, settled_mg=1_250_000,
+        seq=1, ts_ms=int(time.time() * 1000), net_mg=1_250_000, settled_mg=1_250_000,
         peak_mg=1_300_000, stable_device=True, stable_software=True)])
     msgs = [
         ("scales/v1/m1/d-1/events", b"{not json"),

@@ -84,7 +84,7 @@ def test_a_garbled_sale_among_fifty_is_dead_lettered_alone(store: Store) -> None
     res = run(store, [msg(events)])
     assert stored_seqs(store) == [i for i in range(1, 51) if i != 25]
     (dead,) = rows(store, dead_letters)
-    assert "$.peak_mg" in dead["reason"] and "seq=25" in dead["reason"]
+    assert "$.events[24].peak_mg" in dead["reason"] and "seq=25" in dead["reason"]
     assert json.loads(dead["payload"])["seq"] == 25  # the one event, not the message
     assert len(res.new_sales) == 49
 
