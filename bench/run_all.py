@@ -56,6 +56,8 @@ BENCHES: tuple[Bench, ...] = (
           ("--rounds", "2")),
     Bench("bench_push.py", BENCHMARKS_MD, "## Sale to finding through the stream",
           timeout_s=600.0),
+    Bench("bench_scaleout.py", BENCHMARKS_MD, "## Scales per worker process",
+          timeout_s=900.0),
     Bench("bench_acks.py", BENCHMARKS_MD, "## End-to-end acknowledgement", ("--sales", "200000")),
     Bench("bench_tssink.py", BENCHMARKS_MD, "## Time-series sink"),
     Bench("bench_fleet.py", BENCHMARKS_MD, "## Fleet simulation", ("--hours", "2")),

@@ -1,0 +1,259 @@
+"""Scales per ingest process and per core (issue 17): `gateway-server worker --processes N`.
+
+A private Mosquitto, a fresh PostgreSQL database, 8 markets, and ``--scales`` registered
+scales with keys; load processes publish what a fleet's agents publish most: one signed
+sample batch (20 readings, 50 ms apart) per scale per second, QoS 1. The gateway is
+``gateway-server worker --processes N``; what it stored is read from the workers' own
+``/metrics`` (``scalegw_ingest_samples_total``, ``scalegw_ingest_lag_seconds``), over a
+``--seconds`` window after a warm-up. CPU is utime + stime of the worker processes over
+the window (``/proc``), in cores. *Ceiling*: the offered rate (the load processes count
+what they published in the window): a gateway cannot store more than it is sent. The
+machine's 2 cores are shared by the broker, PostgreSQL, the load and the workers.
+Results go to docs/benchmarks.md, "## Scales per worker process" only.
+
+    python bench/bench_scaleout.py [--scales 2000,5000,8000] [--processes 1,2] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import benchlib
+import httpx
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway_server.sharding import client_id_for
+from gateway_server.store import Store
+from gateway_server.tables import markets, scales
+from weighing import wire
+from weighing.signing import sign_message
+
+DOC = benchlib.ROOT / "docs" / "benchmarks.md"
+HEADING = "## Scales per worker process"
+BIN = Path(sys.executable).parent
+ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MARKETS = [f"so{i}" for i in range(8)]
+KEY = bytes.fromhex("5c" * 16)
+LOADERS = 2
+READINGS = 20
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def device(i: int) -> tuple[str, str]:
+    return MARKETS[i % len(MARKETS)], f"so-{i:05d}"
+
+
+def register(url: str, n: int) -> None:
+    store = Store.from_url(url)
+    store.migrate()
+    with store.engine.begin() as c:
+        c.execute(markets.insert(), [{"id": m, "name": m, "created_ms": 0} for m in MARKETS])
+        c.execute(scales.insert(), [
+            {"device": device(i)[1], "market": device(i)[0], "registered": True,
+             "role": "trade", "state": "unknown", "max_mg": 15_000_000, "e_mg": 5_000,
+             "key_hex": KEY.hex()} for i in range(n)])
+    store.engine.dispose()
+
+
+def load(port: int, ids: list[int], stop: mp.Event, counts: mp.Array, k: int) -> None:  # type: ignore[valid-type]
+    """One signed sample batch per scale per second, spread over the second."""
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"so-load-{k}")
+    c.max_inflight_messages_set(2000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    seq = 0
+    n = len(ids)
+    while not stop.is_set():  # type: ignore[attr-defined]
+        t0 = time.time()
+        seq += 1
+        now = int(t0 * 1000)
+        for j, i in enumerate(ids):
+            market, dev = device(i)
+            sb = wire.SampleBatch(device=dev, t_ms=[now - 1000 + 50 * r for r in range(READINGS)],
+                                  net_mg=[0] * READINGS, flags=[1] * READINGS, seq=seq)
+            c.publish(f"scales/v1/{market}/{dev}/samples",
+                      wire.encode(sign_message(KEY, dev, sb)), qos=1)
+            counts[k] += 1  # type: ignore[index]
+            if j % 100 == 99:
+                time.sleep(max(0.0, t0 + (j + 1) / n - time.time()))
+        time.sleep(max(0.0, t0 + 1 - time.time()))
+    c.loop_stop()
+    c.disconnect()
+
+
+def scrape(ports: list[int]) -> tuple[float, float, int]:
+    """(samples stored, the largest lag in s, leases held) summed over the workers."""
+    samples = lag = 0.0
+    leases = 0
+    for p in ports:
+        text = httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if m := re.match(r"scalegw_ingest_samples_total\{.*\} (\S+)", line):
+                samples += float(m.group(1))
+            elif m := re.match(r"scalegw_ingest_lag_seconds\{.*\} (\S+)", line):
+                lag = max(lag, float(m.group(1)))
+            elif m := re.match(r"scalegw_worker_leases_held\{.*\} (\S+)", line):
+                leases += int(float(m.group(1)))
+    return samples, lag, leases
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
+        ) -> tuple[float, float, float, float, str]:
+    """(offered msg/s, stored msg/s, worker cores, lag s, load average at start)."""
+    db = f"bench_scaleout_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    url = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{db}"
+    base = benchlib.free_port()
+    ports = [base + i for i in range(n_procs)]
+    sup = None
+    stop = mp.Event()
+    loaders: list[mp.Process] = []
+    try:
+        register(url, n_scales)
+        env = dict(os.environ, DATABASE_URL=url, MQTT_URL=f"mqtt://127.0.0.1:{port}")
+        with (tmp / f"w-{n_scales}-{n_procs}.log").open("ab") as log:
+            sup = subprocess.Popen([str(BIN / "gateway-server"), "worker", "--processes",
+                                    str(n_procs), "--metrics-listen", f"127.0.0.1:{base}"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if scrape(ports)[2] == len(MARKETS):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers did not take every market in 120 s")
+            time.sleep(0.5)
+        load_at = f"{os.getloadavg()[0]:.1f}"
+        counts = mp.Array("q", LOADERS)
+        for k in range(LOADERS):
+            p = mp.Process(target=load, args=(port, list(range(k, n_scales, LOADERS)), stop,
+                                              counts, k))
+            p.start()
+            loaders.append(p)
+        time.sleep(5)  # warm-up
+        # --processes 1 is the worker itself; N > 1: a supervisor (idle) and its children
+        kids = [sup.pid] + [int(x) for x in Path(f"/proc/{sup.pid}/task/{sup.pid}/children")
+                            .read_text().split()]
+        s0, c0, o0, t0 = scrape(ports)[0], cpu_s(kids), sum(counts), time.monotonic()
+        time.sleep(seconds)
+        s1, lag, _ = scrape(ports)
+        c1, o1, t1 = cpu_s(kids), sum(counts), time.monotonic()
+        dt = t1 - t0
+        return (o1 - o0) / dt, (s1 - s0) / READINGS / dt, (c1 - c0) / dt, lag, load_at
+    finally:
+        stop.set()
+        for p in loaders:
+            p.join(30)
+        if sup is not None:
+            sup.terminate()
+            try:
+                sup.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(sup.pid, 9)
+        for m in MARKETS:  # the next run starts from empty sessions
+            c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                            client_id=client_id_for(m), clean_session=True)
+            c.connect("127.0.0.1", port)
+            c.loop_start()
+            c.disconnect()
+            c.loop_stop()
+        with psycopg.connect(ADMIN, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+Row = tuple[int, int, float, float, float, float, str]
+
+
+def section(rows: list[Row], args: argparse.Namespace) -> str:
+    lines = [
+        f"`python bench/bench_scaleout.py --scales {args.scales} --processes {args.processes} "
+        f"--seconds {args.seconds:g}` — {benchlib.today()}, {benchlib.machine()}. PostgreSQL "
+        f"15, Mosquitto, {LOADERS} load processes and the workers share these cores. Every "
+        "scale has a key and publishes one signed sample batch of 20 readings a second "
+        f"(QoS 1), over {len(MARKETS)} markets; `gateway-server worker --processes N` stores "
+        "them; *stored* comes from the workers' own `/metrics`, over the window after a 5 s "
+        "warm-up; *worker cores* is the workers' CPU time over the window; *lag* is "
+        "`scalegw_ingest_lag_seconds` at the end (now − newest stored sample). *Ceiling*: "
+        "the offered rate in the same window.",
+        "",
+        "| scales | processes | offered msg/s (ceiling) | stored msg/s | stored / offered | "
+        "worker cores | stored msg/s per worker core | lag s | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n, procs, off, st, cores, lag, la in rows:
+        per = st / cores if cores else 0
+        lines.append(f"| {n:,} | {procs} | {off:,.0f} | {st:,.0f} | {st / off:.0%} | "
+                     f"{cores:.2f} | {per:,.0f} | {lag:.1f} | {la} |")
+    lines += [
+        "",
+        "A scale is one message a second, so *stored msg/s* is the number of scales served "
+        "in real time. On 2 shared cores a second worker process competes with the broker, "
+        "PostgreSQL and the load for the same cores: the per-core column, not the total, is "
+        "what carries to a bigger machine (docs/operations.md, sizing). One process stops "
+        "keeping up between 5,000 and 8,000 scales here (with well under one core: it waits "
+        "on the broker, the database and the GIL's other threads on a loaded machine); two "
+        "share the markets and keep up with 8,000. Not a before/after: issue 17 measured "
+        "2.0–2.4k messages/s a process before its changes, but with the fleet simulator "
+        "(sales, detectors and sample batches together, SQLite), not with this script.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scales", default="2000,5000,8000")
+    ap.add_argument("--processes", default="1,2")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
+    broker, port = benchlib.start_mosquitto(
+        tmp, "max_queued_messages 1000000\nmax_inflight_messages 0\n")
+    rows: list[Row] = []
+    try:
+        for n in (int(x) for x in args.scales.split(",")):
+            for procs in (int(x) for x in args.processes.split(",")):
+                off, st, cores, lag, la = run(port, tmp, n, procs, args.seconds)
+                rows.append((n, procs, off, st, cores, lag, la))
+                print(f"{n} scales, {procs} process(es) (load {la}): offered {off:,.0f} msg/s, "
+                      f"stored {st:,.0f} msg/s ({st / off:.0%}), workers {cores:.2f} cores, "
+                      f"lag {lag:.1f} s", flush=True)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.no_write:
+        benchlib.replace_section(DOC, HEADING, section(rows, args))
+        print(f"written to {DOC} under {HEADING!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
