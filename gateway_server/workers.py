@@ -28,6 +28,7 @@ from gateway_server.settings import Settings
 log = logging.getLogger(__name__)
 
 RESTART_MAX_S = 30.0
+STEADY_S = 60.0  # a child that ran this long before exiting is restarted after 1 s again
 STOP_GRACE_S = 15.0
 
 
@@ -60,6 +61,7 @@ def supervise(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen[bytes] | None] = [None] * n
     delay = [1.0] * n
     due = [0.0] * n
+    started = [0.0] * n
     try:
         while not stop.is_set():
             for i in range(n):
@@ -67,6 +69,8 @@ def supervise(args: argparse.Namespace) -> int:
                 if p is not None and p.poll() is None:
                     continue
                 if p is not None:  # exited: restart later, a little later each time
+                    if time.monotonic() - started[i] >= STEADY_S:
+                        delay[i] = 1.0
                     log.error("worker process %d (pid %d) exited with %s; restarting in %.0f s",
                               i, p.pid, p.returncode, delay[i])
                     due[i] = time.monotonic() + delay[i] * random.uniform(0.8, 1.2)
@@ -74,6 +78,7 @@ def supervise(args: argparse.Namespace) -> int:
                     procs[i] = None
                 if time.monotonic() >= due[i]:
                     procs[i] = subprocess.Popen(child_argv(args, i))
+                    started[i] = time.monotonic()
                     log.info("worker process %d started (pid %d)", i, procs[i].pid)  # type: ignore[union-attr]
             stop.wait(0.5)
     finally:

@@ -14,7 +14,16 @@ import httpx
 import pytest
 from pgutil import fresh_pg_database
 from support import free_port, start_mosquitto, wait_until
-from test_sharding import MARKETS, batches, leases, open_session, publish, register, spawn
+from test_sharding import (
+    MARKETS,
+    batches,
+    leases,
+    open_session,
+    publish,
+    register,
+    spawn,
+    stored,
+)
 from test_tssink import make_vm
 
 from gateway_server.sharding import client_id_for
@@ -88,6 +97,20 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             # the sales went on to the time-series store, counted by each worker's sink
             wait_until(lambda: total(scrapes() or [], "tsdb_written") >= expected, 60,
                        what="the sales written to VictoriaMetrics")
+            # a worker process killed without a goodbye is restarted by the supervisor; under
+            # the same worker id it takes its markets back, and nothing is lost meanwhile
+            kids = Path(f"/proc/{sup.pid}/task/{sup.pid}/children").read_text().split()
+            assert len(kids) == 2
+            pids = {int(k) for k in kids}
+            os.kill(_pid_on(base, pids), signal.SIGKILL)  # process 0
+            publish(broker.port, batches(1))
+            wait_until(lambda: stored(store) == 2 * expected, 120,
+                       what="every sale stored across the restart")
+            wait_until(lambda: (s := scrapes()) is not None
+                       and total(s, "worker_leases_held") == len(MARKETS), 120,
+                       what="the restarted process serving its leases again")
+            new_kids = set(Path(f"/proc/{sup.pid}/task/{sup.pid}/children").read_text().split())
+            assert len(new_kids) == 2 and new_kids != {str(p) for p in pids}
             sup.send_signal(signal.SIGTERM)
             assert sup.wait(60) == 0
             wait_until(lambda: scrape(base) is None and scrape(base + 1) is None, 30,
@@ -98,6 +121,24 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             sup.kill()
         vm.stop()
         broker.stop()
+
+
+def _pid_on(port: int, pids: set[int]) -> int:
+    """Which of ``pids`` listens on ``port`` (from /proc/net/tcp and the fds)."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and f[3] == "0A":  # LISTEN
+            inode = f[9]
+    assert inode is not None
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError(f"no process of {pids} listens on {port}")
 
 
 def _busy(port: int) -> bool:
