@@ -204,9 +204,14 @@ def _check_signed(res: BatchResult, inc: Incoming, key: bytes | None, limits: Li
 
 
 def _event_problem(ev: wire.Event, known: dict[str, Any], limits: Limits, received_ms: int,
-                   top_seq: int | None) -> str | None:
-    """Why an authentic event is still not stored (issue 15), or None."""
-    nul = _nul_field(ev)
+                   top_seq: int | None, *, nul_possible: bool = True) -> str | None:
+    """Why an authentic event is still not stored (issue 15), or None.
+
+    ``nul_possible``: False when the message's JSON holds no ``\u0000`` escape, the only
+    way a JSON text carries a NUL (a raw control character is malformed JSON), so the
+    per-field search (12 µs an event, issue 17's profile) is skipped.
+    """
+    nul = _nul_field(ev) if nul_possible else None
     if nul is not None:
         return f"NUL character in {nul} (not storable text)"
     if limits.ts_past_ms is not None and ev.ts_ms < received_ms - limits.ts_past_ms:
@@ -364,6 +369,7 @@ def store_batch(
         assert isinstance(msg, wire.EventBatch)
         if device not in top_seq:
             top_seq[device] = known.get("last_seq")
+        nul_possible = b"\\u0000" in inc.payload
         for ev in msg.events:
             if key is not None:
                 why = check_event(key, device, ev)
@@ -373,7 +379,8 @@ def store_batch(
                                    dedup=str(ev.seq), payload=wire.encode_event(ev),
                                    seq=ev.seq)
                     continue
-            why = _event_problem(ev, known, limits, inc.received_ms, top_seq[device])
+            why = _event_problem(ev, known, limits, inc.received_ms, top_seq[device],
+                                 nul_possible=nul_possible)
             if why is not None:
                 _dead(res, inc, f"{inc.topic} $.events[seq={ev.seq}]: {why}", device,
                       payload=wire.encode_event(ev))
