@@ -100,7 +100,7 @@ def section(rows: list[Row]) -> str:
         "sales in batches of 100 messages of 50, no broker; 2026-12-03): psycopg's text "
         "dumping of the array parameters, 24 % (a regular-expression search per string "
         "element: binary parameters or `COPY … FORMAT binary` would avoid it), the HMAC check"
-        " 11 %, the detectors 10 %. The per-field NUL search was 14 % (12 µs an event) and is"
+        " 12 %, the detectors 10 %. The per-field NUL search was 14 % (12 µs an event) and is"
         " now skipped when the message's JSON holds no `\\u0000` escape, the only way JSON "
         "carries a NUL.",
     ]
