@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict
 from fractions import Fraction
 from itertools import pairwise
 from types import SimpleNamespace
@@ -30,7 +29,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from gateway_server import residual_scan, untraced
+from gateway_server.detect_queries import finding_row, reset_ms, scale_contexts
 from gateway_server.detectors import kfactor as kf
+from gateway_server.detectors import offline as off
 from gateway_server.detectors.legal import LEGAL_REWEIGH
 from gateway_server.detectors.stream import (
     CST_OFFSET_MS,
@@ -51,31 +53,18 @@ from gateway_server.detectors.stream import (
     tare_habit,
     tray_history_sales,
 )
-from gateway_server.tables import events, findings, plu_prices, sales, scales
+from gateway_server.tables import (
+    bindings,
+    events,
+    findings,
+    markets,
+    plu_prices,
+    rollups,
+    sales,
+    scales,
+)
 from gateway_server.tables_workflow import repairs, reweighs
 from weighing import metrology as mt
-
-
-def finding_row(f: Finding, created_ms: int) -> dict[str, Any]:
-    d = asdict(f)
-    d["evidence"] = json.dumps(dict(f.evidence), ensure_ascii=False, sort_keys=True, default=str)
-    d["created_ms"] = created_ms
-    d["status"] = "open"
-    return d
-
-
-def scale_contexts(conn: Connection, devices: Iterable[str]) -> dict[str, ScaleCtx]:
-    devs = set(devices)
-    if not devs:
-        return {}
-    out = {}
-    for r in conn.execute(select(scales.c.device, scales.c.market, scales.c.e_mg,
-                                 scales.c.max_mg, scales.c.accuracy_class, scales.c.role)
-                          .where(scales.c.device.in_(devs))):
-        if r.e_mg and r.max_mg:
-            out[r.device] = ScaleCtx(r.device, r.market, int(r.e_mg), int(r.max_mg),
-                                     r.accuracy_class or "III", r.role or "trade")
-    return out
 
 
 def _prices(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
@@ -110,8 +99,6 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
            new_events: list[dict[str, Any]], now_ms: int,
            params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
     """Findings (as rows) for what this batch stored; also stores re-weigh verdicts."""
-    from gateway_server import untraced  # it builds on this module's queries
-
     ctx = scale_contexts(conn, {r["device"] for r in new_sales} | {r["device"] for r in new_events})
     price_keys = {(r["merchant_id"], r["plu"]) for r in new_sales
                   if r.get("merchant_id") is not None and r.get("plu")}
@@ -335,8 +322,6 @@ def _zero_days(conn: Connection, new_events: list[dict[str, Any]], ctx: dict[str
 def _counter_values(conn: Connection, devices: set[str]) -> dict[str, list[tuple[Any, ...]]]:
     """Every stored counter report of ``devices`` as (ts, seq, name, new), oldest first:
     the server's memory of each counter (the batch's own reports are stored already)."""
-    from gateway_server.tables import events
-
     out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     if not devices:
         return out
@@ -385,31 +370,13 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
     :mod:`gateway_server.residual_scan`: the loads of the inspection that opened the
     evidence period and every re-weigh linked by trace code since; a bad pair is left out
     alone, and what is left out (or a scale it cannot judge) is a ``not-judged`` finding."""
-    from gateway_server import residual_scan
-
-    return residual_scan.residual_findings(conn, devices, now_ms=now_ms, reset_of=_reset_ms)
-
-
-def _reset_ms(conn: Connection, device: str) -> int:
-    """The scale's last inspection or registered repair/verification (0: none): the
-    evidence of the statistical detectors starts afresh from there. The loads of an
-    inspection *at* this time belong to the new evidence (the state the inspector found;
-    ``residual_scan.pairs_since``); a repair after it discards them too."""
-    from gateway_server.tables_workflow import inspection_results
-
-    return int(max(
-        conn.execute(select(func.coalesce(func.max(inspection_results.c.ts_ms), 0))
-                     .where(inspection_results.c.device == device)).scalar_one(),
-        conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
-                     .where(repairs.c.device == device)).scalar_one()))
+    return residual_scan.residual_findings(conn, devices, now_ms=now_ms, reset_of=reset_ms)
 
 
 def kfactor_findings(conn: Connection, new_sales: list[dict[str, Any]]) -> list[Finding]:
     """K = (AD − AD0) / W per sale that carries a raw AD count (``detectors.kfactor``):
     AD0 from the device's latest zero check with a raw AD before the sale, stored with the
     sale (``sales.ad_zero``); then the drift rule per device."""
-    from gateway_server.tables import events
-
     with_ad = [s for s in new_sales if s.get("raw_ad") is not None]
     if not with_ad:
         return []
@@ -426,7 +393,7 @@ def kfactor_findings(conn: Connection, new_sales: list[dict[str, Any]]) -> list[
     ctx = scale_contexts(conn, {s["device"] for s in with_ad})
     out: list[Finding] = []
     for device in sorted(ctx):
-        sc, reset = ctx[device], _reset_ms(conn, device)
+        sc, reset = ctx[device], reset_ms(conn, device)
         base = select(sales.c.ts_ms, sales.c.seq, sales.c.raw_ad, sales.c.ad_zero,
                       sales.c.settled_mg, sales.c.tare_mg, sales.c.merchant_id).where(
             sales.c.device == device, sales.c.raw_ad.is_not(None),
@@ -569,8 +536,6 @@ def idle_scale_findings(conn: Connection, market: str, *, window_end_ms: int,
                         params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
     """The second-untracked-scale rule over one closed window of one market (event time);
     see :func:`detectors.stream.check_idle_scales`."""
-    from gateway_server.tables import bindings, events, rollups
-
     start = window_end_ms - params.idle_window_ms
     base = start - params.idle_baseline_ms
     devices = {r.device: r for r in conn.execute(
@@ -615,9 +580,6 @@ def offline_findings(conn: Connection, new_ts: dict[str, list[int]],
     """Trade scales dark during trading hours (``detectors.offline``): a gap in a device's
     event times (``last_ts`` is its newest event time before this batch, ``new_ts`` the
     times of its new events), or a ``no-data`` fault, overlapping its market's hours."""
-    from gateway_server.detectors import offline as off
-    from gateway_server.tables import bindings, markets
-
     periods: list[tuple[str, int, int, str]] = []
     for device, ts in new_ts.items():
         prev = last_ts.get(device)

@@ -311,8 +311,6 @@ def record_result(conn: Connection, *, device: str, pairs: list[tuple[int, int]]
 
 
 def _merchant_of(conn: Connection, device: str, ts_ms: int) -> int | None:
-    from gateway_server.tables import bindings
-
     b = conn.execute(select(bindings.c.merchant_id).where(
         bindings.c.device == device, bindings.c.valid_from_ms <= ts_ms,
         (bindings.c.valid_to_ms.is_(None)) | (bindings.c.valid_to_ms > ts_ms))).first()

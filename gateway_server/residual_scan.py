@@ -6,7 +6,7 @@ inside the ingest transaction for the selling scales whose pairs changed in a ba
 (called by :func:`gateway_server.detection.residual_findings`). docs/detection.md,
 "Server integration: pairs, resets and what is left out".
 
-* **Pairs** of a scale since its last reset (``detection._reset_ms``: the latest
+* **Pairs** of a scale since its last reset (``detect_queries.reset_ms``: the latest
   inspection or registered repair/verification): the loads of an inspection *at* the reset
   (indication as settled, test load as reference, standard weights: ``reference_e_mg=None``)
   open the new evidence; then every re-weigh linked by its receipt's trace code after it.
@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from gateway_server.detection import finding_row, scale_contexts
+from gateway_server.detect_queries import finding_row, scale_contexts
 from gateway_server.detectors import residual as rd
 from gateway_server.detectors.legal import LEGAL_NOT_JUDGED, LEGAL_RESIDUAL
 from gateway_server.detectors.stream import Finding, ScaleCtx

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, or_, select
 
-from gateway_server.detection import scale_contexts
+from gateway_server.detect_queries import scale_contexts
 from gateway_server.detectors.stream import Finding, ScaleCtx
 from gateway_server.detectors.untraced import (
     DEFAULT_PARAMS,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from gateway_server import metrics
-from gateway_server.detection import _reset_ms
+from gateway_server.detect_queries import reset_ms as _reset_ms
 from gateway_server.pipeline import decode_message, store_batch
 from gateway_server.residual_scan import pairs_since
 from gateway_server.store import Store
