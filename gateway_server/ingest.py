@@ -187,8 +187,8 @@ class Ingestor:
         for m in msgs:
             try:
                 topic = m.topic
-            except UnicodeDecodeError:
-                topic = repr(m._topic)[:500]
+            except UnicodeDecodeError as err:  # not UTF-8: dead-lettered under its bytes
+                topic = repr(err.object)[:500]
             batch.append(decode_message(topic, m.payload, t))
         self._keys = {}
         results = self._store(batch, t)
