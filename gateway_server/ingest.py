@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -38,7 +39,14 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from gateway_server.acks import AckTracker
 from gateway_server.pipeline import BatchResult, Incoming, Limits, decode_message, store_batch
@@ -54,11 +62,36 @@ KEEPALIVE_S = 60
 INFLIGHT = 1000  # messages delivered but not yet acknowledged (the queue holds 100×)
 
 
-def _is_data_error(err: Exception) -> bool:
-    """An OperationalError raised by what we asked, not by the database being away."""
-    text = str(err).lower()
-    return any(k in text for k in ("too large", "too many", "expression tree", "syntax",
-                                   "no such column", "no such table"))
+#: SQLSTATE classes (PostgreSQL appendix A) of a refusal of what was asked: 22 data
+#: exception, 23 integrity constraint violation, 42 syntax error or access rule violation
+#: (an undefined table or column), 54 program limit exceeded (too many arguments or
+#: columns, a statement too complex). Every other class (08 connection, 53 insufficient
+#: resources, 55 object not in prerequisite state, 57 operator intervention, 40
+#: transaction rollback, ...) is the database being away or busy: worth a retry.
+_PG_DATA_CLASSES = frozenset({"22", "23", "42", "54"})
+#: SQLite primary result codes of the same kind: SQLITE_ERROR (syntax, no such table or
+#: column, too many SQL variables, expression tree too large), SQLITE_TOOBIG,
+#: SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE. SQLITE_BUSY, SQLITE_LOCKED,
+#: SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY... are worth a retry.
+_SQLITE_DATA_CODES = frozenset({sqlite3.SQLITE_ERROR, sqlite3.SQLITE_TOOBIG,
+                                sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH,
+                                sqlite3.SQLITE_RANGE})
+
+
+def _is_data_error(err: DBAPIError) -> bool:
+    """Was ``err`` raised by what we asked (the batch, or the SQL built for it), rather
+    than by the database being away? Decided by the driver's error, never its message:
+    PostgreSQL's SQLSTATE class, SQLite's primary result code, else the DB-API class."""
+    orig = err.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg: None for a client-side error
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        return sqlstate[:2] in _PG_DATA_CLASSES
+    code = getattr(orig, "sqlite_errorcode", None) if isinstance(orig, sqlite3.Error) else None
+    if code is not None:
+        return code & 0xFF in _SQLITE_DATA_CODES  # an extended result code → its primary
+    # no code from the server: the driver refused the request itself (a NUL in a
+    # PostgreSQL text, a parameter type SQLite cannot bind), or lost the connection
+    return isinstance(err, (DataError, IntegrityError, ProgrammingError))
 
 
 def now_ms() -> int:
