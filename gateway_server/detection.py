@@ -53,6 +53,7 @@ from gateway_server.detectors.stream import (
     tare_habit,
     tray_history_sales,
 )
+from gateway_server.merchant_binding import bound_during, merchants_at_times
 from gateway_server.tables import (
     bindings,
     events,
@@ -565,8 +566,7 @@ def idle_scale_findings(conn: Connection, market: str, *, window_end_ms: int,
     now = {d: now_all.get(d, 0) for d in devices if d in active}
     merchants_of = {b.device: int(b.merchant_id) for b in conn.execute(
         select(bindings.c.device, bindings.c.merchant_id).where(
-            bindings.c.device.in_(list(devices)), bindings.c.valid_from_ms < window_end_ms,
-            (bindings.c.valid_to_ms.is_(None)) | (bindings.c.valid_to_ms > start)))}
+            bindings.c.device.in_(list(devices)), bound_during(start, window_end_ms)))}
     ctx = {d: ScaleCtx(d, market, int(r.e_mg or 1), int(r.max_mg or 1),
                        r.accuracy_class or "III", r.role) for d, r in devices.items()}
     found = check_idle_scales(now, before, ctx, window_end_ms=window_end_ms, params=params,
@@ -599,9 +599,7 @@ def offline_findings(conn: Connection, new_ts: dict[str, list[int]],
     hours = {r.id: r.trading_hours for r in conn.execute(
         select(markets.c.id, markets.c.trading_hours).where(
             markets.c.id.in_({c.market for c in ctx.values()})))}
-    bound = defaultdict(list)
-    for b in conn.execute(select(bindings).where(bindings.c.device.in_(list(ctx)))):
-        bound[b.device].append(b)
+    merchant_of = merchants_at_times(conn, [(d, a) for d, a, _, _ in periods if d in ctx])
     out = []
     for device, a, b, cause in periods:
         sc = ctx.get(device)
@@ -611,9 +609,8 @@ def offline_findings(conn: Connection, new_ts: dict[str, list[int]],
             h = off.parse_trading_hours(hours.get(sc.market) or off.DEFAULT_TRADING_HOURS)
         except ValueError:  # a bad value stored before validation existed: the default
             h = off.parse_trading_hours(off.DEFAULT_TRADING_HOURS)
-        merchant = next((int(x.merchant_id) for x in bound[device] if x.valid_from_ms <= a
-                         and (x.valid_to_ms is None or x.valid_to_ms > a)), None)
-        f = off.check_offline(sc, a, b, cause=cause, hours=h, merchant_id=merchant)
+        f = off.check_offline(sc, a, b, cause=cause, hours=h,
+                              merchant_id=merchant_of.get((device, a)))
         if f is not None:
             out.append(finding_row(f, int(b)))
     return out

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, literal_column, or_, select
 
 from gateway_server import risk
+from gateway_server.merchant_binding import bound_at, devices_at, merchant_at
 from gateway_server.tables import bindings, findings, merchants, scales
 from gateway_server.tables_workflow import (
     inspection_results,
@@ -123,8 +124,7 @@ def _scale_rows(conn: Connection, *, now_ms: int, market: str | None,
     q = select(scales.c.device, scales.c.market, scales.c.e_mg, scales.c.max_mg,
                scales.c.accuracy_class, scales.c.due_on_ms, scales.c.registered,
                b.c.merchant_id).select_from(scales.outerjoin(b, and_(
-                   b.c.device == scales.c.device, b.c.valid_from_ms <= now_ms,
-                   or_(b.c.valid_to_ms.is_(None), b.c.valid_to_ms > now_ms))))
+                   b.c.device == scales.c.device, bound_at(now_ms))))
     if devices is not None:
         q = q.where(scales.c.device.in_(devices))
     else:
@@ -217,9 +217,7 @@ def scale_risk(conn: Connection, device: str, *, now_ms: int) -> ScaleRisk | Non
 def merchant_risk(conn: Connection, merchant_id: int, *, now_ms: int) -> dict[str, Any]:
     """A merchant's scales (bound now) and the strongest of them: the merchant is in the
     queue if one of its scales is."""
-    devices = {r.device for r in conn.execute(select(bindings.c.device).where(
-        bindings.c.merchant_id == merchant_id, bindings.c.valid_from_ms <= now_ms,
-        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > now_ms)))}
+    devices = set(devices_at(conn, merchant_id, now_ms))
     rs = sorted(assess(conn, now_ms=now_ms, devices=devices), key=_queue_key) \
         if devices else []
     top = max(rs, key=lambda r: (r.evidence, r.in_queue), default=None)
@@ -311,10 +309,7 @@ def record_result(conn: Connection, *, device: str, pairs: list[tuple[int, int]]
 
 
 def _merchant_of(conn: Connection, device: str, ts_ms: int) -> int | None:
-    b = conn.execute(select(bindings.c.merchant_id).where(
-        bindings.c.device == device, bindings.c.valid_from_ms <= ts_ms,
-        (bindings.c.valid_to_ms.is_(None)) | (bindings.c.valid_to_ms > ts_ms))).first()
-    return int(b.merchant_id) if b else None
+    return merchant_at(conn, device, ts_ms)
 
 
 def _settle_findings(conn: Connection, device: str, task_fids: list[int], passed: bool) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from gateway_server import uscc
 from gateway_server.detectors.offline import parse_trading_hours
+from gateway_server.merchant_binding import devices_query, merchant_at, merchants_at
 from gateway_server.tables import (
     BIGINT_MAX,
     bindings,
@@ -557,23 +558,12 @@ def list_register(conn: Connection, *, market_id: str | None = None, role: str |
 
 def binding_at(conn: Connection, device: str, ts_ms: int) -> int | None:
     """The merchant bound to ``device`` at ``ts_ms`` (half-open intervals), or None."""
-    q = (select(bindings.c.merchant_id)
-         .where(bindings.c.device == device, bindings.c.valid_from_ms <= ts_ms,
-                or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > ts_ms))
-         .order_by(bindings.c.valid_from_ms.desc(), bindings.c.id.desc()).limit(1))
-    return conn.execute(q).scalar_one_or_none()
+    return merchant_at(conn, device, ts_ms)
 
 
 def current_bindings(conn: Connection, devices: Iterable[str], now_ms: int) -> dict[str, int]:
-    """device → merchant bound at ``now_ms``, for many devices in one query."""
-    devs = list(devices)
-    if not devs:
-        return {}
-    q = (select(bindings.c.device, bindings.c.merchant_id)
-         .where(bindings.c.device.in_(devs), bindings.c.valid_from_ms <= now_ms,
-                or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > now_ms))
-         .order_by(bindings.c.valid_from_ms))
-    return {r.device: r.merchant_id for r in conn.execute(q)}
+    """device → merchant bound at ``now_ms``, for many devices."""
+    return merchants_at(conn, devices, now_ms)
 
 
 def bind(conn: Connection, device: str, merchant_id: int | None, *, at_ms: int) -> bool:
@@ -681,9 +671,7 @@ def trust_view(conn: Connection, token: str, *, now_ms: int) -> dict[str, Any]:
         raise NotFoundError("unknown trust code")
     m = _merchant_out(row)
     market = get_market(conn, m["market_id"])
-    bound = select(bindings.c.device).where(
-        bindings.c.merchant_id == m["id"], bindings.c.valid_from_ms <= now_ms,
-        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > now_ms))
+    bound = devices_query(m["id"], now_ms)
     scale_rows = conn.execute(select(scales).where(scales.c.device.in_(bound))
                               .order_by(scales.c.device)).all()
     n_sales = conn.execute(select(func.count()).select_from(sales).where(

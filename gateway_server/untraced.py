@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy import Connection, and_, exists, func, select
 
 from gateway_server.detect_queries import scale_contexts
 from gateway_server.detectors.stream import Finding, ScaleCtx
@@ -39,7 +39,8 @@ from gateway_server.detectors.untraced import (
     check_untracked,
     tolerance_mg,
 )
-from gateway_server.tables import bindings, events, merchants, sales
+from gateway_server.merchant_binding import devices_at
+from gateway_server.tables import events, merchants, sales
 from gateway_server.tables_workflow import reweighs
 
 PENDING, MATCHED, UNTRACKED, UNKNOWN = "pending", "matched", "untracked", "unknown-merchant"
@@ -82,7 +83,7 @@ def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict
             reweighs.c.ts_ms <= latest - params.after_ms).order_by(reweighs.c.ts_ms))
         for r in list(due):
             rw = dict(r._mapping)
-            devices = _devices_of(conn, int(rw["merchant_id"]), int(rw["ts_ms"]))
+            devices = devices_at(conn, int(rw["merchant_id"]), int(rw["ts_ms"]))
             caught_up = all(_reported_since(conn, d, int(rw["ts_ms"]) + params.after_ms)
                             for d in devices)
             if not caught_up and latest < int(rw["ts_ms"]) + params.max_wait_ms:
@@ -92,13 +93,6 @@ def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict
                 if f is not None:
                     found.append(f)
     return found
-
-
-def _devices_of(conn: Connection, merchant_id: int, ts_ms: int) -> list[str]:
-    """Trade scales bound to the merchant at ``ts_ms``."""
-    return sorted({r.device for r in conn.execute(select(bindings.c.device).where(
-        bindings.c.merchant_id == merchant_id, bindings.c.valid_from_ms <= ts_ms,
-        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > ts_ms)))})
 
 
 def _reported_since(conn: Connection, device: str, ts_ms: int) -> bool:
@@ -152,7 +146,7 @@ def _merchant_rule(conn: Connection, merchant_id: int, ts_ms: int,
                            r.verdict == UNTRACKED) for r in rows]
     span = [r.ts_ms for r in judged if r.untracked]
     lo, hi = min(span) - params.before_ms, max(span) + params.after_ms
-    devices = _devices_of(conn, merchant_id, ts_ms)
+    devices = devices_at(conn, merchant_id, ts_ms)
     if not devices:
         return None  # no scale to put it on; the verdicts stay on the re-weighs
     counts = _sales_per_device(conn, devices, lo, hi)
