@@ -1,10 +1,14 @@
-"""The agent: one supervised worker per scale, one outbox, one publisher per device.
+"""The agent: one reader per line, one supervised worker per device, one outbox, one
+publisher per device.
 
-Each scale runs in its own thread (isolated: one scale's driver failure never stops
-another). A worker reads its frame source, feeds the weighing state machine, writes
-events and sample batches to the outbox and wakes its publisher. Any exception in a
-worker is caught by its supervisor loop, reported, and the worker restarts after a
-jittered exponential backoff (domain.md §5: an uncaught driver exception must never
+A line (``edge_agent.lines``) is a port and every device on it: on a Modbus ``[[line]]``
+one ``ModbusBus`` polls every slave in turn and queues each slave's frames for its
+device's worker; an old ``[[scale]]`` is a line of one device whose worker reads its own
+source. Each device's worker runs in its own thread (isolated: one scale's driver
+failure never stops another). A worker reads its frame source, feeds the weighing state
+machine, writes events and sample batches to the outbox and wakes its publisher. Any
+exception in a worker is caught by its supervisor loop, reported, and the worker restarts
+after a jittered exponential backoff (domain.md §5: an uncaught driver exception must never
 silently kill polling). An agent-level supervisor thread checks every publisher's pump
 and restarts a dead one; :meth:`Agent.status` reports every task's state.
 
@@ -50,13 +54,14 @@ from typing import Any
 
 import msgspec
 
-from device_profiles.codecs import FrameError, make_codec
-from device_profiles.codecs.base import REQUEST_WEIGHT
+from device_profiles.codecs import FrameError
 from device_profiles.schema import LinkKind, Profile, load_profile
 from edge_agent import __version__
 from edge_agent.commands import CommandGate
-from edge_agent.config import AgentConfig, ConfigError, ScaleConfig, load_config
+from edge_agent.config import AgentConfig, ConfigError, LineConfig, ScaleConfig, load_config
+from edge_agent.lines import build_line, make_source
 from edge_agent.lograte import WarningGate
+from edge_agent.modbus import ModbusBus, ModbusFrameSource
 from edge_agent.outbox import Outbox, OutboxCorruptError, OutboxWriteError
 from edge_agent.publisher import Publisher
 from edge_agent.rawad import RawAdTrack
@@ -83,30 +88,6 @@ _MAX_HELD = 50_000  # events held in memory while the outbox cannot write, per s
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def make_source(scale: ScaleConfig, profile: Profile) -> FrameSource:
-    """The frame source for a scale's link kind."""
-    link = profile.link
-    if link.kind in (LinkKind.MODBUS_RTU, LinkKind.MODBUS_TCP):
-        from edge_agent.modbus import ModbusFrameSource
-
-        if link.kind is LinkKind.MODBUS_TCP:
-            host, _, port = scale.port.rpartition(":")
-            return ModbusFrameSource.from_profile(
-                profile, tcp=(host or "127.0.0.1", int(port)), slave=scale.slave
-            )
-        return ModbusFrameSource.from_profile(profile, rtu=scale.port, slave=scale.slave)
-    codec = make_codec(profile.protocol, profile.codec)
-    return SerialFrameSource(
-        scale.port,
-        codec,
-        baudrate=link.baudrate,
-        bytesize=link.bytesize,
-        parity=link.parity,
-        stopbits=link.stopbits,
-        request=REQUEST_WEIGHT if link.mode == "request" else None,
-    )
 
 
 def make_params(profile: Profile, scale: ScaleConfig) -> Params:
@@ -166,8 +147,10 @@ class ScaleWorker:
         self, cfg: ScaleConfig, *, market: str, outbox: Outbox, agent: AgentConfig,
         source: FrameSource | None = None, gate: CommandGate | None = None,
         on_command: Any = None, clock: Any = None, on_fatal: Any = None,
+        line: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.line = line  # the [[line]] id it is on (None: a [[scale]] alone on its port)
         self.market = market
         self.outbox = outbox
         self.agent_cfg = agent
@@ -280,6 +263,12 @@ class ScaleWorker:
 
     def _supervise(self) -> None:
         backoff = 0.5
+        # a device on a shared line is polled by its bus, which backs off a silent slave
+        # by itself: restarting the worker costs the line nothing, so it retries soon and
+        # takes the frames up as they come (a long worker backoff would leave them queued
+        # and then feed them late, in a burst)
+        bus_fed = isinstance(self.source, ModbusFrameSource) and self.source.bus is not None
+        max_backoff = 1.0 if bus_fed else 30.0
         while not self._stop.is_set():
             try:
                 self.stats.state = "opening"
@@ -308,7 +297,7 @@ class ScaleWorker:
                 self.source.close()
             # jittered exponential backoff: avoid every worker retrying in lockstep
             self._stop.wait(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, max_backoff)
         self.stats.state = "stopped"
 
     def _pace_s(self) -> float:
@@ -644,11 +633,25 @@ class ScaleWorker:
                 "last_rejection": cs.last_rejection if cs else "",
             },
             "station": self._station_status(),
+            "line": self._line_status(),
             "outbox_write": {
                 "failing_since_ms": self._write_fault_since_ms or None,
                 "held_events": len(self._held), "faults": self.write_faults,
                 "samples_lost": self._samples_lost,
             },
+        }
+
+    def _line_status(self) -> dict[str, object] | None:
+        """The device's slave on its line's bus: health, failures, reads, last error."""
+        src = self.source
+        if not isinstance(src, ModbusFrameSource) or src.bus is None:
+            return None
+        st = src.state
+        return {
+            "line": self.line, "slave": st.slave, "health": st.health.value,
+            "consecutive_failures": st.consecutive_failures, "reads_ok": st.reads_ok,
+            "reads_failed": st.reads_failed, "last_error": st.last_error,
+            "dropped": src.dropped,
         }
 
     def _station_status(self) -> dict[str, object] | None:
@@ -681,8 +684,52 @@ class ClockSync:
         self.synced_at_ms: int | None = None
 
 
+@dataclass
+class LineRunner:
+    """One line and the workers of its devices: a ``[[line]]`` (with its bus, if Modbus)
+    or an old ``[[scale]]`` (a line of one device that reads its own source)."""
+
+    key: str  # "line:<id>" or "scale:<device>"
+    cfg: LineConfig | ScaleConfig
+    workers: list[ScaleWorker]
+    bus: ModbusBus | None = None
+    bus_restarts: int = 0
+
+    def start(self) -> None:
+        if self.bus is not None:
+            self.bus.open()  # a dead line is retried per request, and reported per slave
+            self.bus.start()
+        for w in self.workers:
+            w.start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.bus is not None:
+            self.bus.close()
+
+    def check(self) -> None:
+        """Restart the bus thread if it died (a bug: a slave's failure is caught in it)."""
+        if self.bus is not None and not self.bus.running:
+            self.bus_restarts += 1
+            log.error("%s: the line's poll thread stopped; restarting it", self.key)
+            self.bus.start()
+
+    def status(self) -> dict[str, object]:
+        cfg = self.cfg
+        out: dict[str, object] = {
+            "port": cfg.port, "devices": [w.cfg.device for w in self.workers],
+        }
+        if isinstance(cfg, LineConfig):
+            out["kind"] = cfg.kind.value
+        if self.bus is not None:
+            out["bus"] = "running" if self.bus.running else "stopped"
+            out["bus_restarts"] = self.bus_restarts
+        return out
+
+
 class Agent:
-    """All scales of one configuration file."""
+    """All scales of one configuration file: one runner per line, one worker per device."""
 
     def __init__(self, cfg: AgentConfig, *, config_path: str | Path | None = None) -> None:
         self.cfg = cfg
@@ -700,7 +747,8 @@ class Agent:
                      c["queued"])
         self.gate = CommandGate()
         self.clock = ClockSync()
-        self.workers = [self._worker(s) for s in cfg.scale]
+        self.lines = self._runners(cfg)
+        self.workers = [w for r in self.lines for w in r.workers]
         self.reloads = 0
         self.last_reload_error = ""
         self._control: queue.Queue[tuple[ScaleWorker, wire.Command] | None] = queue.Queue()
@@ -708,10 +756,24 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()  # guards self.workers against a concurrent reload
 
-    def _worker(self, s: ScaleConfig) -> ScaleWorker:
+    def _worker(self, s: ScaleConfig, *, source: Any = None,
+                line: str | None = None) -> ScaleWorker:
         return ScaleWorker(s, market=self.cfg.agent.market, outbox=self.outbox, agent=self.cfg,
                            gate=self.gate, on_command=self._enqueue, clock=self.clock,
-                           on_fatal=self._set_fatal)
+                           on_fatal=self._set_fatal, source=source, line=line)
+
+    def _runners(self, cfg: AgentConfig) -> list[LineRunner]:
+        """Old ``[[scale]]`` sections first (their order as before), then ``[[line]]``s."""
+        runners = [LineRunner(f"scale:{s.device}", s, [self._worker(s)]) for s in cfg.scale]
+        runners += [self._line_runner(ln) for ln in cfg.line]
+        return runners
+
+    def _line_runner(self, line: LineConfig) -> LineRunner:
+        profiles = {d.device: load_profile(d.profile) for d in line.device}
+        built = build_line(line, profiles)
+        workers = [self._worker(line.scale(j), source=built.sources[d.device], line=line.id)
+                   for j, d in enumerate(line.device)]
+        return LineRunner(f"line:{line.id}", line, workers, bus=built.bus)
 
     def _set_fatal(self, reason: str) -> None:
         if self.fatal is None:
@@ -719,8 +781,8 @@ class Agent:
         self.fatal_event.set()
 
     def start(self) -> None:
-        for w in self.workers:
-            w.start()
+        for r in self.lines:
+            r.start()
         for target, name in ((self._supervise, "agent-supervisor"),
                              (self._control_loop, "agent-control")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -733,8 +795,8 @@ class Agent:
         for t in self._threads:
             t.join(5)
         with self._lock:
-            for w in self.workers:
-                w.stop()
+            for r in self.lines:
+                r.stop()
         self.outbox.close()
 
     # -- supervision --------------------------------------------------------------------
@@ -742,6 +804,8 @@ class Agent:
     def _supervise(self) -> None:
         while not self._stop.wait(1.0):
             with self._lock:
+                for r in self.lines:
+                    r.check()
                 for w in self.workers:
                     w.publisher.check()
 
@@ -804,29 +868,34 @@ class Agent:
         done: dict[str, list[str]] = {"added": [], "removed": [], "restarted": [], "kept": []}
         with self._lock:
             self.cfg = new
-            by_dev = {w.cfg.device: w for w in self.workers}
-            wanted = {s.device: s for s in new.scale}
-            keep: list[ScaleWorker] = []
-            for dev, w in by_dev.items():
-                s = wanted.get(dev)
-                if s is None:
-                    w.stop()
-                    done["removed"].append(dev)
-                elif s == w.cfg and not everything:
-                    w.agent_cfg = new
-                    keep.append(w)
-                    done["kept"].append(dev)
+            before = {w.cfg.device for w in self.workers}
+            wanted: dict[str, LineConfig | ScaleConfig] = {f"scale:{s.device}": s
+                                                           for s in new.scale}
+            wanted.update({f"line:{ln.id}": ln for ln in new.line})
+            kept: dict[str, LineRunner] = {}
+            for r in self.lines:  # stop first: a port moved to another line must be free
+                if not everything and wanted.get(r.key) == r.cfg:
+                    for w in r.workers:
+                        w.agent_cfg = new
+                    kept[r.key] = r
+                    done["kept"] += [w.cfg.device for w in r.workers]
                 else:
-                    w.stop()
-            workers = []
-            for s in new.scale:
-                w2 = next((w for w in keep if w.cfg.device == s.device), None)
-                if w2 is None:
-                    w2 = self._worker(s)
-                    w2.start()
-                    done["restarted" if s.device in by_dev else "added"].append(s.device)
-                workers.append(w2)
-            self.workers = workers
+                    r.stop()
+            runners = []
+            for key, cfg in wanted.items():
+                r2 = kept.get(key)
+                if r2 is None:
+                    r2 = (LineRunner(key, cfg, [self._worker(cfg)]) if isinstance(cfg, ScaleConfig)
+                          else self._line_runner(cfg))
+                    r2.start()
+                    for w in r2.workers:
+                        dev = w.cfg.device
+                        done["restarted" if dev in before else "added"].append(dev)
+                runners.append(r2)
+            self.lines = runners
+            self.workers = [w for r in runners for w in r.workers]
+            now = {w.cfg.device for w in self.workers}
+            done["removed"] = sorted(before - now)
         self.reloads += 1
         self.last_reload_error = ""
         log.info("config reloaded: %s", done)
@@ -837,7 +906,7 @@ class Agent:
     def status(self) -> dict[str, object]:
         """Every task's state: workers, publishers (and pumps), outbox, commands, clock."""
         with self._lock:
-            workers = list(self.workers)
+            workers, lines = list(self.workers), list(self.lines)
         return {
             "version": __version__,
             "fatal": self.fatal,
@@ -848,4 +917,5 @@ class Agent:
             "reloads": self.reloads,
             "last_reload_error": self.last_reload_error,
             "scales": {w.cfg.device: w.status() for w in workers},
+            "lines": {r.cfg.id: r.status() for r in lines if isinstance(r.cfg, LineConfig)},
         }

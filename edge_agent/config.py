@@ -11,20 +11,40 @@ Example (one agent, several scales; see docs/edge-agent.md)::
     url = "mqtt://127.0.0.1:1883"      # mqtts:// for TLS
     # ca = "ca.pem"  cert = "dev.pem"  key = "dev.key"  username = ""  password = ""
 
-Relative paths (outbox, ca, cert, key, a profile ``*.toml``) are relative to the file.
-    [[scale]]
+    [[scale]]                           # a scale alone on its port (a line of one device)
     device = "s-0001"
     profile = "toledo-15kg-5g"          # shipped id or a path to a .toml profile
     port = "/dev/ttyUSB0"               # any pyserial URL: /dev/pts/3, loop://, socket://h:p
     key = "hex-encoded per-device HMAC key"
     role = "trade"                      # "fair" (公平秤) may add scanner = "/dev/ttyACM0"
+
+    [[line]]                            # one RS-485 port shared by several Modbus slaves
+    id = "rs485-a"
+    kind = "modbus-rtu"                 # or "modbus-tcp" (port = "host:port"), "serial"
+    port = "/dev/ttyUSB1"
+      [[line.device]]
+      device = "s-0002"
+      profile = "modbus-transmitter-generic"
+      slave = 1
+      [[line.device]]
+      device = "s-0003"
+      profile = "modbus-transmitter-generic"
+      slave = 2
+
+Relative paths (outbox, ca, cert, key, a profile ``*.toml``) are relative to the file.
+Errors name the file and the key (``line.0.device.1.slave: ...``). Profiles are loaded
+here, so a device whose profile does not fit its line (an RTU profile at a ``host:port``,
+a serial scale on a Modbus line, two devices with one slave id) is refused at load, not
+found at run time.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -94,10 +114,11 @@ class MqttConfig(_Strict):
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
 
-class ScaleConfig(_Strict):
+class DeviceConfig(_Strict):
+    """One device: in a ``[[line]]``'s ``[[line.device]]``, or (with ``port``) a ``[[scale]]``."""
+
     device: str
     profile: str
-    port: str  # serial: a pyserial URL; modbus-rtu: a device path; modbus-tcp: host:port
     slave: int | None = Field(None, ge=1, le=247)  # Modbus unit id (default: the map's)
     role: Role = Role.TRADE
     key: str | None = None  # hex
@@ -113,6 +134,8 @@ class ScaleConfig(_Strict):
     scanner: str | None = Field(None, min_length=1)
     #: a scan pairs with a weighing committed at most this long after it
     pair_window_s: float = Field(120, gt=0, le=3600)
+    #: Modbus: this device's request timeout (default: its profile's ``link.timeout_ms``)
+    timeout_ms: int | None = Field(None, ge=10, le=60_000)
 
     @field_validator("device")
     @classmethod
@@ -128,17 +151,113 @@ class ScaleConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _scanner(self) -> ScaleConfig:
+    def _scanner(self) -> DeviceConfig:
         if self.scanner is not None and self.role is not Role.FAIR:
             raise ValueError(f"scanner is set but role is {self.role.value!r}: a code "
                              "scanner belongs to a fair-scale station (role = \"fair\")")
-        if self.scanner is not None and self.scanner == self.port:
-            raise ValueError("scanner and port are the same line")
         return self
 
     @property
     def key_bytes(self) -> bytes | None:
         return bytes.fromhex(self.key) if self.key else None
+
+
+class ScaleConfig(DeviceConfig):
+    """A ``[[scale]]``: one device alone on its port (the form before ``[[line]]``)."""
+
+    port: str  # serial: a pyserial URL; modbus-rtu: a device path; modbus-tcp: host:port
+
+    @model_validator(mode="after")
+    def _scanner_port(self) -> ScaleConfig:
+        if self.scanner is not None and self.scanner == self.port:
+            raise ValueError("scanner and port are the same line")
+        return self
+
+
+class LineKind(StrEnum):
+    SERIAL = "serial"  # one scale's serial port (its protocols carry no address)
+    MODBUS_RTU = "modbus-rtu"  # an RS-485 (or RS-232) port, slaves told apart by unit id
+    MODBUS_TCP = "modbus-tcp"  # a Modbus TCP device or a TCP gateway to an RS-485 line
+
+
+#: "host:port" – what a Modbus TCP address looks like, and an RTU device path must not
+_HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]*[A-Za-z0-9\]]:\d{1,5}$")
+
+
+def looks_like_host_port(port: str) -> bool:
+    return "/" not in port and bool(_HOST_PORT.match(port))
+
+
+class LineConfig(_Strict):
+    """A ``[[line]]``: one port or connection and every device on it (multi-drop RS-485)."""
+
+    id: str
+    kind: LineKind
+    port: str  # serial: a pyserial URL; modbus-rtu: a device path; modbus-tcp: host:port
+    #: serial settings (serial, modbus-rtu); default: the first device's profile's
+    baudrate: int | None = Field(None, ge=50, le=4_000_000)
+    bytesize: Literal[5, 6, 7, 8] | None = None
+    parity: Literal["N", "E", "O", "M", "S"] | None = None
+    stopbits: float | None = None  # 1, 1.5 or 2
+    #: Modbus: each slave is read at most this often (default: the devices' profiles' least)
+    poll_interval_ms: int | None = Field(None, ge=10, le=60_000)
+    #: Modbus: a slave that does not answer is retried after a jittered, doubling backoff
+    #: up to this long (the others keep their rate: a silent slave costs its timeout once
+    #: per backoff period)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    device: list[DeviceConfig] = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        check_id(v, "line id")
+        return v
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float | None) -> float | None:
+        if v is not None and v not in (1, 1.5, 2):
+            raise ValueError("stopbits is 1, 1.5 or 2")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> LineConfig:
+        if self.kind is LineKind.MODBUS_TCP:
+            if not looks_like_host_port(self.port):
+                raise ValueError(f"port {self.port!r}: a modbus-tcp line is host:port "
+                                 "(e.g. \"192.168.1.20:502\")")
+            serial_keys = [k for k in ("baudrate", "bytesize", "parity", "stopbits")
+                           if getattr(self, k) is not None]
+            if serial_keys:
+                raise ValueError(f"{', '.join(serial_keys)}: serial settings on a modbus-tcp "
+                                 "line (they belong to the RS-485 side of its gateway)")
+        elif looks_like_host_port(self.port):
+            hint = ("kind = \"modbus-tcp\"" if self.kind is LineKind.MODBUS_RTU
+                    else "port = \"socket://" + self.port + "\"")
+            raise ValueError(f"port {self.port!r} is a host:port, but a {self.kind.value} line "
+                             f"is a serial device (e.g. /dev/ttyUSB0); for a network "
+                             f"address use {hint}")
+        if self.kind is LineKind.SERIAL:
+            if len(self.device) > 1:
+                raise ValueError(f"{len(self.device)} devices on a serial line: serial scale "
+                                 "protocols carry no address, one scale per port (share an "
+                                 "RS-485 line with kind = \"modbus-rtu\")")
+            if self.device[0].slave is not None:
+                raise ValueError("device.0.slave: a Modbus unit id on a serial line")
+        if self.kind is not LineKind.SERIAL:
+            for i, d in enumerate(self.device):
+                if d.scanner is not None and d.scanner == self.port:
+                    raise ValueError(f"device.{i}.scanner: the scanner is the line's port")
+        names = [d.device for d in self.device]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"device.{i}.device: {name!r} twice on this line")
+        return self
+
+    def scale(self, index: int) -> ScaleConfig:
+        """Device ``index`` as the worker sees it: a scale on the line's port."""
+        return ScaleConfig.model_validate({**self.device[index].model_dump(),
+                                           "port": self.port})
 
 
 class AgentSection(_Strict):
@@ -171,7 +290,21 @@ class AgentSection(_Strict):
 class AgentConfig(_Strict):
     agent: AgentSection
     mqtt: MqttConfig = MqttConfig()
-    scale: list[ScaleConfig] = Field(min_length=1)
+    scale: list[ScaleConfig] = []
+    line: list[LineConfig] = []
+
+    @model_validator(mode="after")
+    def _some_device(self) -> AgentConfig:
+        if not self.scale and not self.line:
+            raise ValueError("no device: add a [[scale]] or a [[line]] with [[line.device]]")
+        return self
+
+    def devices(self) -> list[tuple[str, ScaleConfig]]:
+        """Every device as ``(where, scale)``: ``scale.N`` and ``line.N.device.M``."""
+        out = [(f"scale.{i}", s) for i, s in enumerate(self.scale)]
+        for i, line in enumerate(self.line):
+            out += [(f"line.{i}.device.{j}", line.scale(j)) for j in range(len(line.device))]
+        return out
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -189,10 +322,84 @@ def load_config(path: str | Path) -> AgentConfig:
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()
         )
         raise ConfigError(f"{p}: {where}") from None
-    devices = [s.device for s in cfg.scale]
-    if len(set(devices)) != len(devices):
-        raise ConfigError(f"{p}: scale.device: duplicate device ids")
-    return _resolve_paths(cfg, p.parent)
+    seen: dict[str, str] = {}
+    for where, s in cfg.devices():
+        if s.device in seen:
+            raise ConfigError(f"{p}: {where}.device: duplicate device id {s.device!r} "
+                              f"(also {seen[s.device]})")
+        seen[s.device] = where
+    cfg = _resolve_paths(cfg, p.parent)
+    check_lines(cfg, p)
+    return cfg
+
+
+def check_lines(cfg: AgentConfig, path: Path) -> None:
+    """Each device's profile fits its line; no port is opened twice; one slave id each.
+
+    Loads every profile (a missing or invalid one is an error here, naming the key).
+    """
+    from device_profiles.schema import LinkKind, ProfileError, load_profile
+
+    def profile(where: str, s: DeviceConfig) -> Any:
+        try:
+            return load_profile(s.profile)
+        except (ProfileError, OSError, ValueError) as err:
+            raise ConfigError(f"{path}: {where}.profile: {err}") from None
+
+    ports: dict[str, str] = {}
+
+    def claim(where: str, port: str) -> None:
+        if port.startswith("loop://"):
+            return  # every loop:// is a line of its own
+        if port in ports:
+            raise ConfigError(
+                f"{path}: {where}: port {port!r} is also {ports[port]}'s: one port is "
+                f"opened once; devices sharing an RS-485 line go in one [[line]] with a "
+                f"[[line.device]] each (docs/edge-agent.md)")
+        ports[port] = where
+
+    for i, s in enumerate(cfg.scale):
+        prof = profile(f"scale.{i}", s)
+        kind = prof.link.kind
+        if kind is LinkKind.MODBUS_RTU and looks_like_host_port(s.port):
+            raise ConfigError(
+                f"{path}: scale.{i}.port: {s.port!r} is a host:port, but profile "
+                f"{prof.id!r} is Modbus RTU (a serial device path such as /dev/ttyUSB0); "
+                f"for RTU slaves behind a Modbus TCP gateway use a [[line]] with "
+                f"kind = \"modbus-tcp\"")
+        if kind is LinkKind.MODBUS_TCP and not looks_like_host_port(s.port):
+            raise ConfigError(f"{path}: scale.{i}.port: {s.port!r}: profile {prof.id!r} "
+                              f"is Modbus TCP, its port is host:port")
+        if kind is not LinkKind.MODBUS_TCP:
+            claim(f"scale.{i}.port", s.port)
+    for i, line in enumerate(cfg.line):
+        if line.kind is not LineKind.MODBUS_TCP:
+            claim(f"line.{i}.port", line.port)
+        slaves: dict[int, str] = {}
+        for j, d in enumerate(line.device):
+            where = f"line.{i}.device.{j}"
+            prof = profile(where, d)
+            modbus = prof.link.kind in (LinkKind.MODBUS_RTU, LinkKind.MODBUS_TCP)
+            if line.kind is LineKind.SERIAL and modbus:
+                raise ConfigError(f"{path}: {where}.profile: {prof.id!r} is a Modbus "
+                                  f"device, line {line.id!r} is serial: use kind = "
+                                  f"\"{prof.link.kind.value}\"")
+            if line.kind is not LineKind.SERIAL and (not modbus or prof.modbus is None):
+                raise ConfigError(f"{path}: {where}.profile: {prof.id!r} speaks "
+                                  f"{prof.protocol}, not Modbus; line {line.id!r} is "
+                                  f"{line.kind.value} (a serial scale gets a kind = "
+                                  f"\"serial\" line of its own)")
+            if prof.modbus is None:
+                continue
+            slave = d.slave if d.slave is not None else prof.modbus.slave
+            if slave in slaves:
+                raise ConfigError(f"{path}: {where}.slave: unit id {slave} is also "
+                                  f"{slaves[slave]}'s on line {line.id!r}: every device "
+                                  f"on a line needs its own slave id")
+            slaves[slave] = f"{where} ({d.device})"
+
+
+_D = TypeVar("_D", bound="DeviceConfig")
 
 
 def _resolve_paths(cfg: AgentConfig, base: Path) -> AgentConfig:
@@ -209,9 +416,12 @@ def _resolve_paths(cfg: AgentConfig, base: Path) -> AgentConfig:
     mqtt = m.model_copy(update={k: rel(getattr(m, k)) or getattr(m, k)
                                 for k in ("ca", "cert", "key") if getattr(m, k)})
     agent = cfg.agent.model_copy(update={"outbox": rel(cfg.agent.outbox) or cfg.agent.outbox})
-    scales = [
-        s.model_copy(update={"profile": str(base / s.profile)})
-        if s.profile.endswith(".toml") and not Path(s.profile).is_absolute() else s
-        for s in cfg.scale
-    ]
-    return cfg.model_copy(update={"mqtt": mqtt, "agent": agent, "scale": scales})
+    def prof(s: _D) -> _D:
+        if s.profile.endswith(".toml") and not Path(s.profile).is_absolute():
+            return s.model_copy(update={"profile": str(base / s.profile)})
+        return s
+
+    scales = [prof(s) for s in cfg.scale]
+    lines = [ln.model_copy(update={"device": [prof(d) for d in ln.device]}) for ln in cfg.line]
+    return cfg.model_copy(update={"mqtt": mqtt, "agent": agent, "scale": scales,
+                                  "line": lines})

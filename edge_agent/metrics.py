@@ -75,6 +75,17 @@ def render(status: dict[str, Any]) -> str:
         fam(name, kind, help_, [({"device": d}, st.get(key, 0)) for d, st in stations.items()])
     fam("scanner_up", "gauge", "1 when the station's code scanner line is open",
         [({"device": d}, int(st.get("scanner") == "open")) for d, st in stations.items()])
+    # devices on a shared Modbus line ([[line]]): their slave on the line's bus
+    slaves = {d: s["line"] for d, s in scales.items() if s.get("line")}
+
+    def lab(d: str, ln: dict[str, Any]) -> dict[str, str]:
+        return {"device": d, "line": str(ln.get("line")), "slave": str(ln.get("slave"))}
+
+    fam("slave_up", "gauge", "1 when the device's last poll on its shared line was answered",
+        [(lab(d, ln), int(ln.get("health") == "ok")) for d, ln in slaves.items()])
+    fam("slave_reads_failed_total", "counter", "polls of the slave that failed (timeouts, "
+        "errors); each is followed by a backoff",
+        [(lab(d, ln), ln.get("reads_failed", 0)) for d, ln in slaves.items()])
     return "\n".join(out) + "\n"
 
 

@@ -267,6 +267,11 @@ class ModbusFrameSource(FrameSource):
                 kwargs.setdefault(k, getattr(link, k))
         return cls(profile.modbus, **kwargs)
 
+    @property
+    def bus(self) -> ModbusBus | None:
+        """The bus that polls this slave (a shared line), or None (the source polls)."""
+        return self._bus
+
     def open(self) -> None:
         if self._own_line:
             self.line.open()
