@@ -100,6 +100,25 @@ class Settings(BaseSettings):
         90, ge=0, description="dead letters older than this are purged (0: kept for ever)")
     purge_interval_s: int = Field(
         3600, ge=10, description="how often serve / worker apply dead_letter_retention_days")
+    # Retention of the big tables (issue 17; gateway_server/partitions.py, docs/operations.md
+    # "Retention and partitions"). No project source (docs/domain.md included) states how long
+    # weighing evidence must be kept, so the defaults are conservative: a sale or event is
+    # evidence in a short-weight or fraud case, and civil claims run 3 years from when the
+    # buyer knew (民法典 Art. 188; unverified here), administrative penalties 2 years, 5 where
+    # life, health or financial safety is involved (行政处罚法 Art. 36; unverified here).
+    sales_retention_months: int = Field(
+        36, ge=0, description="sales of CST months ending more than this many months before the "
+        "current one are exported (retention_export_dir) and then dropped (0: kept for ever)")
+    events_retention_months: int = Field(
+        36, ge=0, description="the same for events (zero checks, re-weighs, counter changes, …)")
+    rollups_retention_months: int = Field(
+        24, ge=0, description="the same for the per-minute sample rollups (dashboards; findings "
+        "carry their own evidence)")
+    retention_export_dir: str = Field(
+        "", description="directory for the exports (gzip JSON lines + .sha256) written before a "
+        "period is dropped; empty: no sales, events or rollups are ever dropped")
+    partition_months_ahead: int = Field(
+        3, ge=1, le=24, description="PostgreSQL: monthly partitions created this far ahead")
 
     # -- time-series sink (gateway_server.tssink; optional: empty URL = no sink) ---------------
     tsdb_url: str = Field(
