@@ -124,6 +124,13 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
     page.wait_for_selector("#import-errors tbody tr")
     shot("registry-csv-errors")
 
+    page.goto(gateway.url + "/#/applications")  # the trust programme's review queue
+    page.wait_for_selector("#applications-submitted")
+    shot("trust-applications")
+    page.goto(gateway.url + "/#/lifecycle")  # business-register status feed, lists
+    page.wait_for_selector("#feed-csv")
+    shot("trust-lifecycle")
+
     page.set_extra_http_headers({"Authorization": "Bearer " + page.evaluate(
         "sessionStorage.getItem('gw.token')")})
     page.goto(gateway.url + "/api/v1/cases/" + case_url.rsplit("/", 1)[1] + "/record.html")
@@ -138,5 +145,11 @@ def test_screenshots_of_every_page(browser: Any, gateway: Gateway, pages: Pages,
     p2.goto(gateway.url + f"/m/{gateway.ids['a_token']}")
     p2.wait_for_selector("#merchant-name")
     p2.screenshot(path=str(out / "trust-page-phone.png"), full_page=True)
+    p2.goto(gateway.url + "/apply")  # a merchant applies for a trust code
+    p2.wait_for_selector("#market option", state="attached")
+    p2.screenshot(path=str(out / "apply-phone.png"), full_page=True)
+    p2.goto(gateway.url + "/public/red-list")
+    p2.wait_for_selector("footer")
+    p2.screenshot(path=str(out / "red-list-phone.png"), full_page=True)
     assert not pages.dialogs, pages.dialogs
     assert not pages.errors, pages.errors
