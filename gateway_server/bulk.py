@@ -23,9 +23,15 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, text, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 _PG = postgresql.dialect()
+
+
+def dialect_insert(conn: Any, table: Table) -> Any:
+    """``INSERT`` for the connection's dialect, so ``on_conflict_do_*`` is available on
+    both SQLite and PostgreSQL."""
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 @lru_cache(maxsize=256)

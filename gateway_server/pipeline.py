@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.bulk import pg_insert_unnest, update_by_key
+from gateway_server.bulk import dialect_insert, pg_insert_unnest, update_by_key
 from gateway_server.detection import (
     detect,
     idle_scale_findings,
@@ -53,7 +53,6 @@ from gateway_server.detection import (
 )
 from gateway_server.detectors.legal import LEGAL_TECHNICAL
 from gateway_server.livefeed import mark_new
-from gateway_server.store import dialect_insert
 from gateway_server.tables import (
     bindings,
     dead_letters,

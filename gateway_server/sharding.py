@@ -35,10 +35,11 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
+from gateway_server.bulk import dialect_insert
 from gateway_server.ingest import Ingestor
 from gateway_server.metrics import INGEST_COUNTERS
 from gateway_server.settings import Settings
-from gateway_server.store import Store, dialect_insert
+from gateway_server.store import Store
 from gateway_server.tables import markets
 from gateway_server.tables_workflow import market_leases, workers_table
 

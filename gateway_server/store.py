@@ -21,6 +21,7 @@ from gateway_server import (
     tables_trust,  # noqa: F401 - registers its tables on metadata
     tables_workflow,  # noqa: F401 - registers its tables on metadata
 )
+from gateway_server.pipeline import release_quarantine
 from gateway_server.tables import dead_letters, findings, metadata, quarantine, sales, scales
 
 
@@ -45,14 +46,6 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_pre_ping=True)
-
-
-def dialect_insert(conn: Any, table: Table) -> Any:
-    """``INSERT`` for the connection's dialect, so ``on_conflict_do_*`` is available on
-    both SQLite and PostgreSQL."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 class Store:
@@ -153,8 +146,6 @@ class Store:
         """Ingest every quarantined message of the (now registered) ``device``, ``chunk``
         messages per transaction; raises ``pipeline.NotReleasableError`` when it is not
         in the register. Returns what was released and stored."""
-        from gateway_server.pipeline import release_quarantine
-
         out = {"released": 0, "sales": 0, "events": 0, "duplicates": 0, "dead_letters": 0,
                "samples": 0, "bad_signatures": 0}
         while True:
