@@ -23,6 +23,7 @@ from sqlalchemy import Connection, or_, select
 
 from gateway_server import auth
 from gateway_server import registry as reg
+from gateway_server.merchant_binding import devices_query
 from gateway_server.tables import bindings, findings, merchants, scales, users
 from gateway_server.tables_trust import audit_log, register_status
 from gateway_server.tables_workflow import reweighs
@@ -120,10 +121,8 @@ def _devices_ever_bound(conn: Connection, merchant_id: int) -> list[str]:
 
 def own_scales(conn: Connection, merchant_id: int, *, now_ms: int) -> list[dict[str, Any]]:
     """Scales bound to the merchant now: model, role, verification and due date, state."""
-    now_bound = select(bindings.c.device).where(
-        bindings.c.merchant_id == merchant_id, bindings.c.valid_from_ms <= now_ms,
-        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > now_ms))
-    rows = conn.execute(select(scales).where(scales.c.device.in_(now_bound))
+    rows = conn.execute(select(scales).where(
+        scales.c.device.in_(devices_query(merchant_id, now_ms)))
                         .order_by(scales.c.device))
     return [{
         "device": s.device, "model": s.model, "role": s.role, "max_mg": s.max_mg,

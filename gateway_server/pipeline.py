@@ -53,8 +53,8 @@ from gateway_server.detection import (
 )
 from gateway_server.detectors.legal import LEGAL_TECHNICAL
 from gateway_server.livefeed import mark_new
+from gateway_server.merchant_binding import merchants_at_times
 from gateway_server.tables import (
-    bindings,
     dead_letters,
     events,
     findings,
@@ -557,18 +557,11 @@ def _link_merchants(conn: Connection, sale_rows: list[dict[str, Any]]) -> None:
     """Set ``merchant_id`` of each sale from the binding valid at its ``ts_ms``."""
     if not sale_rows:
         return
-    devices = {r["device"] for r in sale_rows}
-    spans: dict[str, list[tuple[int, int | None, int]]] = defaultdict(list)
-    for b in conn.execute(select(bindings.c.device, bindings.c.merchant_id,
-                                 bindings.c.valid_from_ms, bindings.c.valid_to_ms)
-                          .where(bindings.c.device.in_(devices))):
-        spans[b.device].append((b.valid_from_ms, b.valid_to_ms, b.merchant_id))
+    bound = merchants_at_times(conn, {(r["device"], r["ts_ms"]) for r in sale_rows})
     for r in sale_rows:
-        t = r["ts_ms"]
-        for start, end, merchant in spans.get(r["device"], ()):
-            if start <= t and (end is None or t < end):
-                r["merchant_id"] = merchant
-                break
+        merchant = bound.get((r["device"], r["ts_ms"]))
+        if merchant is not None:
+            r["merchant_id"] = merchant
 
 
 def _gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from gateway_server import risk
+from gateway_server.merchant_binding import merchant_at
 from gateway_server.tables import bindings, findings, markets, merchants, sales, scales
 
 #: kinds whose evidence states a quantity, strongest claim first
@@ -123,11 +124,7 @@ def _price(sale: Any) -> int | None:
 
 
 def _binding_at(conn: Connection, device: str, ts_ms: int) -> int | None:
-    b = conn.execute(select(bindings.c.merchant_id).where(
-        bindings.c.device == device, bindings.c.valid_from_ms <= ts_ms,
-        or_(bindings.c.valid_to_ms.is_(None), bindings.c.valid_to_ms > ts_ms))
-        .order_by(bindings.c.valid_from_ms.desc())).first()
-    return int(b.merchant_id) if b else None
+    return merchant_at(conn, device, ts_ms)
 
 
 def row_context(conn: Connection, item: Mapping[str, Any], *, now_ms: int) -> dict[str, Any]:

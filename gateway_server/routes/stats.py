@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, func, literal_column, or_, select
+from sqlalchemy import and_, func, literal_column, select
 
 from gateway_server import inspection as insp
 from gateway_server.auth import now_ms
 from gateway_server.deps import MsQuery, StoreDep
+from gateway_server.merchant_binding import bound_at
 from gateway_server.tables import BIGINT_MAX, bindings, markets, merchants, sales, scales
 
 router = APIRouter(prefix="/api/v1", tags=["charts"])
@@ -119,8 +120,7 @@ def market_stalls(store: StoreDep, market_id: str) -> dict[str, Any]:
         q = select(scales.c.device, scales.c.role, scales.c.state, merchants.c.id,
                    merchants.c.name, merchants.c.stall_no, merchants.c.status,
                    merchants.c.list_status).select_from(
-            scales.outerjoin(b, and_(b.c.device == scales.c.device, b.c.valid_from_ms <= t,
-                                     or_(b.c.valid_to_ms.is_(None), b.c.valid_to_ms > t)))
+            scales.outerjoin(b, and_(b.c.device == scales.c.device, bound_at(t)))
             .outerjoin(merchants, merchants.c.id == b.c.merchant_id)).where(
             scales.c.market == market_id, scales.c.registered.is_(True))
         rows = c.execute(q).all()
