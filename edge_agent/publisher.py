@@ -155,7 +155,14 @@ class Publisher:
         self.stats = PublisherStats()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._inflight: dict[int, tuple[str, list[int]]] = {}
+        # mid → what its PUBACK frees (None: a birth or state, nothing to free). A PUBACK
+        # can be handled on paho's network thread before publish() has returned the mid to
+        # us: it is kept in _early and settled when the mid is registered. _mids guards
+        # both and is never held around a paho call (paho holds its own lock when it calls
+        # on_publish: holding ours around publish() could deadlock against it).
+        self._inflight: dict[int, tuple[str, list[int]] | None] = {}
+        self._early: set[int] = set()
+        self._mids = threading.Lock()
         self._last_id = {"events": 0, "samples": 0}
         self._thread: threading.Thread | None = None
         self.client = self._make_client()
@@ -238,6 +245,7 @@ class Publisher:
                 self._state(wire.DeviceState.OFFLINE, _now_ms()),
                 qos=1, retain=True,
             )
+            self._register(info.mid, None)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
@@ -279,12 +287,14 @@ class Publisher:
         self.stats.connects += 1
         client.subscribe(f"{wire.TOPIC_ROOT}/{self.market}/{self.device}/cmd/+", qos=1)
         birth = wire.encode(self.birth)
-        client.publish(self.topic(wire.Channel.BIRTH), birth, qos=1, retain=True)
-        client.publish(
+        info = client.publish(self.topic(wire.Channel.BIRTH), birth, qos=1, retain=True)
+        self._register(info.mid, None)
+        info = client.publish(
             self.topic(wire.Channel.STATE),
             self._state(wire.DeviceState.ONLINE, _now_ms()),
             qos=1, retain=True,
         )
+        self._register(info.mid, None)
         log.info("%s: connected to %s:%s", self.device, self.cfg.host, self.cfg.port)
         self._wake.set()
 
@@ -312,15 +322,34 @@ class Publisher:
                 log.exception("%s: command handler failed", self.device)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        # called by paho under its out-message mutex, like the registration in _publish_ready
-        got = self._inflight.pop(mid, None)  # None: birth / state, not outbox rows
-        self.stats.inflight = len(self._inflight)
+        with self._mids:
+            if mid in self._inflight:
+                got = self._inflight.pop(mid)
+            else:  # acknowledged before publish() returned its mid: settled on registering
+                self._early.add(mid)
+                got = None
+            self.stats.inflight = len(self._inflight)
         if got:
-            channel, ids = got
-            self.stats.acked_rows += len(ids)
-            if channel == "samples" or not self.e2e:
-                self.outbox.ack(ids)  # else: the rows wait for the gateway's ``stored``
+            self._puback(got)
         self._wake.set()
+
+    def _register(self, mid: int, frees: tuple[str, list[int]] | None) -> None:
+        """Note what ``mid``'s PUBACK frees, or free it now if the PUBACK came first."""
+        with self._mids:
+            early = mid in self._early
+            if early:
+                self._early.discard(mid)
+            else:
+                self._inflight[mid] = frees
+            self.stats.inflight = len(self._inflight)
+        if early and frees:
+            self._puback(frees)
+
+    def _puback(self, frees: tuple[str, list[int]]) -> None:
+        channel, ids = frees
+        self.stats.acked_rows += len(ids)
+        if channel == "samples" or not self.e2e:
+            self.outbox.ack(ids)  # else: the rows wait for the gateway's ``stored``
 
     # -- end-to-end acknowledgement (the agent's command thread) ------------------------
 
@@ -426,17 +455,11 @@ class Publisher:
             topic = self.topic(wire.Channel.EVENTS)
         else:
             payload, topic = rows[0].payload, self.topic(wire.Channel.SAMPLES)
-        # paho calls on_publish holding its (reentrant) out-message mutex; holding
-        # it here too means the PUBACK cannot be handled before the mid is known
-        with self.client._out_message_mutex:
-            info = self.client.publish(topic, payload, qos=1)
-            if info.rc not in (
-                MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN
-            ):
-                self.stats.last_error = f"publish failed: {info.rc}"
-                return False
-            self._inflight[info.mid] = (channel, [r.id for r in rows])
-            self.stats.inflight = len(self._inflight)
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self.stats.last_error = f"publish failed: {info.rc}"
+            return False
+        self._register(info.mid, (channel, [r.id for r in rows]))
         self.stats.published_msgs += 1
         return True
 
