@@ -608,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
         "file back and verifies it. Drops nothing: the retention thread of serve / worker "
         "exports the same way before it drops a period past its retention. Check a copy with "
         "`sha256sum -c FILE.sha256`.")
-    ep.add_argument("--table", required=True, choices=["sales", "events", "rollups"])
+    ep.add_argument("--table", required=True, choices=["sales", "events", "rollups"],
+                    help="the table whose month to export")
     ep.add_argument("--month", required=True, help="YYYY-MM (China Standard Time)")
     ep.add_argument("--out", required=True, help="directory (created if missing)")
     ep.add_argument("--database-url", help=_DB_HELP)
