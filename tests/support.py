@@ -12,6 +12,7 @@ pytest-xdist, so the deadlines here are minutes, not the seconds a test takes id
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+@contextlib.contextmanager
+def socat_pty_pair(a: Path, b: Path) -> Iterator[tuple[str, str]]:
+    """Two linked ptys from socat at the links ``a`` and ``b`` (one end for an emulator,
+    the other for the reader); socat is stopped on exit."""
+    socat = require_binary("socat")
+    proc = subprocess.Popen(
+        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: proc.poll() is not None or (a.exists() and b.exists()), 60, 0.02,
+                   what="socat's pty links")
+        assert proc.poll() is None, "socat exited"
+        yield str(a), str(b)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
 
 
 def require_binary(name: str) -> str:

@@ -8,17 +8,14 @@ been seen, and the bus's schedule is checked on a clock the test advances (issue
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import socat_pty_pair, wait_until
 
 from device_profiles.codecs.base import TARE, Command
 from device_profiles.modbus_map import encode_value
@@ -37,32 +34,11 @@ SCRIPT = [
 ]
 
 
-def require_binary(name: str) -> str:
-    """Path of ``name``; skip without it, unless CI is set (then the test fails)."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is required in CI")
-        pytest.skip(f"{name} not installed")
-    return path
-
-
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two linked ptys from socat: the emulator opens one end, the client the other."""
-    socat = require_binary("socat")
-    a, b = tmp_path / "a", tmp_path / "b"
-    proc = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: proc.poll() is not None or (a.exists() and b.exists()), 60, 0.02,
-                   what="socat's pty links")
-        assert proc.poll() is None, "socat exited"
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+    with socat_pty_pair(tmp_path / "a", tmp_path / "b") as ends:
+        yield ends
 
 
 class SteppedEmulator(ModbusEmulator):

@@ -12,13 +12,12 @@ Also the ``[[line]]`` configuration's errors, and the old ``[[scale]]`` form loa
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from edge_helpers import KEY_HEX, Collector
-from support import Mosquitto, require_binary, wait_until
+from support import Mosquitto, socat_pty_pair, wait_until
 
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
@@ -40,19 +39,8 @@ DEVICES = {1: "rs-01", 2: "rs-02", 3: "rs-03"}  # slave id -> device id
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two linked ptys from socat: the emulator opens one end, the agent's line the other."""
-    socat = require_binary("socat")
-    a, b = tmp_path / "rs485-a", tmp_path / "rs485-b"
-    proc = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: proc.poll() is not None or (a.exists() and b.exists()), 60, 0.02,
-                   what="socat's pty links")
-        assert proc.poll() is None, "socat exited"
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+    with socat_pty_pair(tmp_path / "rs485-a", tmp_path / "rs485-b") as ends:
+        yield ends
 
 
 def line_config(path: Path, *, mqtt_url: str, line: str) -> Path:
