@@ -16,12 +16,10 @@ docs/benchmarks.md ("## End-to-end acknowledgement", that section only).
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import benchlib
@@ -72,24 +70,8 @@ def run(port: int, msgs: list[tuple[str, bytes]], db_url: str, n: int, *,
                         mqtt_client_id=f"bench-acks-{tag}", event_max_age_s=0,
                         event_max_ahead_s=0)
     ing = Ingestor(settings, store, acknowledge=acknowledge)
-    ing.start()
-    while not ing.stats.connected:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    go = mp.Event()
-    p = mp.Process(target=publisher, args=(port, msgs, go))
-    p.start()
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    go.set()
-    deadline = time.monotonic() + 600
-    while ing.stats.stored_sales < n:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"not all stored in 600 s: {ing.stats.as_dict()}")
-        time.sleep(0.01)
-    dt = time.perf_counter() - t0
-    p.join()
-    ing.stop()
+    dt = benchlib.timed_ingest(ing, publisher, port, msgs,
+                               lambda: ing.stats.stored_sales >= n, what="sales")
     store.engine.dispose()
     return dt, ing.acks.stats.stored_sent
 

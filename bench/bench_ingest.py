@@ -144,27 +144,12 @@ def run_gateway(port: int, msgs: list[tuple[str, bytes]], db_url: str, expect: s
     settings = Settings(database_url=db_url, mqtt_url=f"mqtt://127.0.0.1:{port}",
                         mqtt_client_id=f"bench-gw-{expect}")
     ing = Ingestor(settings, store)
-    ing.start()
-    while not ing.stats.connected:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    go = mp.Event()
-    p = mp.Process(target=publisher, args=(port, msgs, go))
-    p.start()
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    go.set()
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+
+    def done() -> bool:
         s = ing.stats
-        if (s.stored_sales if expect == "sales" else s.samples) >= n:
-            break
-        time.sleep(0.01)
-    else:
-        raise SystemExit(f"gateway: {expect} not all stored in 600 s: {ing.stats.as_dict()}")
-    dt = time.perf_counter() - t0
-    p.join()
-    ing.stop()
+        return (s.stored_sales if expect == "sales" else s.samples) >= n
+
+    dt = benchlib.timed_ingest(ing, publisher, port, msgs, done, what=f"gateway: {expect}")
     stats = ing.stats.as_dict()
     store.engine.dispose()
     return dt, stats

@@ -17,14 +17,18 @@ Rules every script in bench/ follows (``make bench`` runs them all, bench/run_al
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the packages, when run with a Python that lacks the install
@@ -116,3 +120,30 @@ def replace_section(doc: Path, heading: str, body: str) -> None:
         rest = text[span[1]:]
         text = text[:span[0]] + section + ("\n" + rest if rest else "")
     doc.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def timed_ingest(ing: Any, publisher: Callable[..., None], port: int, msgs: Any,
+                 done: Callable[[], bool], *, what: str, timeout_s: float = 600) -> float:
+    """Start ``ing`` (an ``Ingestor``), let ``publisher(port, msgs, go)`` publish from a
+    process of its own once ``go`` is set, and return the seconds from ``go`` until
+    ``done()``; then join the publisher and stop the ingest."""
+    ing.start()
+    while not ing.stats.connected:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    go = mp.Event()
+    p = mp.Process(target=publisher, args=(port, msgs, go))
+    p.start()
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    go.set()
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} not all stored in {timeout_s:.0f} s: "
+                             f"{ing.stats.as_dict()}")
+        time.sleep(0.01)
+    dt = time.perf_counter() - t0
+    p.join()
+    ing.stop()
+    return dt
