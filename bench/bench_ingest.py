@@ -33,10 +33,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert
 
-from gateway_server.ingest import Ingestor
+from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import markets, scales
+from gateway_server.store.database import Store
+from gateway_server.store.tables import markets, scales
 from weighing import wire
 from weighing.signing import sign_event
 

@@ -82,7 +82,7 @@ def section(rows: list[Row]) -> str:
                      f"{pg / lite:.2f} | {load} |")
     lines += [
         "",
-        "What the PostgreSQL write path does since issue 17 (gateway_server/bulk.py): sales "
+        "What the PostgreSQL write path does since issue 17 (gateway_server/store/bulk.py): sales "
         "and events go in as one `INSERT … SELECT * FROM unnest(CAST(:a0 AS BIGINT[]), …) "
         "ON CONFLICT DO NOTHING RETURNING` per batch, the minute rollups' upsert the same "
         "way: one short statement whose text never changes, so psycopg prepares it once per "

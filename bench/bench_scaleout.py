@@ -34,9 +34,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway_server.sharding import client_id_for
-from gateway_server.store import Store
-from gateway_server.tables import markets, scales
+from gateway_server.ingest.sharding import client_id_for
+from gateway_server.store.database import Store
+from gateway_server.store.tables import markets, scales
 from weighing import wire
 from weighing.signing import sign_message
 

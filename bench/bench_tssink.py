@@ -37,7 +37,7 @@ import influxdb_client
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from gateway_server.tssink import TimeSeriesSink, sample_lines
+from gateway_server.telemetry.tssink import TimeSeriesSink, sample_lines
 
 DOC = benchlib.ROOT / "docs" / "benchmarks.md"
 HEADING = "## Time-series sink"

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the packages, when run with a Python that lacks the install
     sys.path.insert(0, str(ROOT))
 
-from gateway_server.broker import free_port, wait_port  # noqa: E402
+from gateway_server.ingest.broker import free_port, wait_port  # noqa: E402
 
 __all__ = ["ROOT", "cpu_model", "free_port", "machine", "read_section", "replace_section",
            "start_mosquitto", "today", "wait_port"]

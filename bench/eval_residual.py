@@ -1,4 +1,5 @@
-"""Operating characteristics of the re-weigh residual detector (gateway_server.detectors.residual).
+"""Operating characteristics of the re-weigh residual detector
+(gateway_server.detect.rules.residual).
 
 Simulated merchants, numpy vectorised, seeded. Assumptions (also in docs/detection.md):
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway_server.detectors import residual as R
+from gateway_server.detect.rules import residual as R
 from weighing import metrology as mt
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "detection.md"

@@ -18,18 +18,18 @@ from weighing.errors import GatewayError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from gateway_server.register_csv import GeneratedKey
+    from gateway_server.registry.register_csv import GeneratedKey
 
 
 def build_server(settings: Settings):  # type: ignore[no-untyped-def]
     """Store + ingest + app + uvicorn server, not yet running (used by the CLI and demo)."""
     import uvicorn
 
-    from gateway_server.api import create_app
-    from gateway_server.auth import bootstrap_admin
-    from gateway_server.ingest import Ingestor
-    from gateway_server.store import Store
-    from gateway_server.tssink import TimeSeriesSink
+    from gateway_server.api.app import create_app
+    from gateway_server.api.auth import bootstrap_admin
+    from gateway_server.ingest.ingestor import Ingestor
+    from gateway_server.store.database import Store
+    from gateway_server.telemetry.tssink import TimeSeriesSink
 
     store = Store.from_url(settings.database_url)
     store.migrate()
@@ -49,8 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "markets": args.markets,
     }.items() if v is not None}
     settings = Settings(**overrides)
-    from gateway_server.retention import Purger
-    from gateway_server.trust_clock import TrustClock
+    from gateway_server.store.retention import Purger
+    from gateway_server.trust.clock import TrustClock
 
     store, ingestor, server = build_server(settings)
     ingestor.start()
@@ -80,13 +80,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
     if args.processes > 1:
-        from gateway_server.workers import supervise
+        from gateway_server.ingest.workers import supervise
 
         return supervise(args)
-    from gateway_server.metrics import MetricsServer, render_worker
-    from gateway_server.sharding import Worker
-    from gateway_server.store import Store
-    from gateway_server.tssink import TimeSeriesSink
+    from gateway_server.ingest.sharding import Worker
+    from gateway_server.store.database import Store
+    from gateway_server.telemetry.metrics import MetricsServer, render_worker
+    from gateway_server.telemetry.tssink import TimeSeriesSink
 
     overrides = {k: v for k, v in {"database_url": args.database_url,
                                    "mqtt_url": args.mqtt_url,
@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    from gateway_server.retention import Purger
+    from gateway_server.store.retention import Purger
 
     metrics = None
     if settings.worker_metrics_listen:
@@ -138,8 +138,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     """A stateless API process: HTTP only, no ingest (any number behind a balancer)."""
     import uvicorn
 
-    from gateway_server.api import create_app
-    from gateway_server.store import Store
+    from gateway_server.api.app import create_app
+    from gateway_server.store.database import Store
 
     overrides = {k: v for k, v in {"database_url": args.database_url, "http_host": args.host,
                                    "http_port": args.port}.items() if v is not None}
@@ -152,7 +152,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    from gateway_server.store import Store
+    from gateway_server.store.database import Store
 
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     Store.from_url(settings.database_url).migrate()
@@ -163,7 +163,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 @contextmanager
 def _engine(args: argparse.Namespace) -> Iterator[Engine]:
     """The engine of ``--database-url`` (or the settings), tables created, disposed after."""
-    from gateway_server.store import Store
+    from gateway_server.store.database import Store
 
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     store = Store.from_url(settings.database_url)
@@ -175,9 +175,9 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gateway_server import registry
-    from gateway_server.auth import now_ms
-    from gateway_server.register_csv import import_register
+    from gateway_server.api.auth import now_ms
+    from gateway_server.registry import register as registry
+    from gateway_server.registry.register_csv import import_register
 
     if args.keys_out and os.path.lexists(args.keys_out):
         raise GatewayError(f"--keys-out {args.keys_out} exists; give a new file")
@@ -228,8 +228,8 @@ def _show_generated_keys(keys: list[GeneratedKey], keys_out: str | None, *, mark
 
 def cmd_status_feed(args: argparse.Namespace) -> int:
     """Import a business-register status CSV (docs/registry.md); exit 1 if a row failed."""
-    from gateway_server.auth import now_ms
-    from gateway_server.statusfeed import import_feed
+    from gateway_server.api.auth import now_ms
+    from gateway_server.trust.statusfeed import import_feed
 
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     with _engine(args) as engine, engine.begin() as conn:
@@ -243,8 +243,8 @@ def cmd_status_feed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gateway_server.auth import now_ms
-    from gateway_server.register_csv import export_register
+    from gateway_server.api.auth import now_ms
+    from gateway_server.registry.register_csv import export_register
 
     with _engine(args) as engine, engine.connect() as conn:
         text = export_register(conn, args.market, now_ms=now_ms(), lang=args.lang,
@@ -257,9 +257,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
-    """Send a signed command to a scale's edge agent (``gateway_server.commands``)."""
-    from gateway_server import commands
-    from gateway_server.auth import now_ms
+    """Send a signed command to a scale's edge agent (``gateway_server.ingest.commands``)."""
+    from gateway_server.api.auth import now_ms
+    from gateway_server.ingest import commands
 
     settings = Settings(**{k: v for k, v in {"database_url": args.database_url,
                                              "mqtt_url": args.mqtt_url}.items() if v})
@@ -274,7 +274,7 @@ def cmd_command(args: argparse.Namespace) -> int:
 def cmd_create_user(args: argparse.Namespace) -> int:
     import getpass
 
-    from gateway_server import auth
+    from gateway_server.api import auth
 
     password = args.password
     if password is None:
@@ -334,7 +334,7 @@ def _listen(text: str) -> tuple[str, int]:
 def cmd_export_mosquitto(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway_server.mosquitto_export import (
+    from gateway_server.ingest.mosquitto_export import (
         DEFAULT_RESERVED_CLIENT_IDS,
         Listener,
         Tls,
@@ -372,9 +372,9 @@ def cmd_export_mosquitto(args: argparse.Namespace) -> int:
 
 def cmd_release_quarantine(args: argparse.Namespace) -> int:
     """Ingest the quarantined messages of a device that is now in the register."""
-    from gateway_server.auth import now_ms
-    from gateway_server.pipeline import Limits
-    from gateway_server.store import Store
+    from gateway_server.api.auth import now_ms
+    from gateway_server.ingest.pipeline import Limits
+    from gateway_server.store.database import Store
 
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     store = Store.from_url(settings.database_url)
@@ -393,8 +393,8 @@ def cmd_release_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_purge_dead_letters(args: argparse.Namespace) -> int:
     """Apply the dead-letter retention once (serve and worker do it periodically)."""
-    from gateway_server.retention import purge_once
-    from gateway_server.store import Store
+    from gateway_server.store.database import Store
+    from gateway_server.store.retention import purge_once
 
     overrides: dict[str, object] = {}
     if args.database_url:
@@ -417,8 +417,8 @@ def cmd_purge_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_export_period(args: argparse.Namespace) -> int:
     """Export one CST month of a table (gzip JSON lines + .sha256), verified; drops nothing."""
-    from gateway_server.partitions import ExportMismatch, export_period
-    from gateway_server.store import Store
+    from gateway_server.store.database import Store
+    from gateway_server.store.partitions import ExportMismatch, export_period
 
     overrides: dict[str, object] = {}
     if args.database_url:
@@ -443,8 +443,8 @@ def cmd_export_period(args: argparse.Namespace) -> int:
 
 def openapi_document() -> dict[str, object]:
     """The OpenAPI document of the HTTP API (no database touched)."""
-    from gateway_server.api import create_app
-    from gateway_server.store import Store
+    from gateway_server.api.app import create_app
+    from gateway_server.store.database import Store
 
     return create_app(Store.from_url("sqlite://"), None, Settings()).openapi()
 

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
     ingest_max_delay_ms: int = Field(50, ge=1)
 
-    # -- plausibility of what devices send (gateway_server.pipeline.Limits, issue 15) ----------
+    # -- plausibility of what devices send (gateway_server.ingest.pipeline.Limits, issue 15) -------
     event_max_age_s: int = Field(
         400 * 86_400, ge=0,
         description="an event or sample whose device time is older than its receipt by more "
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         90, ge=0, description="dead letters older than this are purged (0: kept for ever)")
     purge_interval_s: int = Field(
         3600, ge=10, description="how often serve / worker apply dead_letter_retention_days")
-    # Retention of the big tables (issue 17; gateway_server/partitions.py, docs/operations.md
+    # Retention of the big tables (issue 17; gateway_server/store/partitions.py, docs/operations.md
     # "Retention and partitions"). No project source (docs/domain.md included) states how long
     # weighing evidence must be kept, so the defaults are conservative: a sale or event is
     # evidence in a short-weight or fraud case, and civil claims run 3 years from when the
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     partition_months_ahead: int = Field(
         3, ge=1, le=24, description="PostgreSQL: monthly partitions created this far ahead")
 
-    # -- time-series sink (gateway_server.tssink; optional: empty URL = no sink) ---------------
+    # -- time-series sink (gateway_server.telemetry.tssink; optional: empty URL = no sink) ---------
     tsdb_url: str = Field(
         "", description="InfluxDB 2/3 or VictoriaMetrics base URL, e.g. http://127.0.0.1:8428")
     tsdb_token: SecretStr = Field(SecretStr(""), description="InfluxDB API token (VM: none)")
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         500_000, ge=1, description="queued lines; when full the oldest samples are dropped")
     tsdb_timeout_ms: int = Field(10_000, ge=100, description="HTTP timeout of one write")
 
-    # -- accounts and public endpoints (gateway_server.auth, gateway_server.ratelimit) --------
+    # -- accounts and public endpoints (gateway_server.api.auth, gateway_server.api.ratelimit) -----
     token_ttl_s: int = Field(12 * 3600, ge=60, description="bearer token lifetime")
     first_admin_username: str | None = Field(
         None, description="admin account ensured at start-up (with first_admin_password)")
@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(
         "", description="comma-separated IPs or networks (CIDR) of the reverse proxies in "
         "front of the API, e.g. 127.0.0.1,10.0.0.0/8: behind them the client IP is the "
-        "right-most X-Forwarded-For hop that is not one of them (gateway_server.ratelimit)")
+        "right-most X-Forwarded-For hop that is not one of them (gateway_server.api.ratelimit)")
     login_lockout_failures: int = Field(
         10, ge=1, description="failed logins in a row that lock an account (per API process)")
     login_lockout_s: int = Field(
@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         60, ge=1, description="how often serve checks complaint deadlines, list expiry, the "
         "status-feed folder and due webhook deliveries")
 
-    # -- the case file (issue 18; gateway_server/casework.py) ------------------------------------
+    # -- the case file (issue 18; gateway_server/casework/cases.py) --------------------------------
     card_lift_days: int = Field(
         30, ge=0, le=3650, description="a yellow or red card may be lifted by a passing "
         "re-inspection at least this many days after the card was given (an explicit, audited "

@@ -19,11 +19,11 @@ from pathlib import Path
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from gateway_server.auth import ensure_user
-from gateway_server.broker import EmbeddedBroker, free_port
+from gateway_server.api.auth import ensure_user
 from gateway_server.cli import build_server
+from gateway_server.ingest.broker import EmbeddedBroker, free_port
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 from simulators.emulator import SerialEmulator
 from simulators.script import random_script
 
@@ -39,7 +39,7 @@ MERCHANTS = [("张记蔬菜", "A-01", "vegetables"), ("李家鲜肉", "A-02", "m
 
 def _register(store: Store, keys: dict[str, str]) -> None:
     """The demo market's register: merchants, their scales (with keys), the bindings."""
-    from gateway_server import registry as reg
+    from gateway_server.registry import register as reg
 
     now = time.time_ns() // 1_000_000
     with store.engine.begin() as c:

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway_server.uscc import CODE_SET, check_char
+from gateway_server.registry.uscc import CODE_SET, check_char
 from simulators import goods as gd
 from simulators.fleet_honest import HonestSection
 from simulators.fleet_honest_world import HonestWorld

@@ -38,7 +38,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway_server.broker import free_port, wait_port
+from gateway_server.ingest.broker import free_port, wait_port
 from simulators import fleet_honest_world as honest_world
 from simulators import goods as gd
 from simulators.fleet import Simulation

@@ -50,7 +50,7 @@ from device_profiles.modbus_map import (
     steps_to_mg,
 )
 from device_profiles.schema import Profile, load_profile
-from gateway_server.broker import free_port
+from gateway_server.ingest.broker import free_port
 from simulators.script import Load, random_script, round_to_e, timeline
 
 _FC_FUNCTION = {3: Function.HOLDING, 6: Function.HOLDING, 16: Function.HOLDING,

@@ -308,13 +308,13 @@ def gateway_barrier(gw: GatewayProc, mqtt_port: int) -> None:
 
 
 def freeze_rate_limits(app, settings) -> None:  # type: ignore[no-untyped-def]
-    """Stop the clock of ``app``'s rate limiters (``gateway_server.ratelimit``).
+    """Stop the clock of ``app``'s rate limiters (``gateway_server.api.ratelimit``).
 
     With the real clock a bucket refills while the test sends its burst: on a slow or
     loaded machine the request past the burst finds a token back and is allowed. With
     the clock stopped the burst is exactly the allowance, however long the requests take.
     """
-    from gateway_server.ratelimit import TokenBucketLimiter
+    from gateway_server.api.ratelimit import TokenBucketLimiter
 
     app.state.rate_limiters = {
         "public": TokenBucketLimiter(settings.public_rate_per_min, settings.public_rate_burst,

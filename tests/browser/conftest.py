@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from gw_browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Gateway, Pages, seed
 
-from gateway_server import auth
-from gateway_server.api import create_app
-from gateway_server.broker import free_port
+from gateway_server.api import auth
+from gateway_server.api.app import create_app
+from gateway_server.ingest.broker import free_port
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 
 
 def pytest_configure(config: pytest.Config) -> None:

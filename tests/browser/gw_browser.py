@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway_server import registry as reg
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
 from weighing import wire
 from weighing.signing import sign_event
 from weighing.units import amount_fen

@@ -18,8 +18,8 @@ from gw_browser import Gateway, Pages, decide, draw_signature, fill_loads, login
 from playwright.sync_api import expect
 from sqlalchemy import func, select, update
 
-from gateway_server.tables import merchants, sales
-from gateway_server.tables_workflow import status_history
+from gateway_server.store.tables import merchants, sales
+from gateway_server.store.tables_workflow import status_history
 from weighing import wire
 
 # a real 2 × 2 PNG

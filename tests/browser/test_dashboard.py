@@ -147,7 +147,7 @@ def test_untracked_sales_finding_lists_its_reweighs(browser: Any, gateway: Gatew
     untracked scale): the finding page shows the re-weighs as a table, in Chinese."""
     from sqlalchemy import select
 
-    from gateway_server.tables import findings
+    from gateway_server.store.tables import findings
     from weighing import wire
 
     now = time.time_ns() // 1_000_000

@@ -13,8 +13,8 @@ from typing import Any
 from gw_browser import PASSWORD, Gateway, Pages, login
 from playwright.sync_api import expect
 
-from gateway_server import qr
-from gateway_server.uscc import check_char
+from gateway_server.registry import qr
+from gateway_server.registry.uscc import check_char
 
 PHONE = {"width": 390, "height": 844}
 CODE = "92350100MA2D0000" + "8"

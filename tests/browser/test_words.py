@@ -26,7 +26,7 @@ import pytest
 from gw_browser import BAD_CSV, XSS_NAME, Gateway, Pages, login
 from sqlalchemy import func, select
 
-from gateway_server.tables import findings
+from gateway_server.store.tables import findings
 
 DEVICES = ("s-1", "s-2", "s-3", "s-4", "f-1")
 USER_TEXT = (XSS_NAME, 'C-03"><b>x</b>', "<i>干货</i>")
@@ -55,7 +55,7 @@ def _cases(gw: Gateway) -> list[int]:
     import base64
     import time
 
-    from gateway_server import casework
+    from gateway_server.casework import cases as casework
 
     png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
                            "z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from gateway_server import registry
-from gateway_server.store import Store
-from gateway_server.tables import events, sales
+from gateway_server.registry import register as registry
+from gateway_server.store.database import Store
+from gateway_server.store.tables import events, sales
 
 PROFILE = "toledo-15kg-5g"
 

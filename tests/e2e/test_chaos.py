@@ -46,7 +46,7 @@ from support import BIN, GatewayProc, start_gateway, start_mosquitto, wait_until
 from device_profiles.codecs import make_codec
 from device_profiles.schema import load_profile
 from edge_agent.outbox import Outbox
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 from simulators.script import random_script
 from weighing import wire
 

@@ -18,7 +18,7 @@ from device_profiles.codecs import make_codec
 from device_profiles.schema import load_profile
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
-from gateway_server.ingest import Ingestor
+from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.settings import Settings
 from simulators.script import random_script
 from weighing import wire

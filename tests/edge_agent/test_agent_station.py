@@ -127,7 +127,7 @@ def test_scans_turn_weighings_into_reweighs_and_an_unscanned_weighing_is_a_sale(
 ) -> None:
     station.scan(b"TR-20261128-0001\r\n", accepted=1)
     station.weigh(1_250_000)
-    # trust QR (gateway_server.qr.trust_url); this scanner ends lines with LF only
+    # trust QR (gateway_server.registry.qr.trust_url); this scanner ends lines with LF only
     station.scan(f"https://trust.example.org/m/{TOKEN}\n".encode(), accepted=2)
     station.weigh(480_000)
     station.weigh(2_000_000)

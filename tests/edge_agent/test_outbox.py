@@ -274,9 +274,9 @@ def test_disk_full_while_selling_loses_no_sale_and_resumes_without_a_restart(
     from device_profiles.schema import load_profile
     from edge_agent.agent import Agent
     from edge_agent.config import AgentConfig
-    from gateway_server.ingest import Ingestor
+    from gateway_server.ingest.ingestor import Ingestor
     from gateway_server.settings import Settings
-    from gateway_server.tables import events
+    from gateway_server.store.tables import events
     from simulators.script import random_script
 
     dev, market = "s-full", "m-full"

@@ -28,7 +28,7 @@ TOKEN = "q3ZxY-_0aBcDeFgHiJkLmNoP"  # secrets.token_urlsafe(18): 24 characters
     ("TR-0001", ScannedCode(trace_code="TR-0001")),
     ("  AB_12.3/x\t", ScannedCode(trace_code="AB_12.3/x")),
     ("x" * 256, ScannedCode(trace_code="x" * 256)),
-    # the merchant's trust QR: gateway_server.qr.trust_url(base, token)
+    # the merchant's trust QR: gateway_server.registry.qr.trust_url(base, token)
     (f"https://trust.example.org/m/{TOKEN}", ScannedCode(merchant_token=TOKEN)),
     (f"HTTP://10.0.0.5:8080/base/m/{TOKEN}/", ScannedCode(merchant_token=TOKEN)),
     (f"https://t.example/m/x/m/{TOKEN}", ScannedCode(merchant_token=TOKEN)),

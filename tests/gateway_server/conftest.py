@@ -24,11 +24,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from gateway_server import auth
-from gateway_server.api import create_app
+from gateway_server.api import auth
+from gateway_server.api.app import create_app
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import metadata
+from gateway_server.store.database import Store
+from gateway_server.store.tables import metadata
 
 PG_HOST = os.environ.get("PGHOST_TEST", "127.0.0.1:5432")
 PASSWORD = "correct-horse-battery"
@@ -113,7 +113,7 @@ def inspector(client: TestClient, store: Store) -> dict[str, str]:
 
 def make_code(body17: str) -> str:
     """A valid 统一社会信用代码 from its first 17 characters (our own check character)."""
-    from gateway_server.uscc import check_char
+    from gateway_server.registry.uscc import check_char
 
     return body17 + check_char(body17)
 
@@ -125,7 +125,7 @@ CODE_C = make_code("91330106MA2B0000X")
 
 def seed(conn: Any, now_ms: int = 1_750_000_000_000) -> dict[str, Any]:
     """One market with two merchants (ids returned)."""
-    from gateway_server import registry as reg
+    from gateway_server.registry import register as reg
 
     reg.create_market(conn, "m1", name="东门农贸市场", now_ms=now_ms)
     a = reg.create_merchant(conn, "m1", name="张三蔬菜", credit_code=CODE_A, stall_no="A-01",

@@ -34,14 +34,14 @@ from schemathesis.config import SchemathesisConfig
 from sqlalchemy import select
 
 from conftest import PASSWORD, seed
-from gateway_server import auth
-from gateway_server import registry as reg
-from gateway_server.api import create_app
-from gateway_server.pipeline import decode_message, store_batch
+from gateway_server.api import auth
+from gateway_server.api.app import create_app
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.registry import register as reg
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import findings, markets, merchants, scales
-from gateway_server.tables_workflow import inspection_tasks
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings, markets, merchants, scales
+from gateway_server.store.tables_workflow import inspection_tasks
 from weighing import wire
 from weighing.signing import sign_event
 

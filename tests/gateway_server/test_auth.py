@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from support import freeze_rate_limits
 
 from conftest import PASSWORD, login
-from gateway_server import auth, cli
+from gateway_server import cli
+from gateway_server.api import auth
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 
 PUBLIC_API = ("/api/v1/public/", "/api/v1/auth/token")
 REGISTRY = ("/api/v1/markets", "/api/v1/merchants", "/api/v1/registry/")  # admin writes
@@ -96,7 +97,7 @@ def test_only_the_token_hash_is_stored(client, store) -> None:  # type: ignore[n
     token = login(client, "insp")["Authorization"].split()[1]
     from sqlalchemy import select
 
-    from gateway_server.tables import api_tokens
+    from gateway_server.store.tables import api_tokens
     with store.engine.connect() as conn:
         stored = conn.execute(select(api_tokens.c.token_sha256)).scalars().all()
     assert token not in stored and auth._sha256(token) in stored
@@ -175,7 +176,7 @@ def test_expired_token_is_401(client, store) -> None:  # type: ignore[no-untyped
 def test_token_lifetime_follows_settings(store) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from gateway_server.api import create_app
+    from gateway_server.api.app import create_app
 
     auth.ensure_user(store, "insp", PASSWORD, "inspector")
     with TestClient(create_app(store, None, Settings(token_ttl_s=60))) as c:

@@ -1,12 +1,12 @@
-"""gateway_server.bulk on SQLite and PostgreSQL: the batch writes of the pipeline (issue 17)."""
+"""gateway_server.store.bulk on SQLite and PostgreSQL: the batch writes of the pipeline (issue 17)."""
 
 from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from gateway_server.bulk import pg_insert_unnest, update_by_key
-from gateway_server.store import Store
-from gateway_server.tables import events, markets, scales
+from gateway_server.store.bulk import pg_insert_unnest, update_by_key
+from gateway_server.store.database import Store
+from gateway_server.store.tables import events, markets, scales
 
 
 def _scales(store: Store, n: int) -> None:

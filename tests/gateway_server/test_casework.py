@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from test_inspection_api import setup_scale_with_findings
 
-from gateway_server.store import Store
-from gateway_server.tables import merchants
-from gateway_server.tables_workflow import status_history
+from gateway_server.store.database import Store
+from gateway_server.store.tables import merchants
+from gateway_server.store.tables_workflow import status_history
 
 DAY = 86_400_000
 

@@ -14,11 +14,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from support import start_mosquitto, wait_until
 
 from conftest import PASSWORD
-from gateway_server import auth, registry
-from gateway_server.api import create_app
+from gateway_server.api import auth
+from gateway_server.api.app import create_app
 from gateway_server.cli import main as gw_main
+from gateway_server.registry import register as registry
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 from weighing import wire
 from weighing.signing import verify_command
 
@@ -130,7 +131,7 @@ def test_cli_sends_a_command_and_says_why_it_cannot(
 
 
 def test_a_scale_without_key_gets_no_command(tmp_path: Path) -> None:
-    from gateway_server import commands
+    from gateway_server.ingest import commands
 
     store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
     store.create_all()

@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 
 from conftest import CODE_A, CODE_B, CODE_C
 from gateway_server import cli
-from gateway_server import registry as reg
-from gateway_server.register_csv import CsvFormatError, export_register, import_register
-from gateway_server.store import Store
-from gateway_server.tables import bindings, merchants, scales
+from gateway_server.registry import register as reg
+from gateway_server.registry.register_csv import CsvFormatError, export_register, import_register
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings, merchants, scales
 
 T0 = 1_750_000_000_000
 H = 3_600_000

@@ -9,8 +9,9 @@ import json
 import pytest
 from sqlalchemy import insert, select
 
-from gateway_server import inspection, risk
-from gateway_server.detectors.stream import (
+from gateway_server.casework import inspection
+from gateway_server.detect import risk
+from gateway_server.detect.rules.stream import (
     DetectorParams,
     ScaleCtx,
     check_impact_day,
@@ -18,9 +19,9 @@ from gateway_server.detectors.stream import (
     deviation_of,
     market_day,
 )
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
-from gateway_server.tables import bindings, findings, markets, merchants, plu_prices, scales
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings, findings, markets, merchants, plu_prices, scales
 from weighing import metrology as mt
 from weighing import wire
 

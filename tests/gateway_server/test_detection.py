@@ -8,10 +8,10 @@ import json
 import pytest
 from sqlalchemy import insert, select
 
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
-from gateway_server.tables import bindings, findings, markets, merchants, plu_prices, scales
-from gateway_server.tables_workflow import repairs, reweighs
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings, findings, markets, merchants, plu_prices, scales
+from gateway_server.store.tables_workflow import repairs, reweighs
 from weighing import wire
 
 T0 = 1_790_000_000_000

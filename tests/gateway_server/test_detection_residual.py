@@ -10,12 +10,11 @@ import json
 import pytest
 from sqlalchemy import insert, select
 
-from gateway_server import metrics
-from gateway_server.detect_queries import reset_ms as _reset_ms
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.residual_scan import pairs_since
-from gateway_server.store import Store
-from gateway_server.tables import (
+from gateway_server.detect.queries import reset_ms as _reset_ms
+from gateway_server.detect.residual_scan import pairs_since
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import (
     bindings,
     findings,
     markets,
@@ -24,7 +23,8 @@ from gateway_server.tables import (
     sales,
     scales,
 )
-from gateway_server.tables_workflow import inspection_results, repairs, reweighs
+from gateway_server.store.tables_workflow import inspection_results, repairs, reweighs
+from gateway_server.telemetry import metrics
 from weighing import wire
 
 T0 = 1_790_000_000_000

@@ -1,4 +1,4 @@
-"""K-factor drift (gateway_server.detectors.kfactor): pure, and through the ingest pipeline
+"""K-factor drift (gateway_server.detect.rules.kfactor): pure, and through the ingest pipeline
 with a labelled stream of a weighing transmitter that reports raw AD counts."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import random
 import pytest
 from sqlalchemy import insert, select
 
-from gateway_server.detectors.kfactor import KSample, check_k_drift, tolerance_rel
-from gateway_server.detectors.stream import ScaleCtx
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
-from gateway_server.tables import findings, markets, sales, scales
-from gateway_server.tables_workflow import repairs
+from gateway_server.detect.rules.kfactor import KSample, check_k_drift, tolerance_rel
+from gateway_server.detect.rules.stream import ScaleCtx
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings, markets, sales, scales
+from gateway_server.store.tables_workflow import repairs
 from weighing import wire
 
 SCALE = ScaleCtx("t-1", "m1", 5_000, 15_000_000)

@@ -1,4 +1,4 @@
-"""Offline during trading hours (gateway_server.detectors.offline): pure rules, and through
+"""Offline during trading hours (gateway_server.detect.rules.offline): pure rules, and through
 the ingest pipeline on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import insert, select
 
-from gateway_server.detectors.offline import (
+from gateway_server.detect.rules.offline import (
     check_offline,
     in_trading_hours,
     parse_trading_hours,
     trading_overlap_ms,
 )
-from gateway_server.detectors.stream import ScaleCtx
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
-from gateway_server.tables import bindings, findings, markets, merchants, scales
+from gateway_server.detect.rules.stream import ScaleCtx
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings, findings, markets, merchants, scales
 from weighing import wire
 
 CST = timezone(timedelta(hours=8))

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway_server.detectors import residual as R
+from gateway_server.detect.rules import residual as R
 from weighing import metrology as mt
 
 E5, E10 = 5_000, 10_000  # 15 kg / 5 g and 30 kg / 10 g selling scales (class III)

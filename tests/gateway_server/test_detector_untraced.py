@@ -1,9 +1,9 @@
-"""The pure rule for re-weighs named by the stall (gateway_server.detectors.untraced)."""
+"""The pure rule for re-weighs named by the stall (gateway_server.detect.rules.untraced)."""
 
 from __future__ import annotations
 
-from gateway_server.detectors.stream import ScaleCtx
-from gateway_server.detectors.untraced import (
+from gateway_server.detect.rules.stream import ScaleCtx
+from gateway_server.detect.rules.untraced import (
     Candidate,
     StallReweigh,
     UntracedParams,

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway_server.detectors.stream import (
+from gateway_server.detect.rules.stream import (
     RegisteredPrice,
     ScaleCtx,
     check_counter,
@@ -256,7 +256,7 @@ def test_idle_scale_judged_against_its_own_share() -> None:
 
 
 def test_poisson_tail() -> None:
-    from gateway_server.detectors.stream import poisson_cdf
+    from gateway_server.detect.rules.stream import poisson_cdf
 
     assert abs(poisson_cdf(0, 2.0) - 0.1353352832366127) < 1e-12
     assert abs(poisson_cdf(3, 2.0) - 0.8571234604985472) < 1e-12
@@ -264,7 +264,7 @@ def test_poisson_tail() -> None:
 
 
 def test_binomial_tail() -> None:
-    from gateway_server.detectors.stream import binomial_cdf
+    from gateway_server.detect.rules.stream import binomial_cdf
 
     assert abs(binomial_cdf(0, 20, 0.5) - 0.5**20) < 1e-18
     assert abs(binomial_cdf(20, 20, 0.3) - 1.0) < 1e-12

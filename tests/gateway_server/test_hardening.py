@@ -17,11 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert, select
 from support import Mosquitto, wait_until
 
-from gateway_server.ingest import Ingestor
-from gateway_server.pipeline import Incoming, Limits, decode_message, store_batch
+from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.ingest.pipeline import Incoming, Limits, decode_message, store_batch
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import dead_letters, findings, markets, rollups, sales, scales
+from gateway_server.store.database import Store
+from gateway_server.store.tables import dead_letters, findings, markets, rollups, sales, scales
 from weighing import wire
 from weighing.signing import sign_event, sign_message
 

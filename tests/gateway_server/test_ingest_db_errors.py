@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from gateway_server.ingest import _is_data_error
-from gateway_server.store import Store
+from gateway_server.ingest.ingestor import _is_data_error
+from gateway_server.store.database import Store
 
 
 def _raised(engine: Engine, *steps: tuple[str, dict[str, Any]]) -> DBAPIError:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gateway_server.ingest import Ingestor
-from gateway_server.pipeline import BatchResult, Incoming, decode_message
+from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.ingest.pipeline import BatchResult, Incoming, decode_message
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import dead_letters, sales
+from gateway_server.store.database import Store
+from gateway_server.store.tables import dead_letters, sales
 from weighing import wire
 
 T0 = 1_790_000_000_000

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import seed
-from gateway_server import registry as reg
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
 from weighing import wire
 
 
@@ -144,7 +144,7 @@ def test_tolerance_calculator(client: TestClient, inspector: dict[str, str]) -> 
     (5_000, 5_000_000, "IIII", [50_000, 250_000, 1_000_000, 5_000_000]),
 ])
 def test_test_loads_follow_the_class(e_mg: int, max_mg: int, cls: str, loads: list[int]) -> None:
-    from gateway_server.inspection import inspection_loads_mg
+    from gateway_server.casework.inspection import inspection_loads_mg
 
     assert inspection_loads_mg(e_mg=e_mg, max_mg=max_mg, accuracy_class=cls) == loads
 

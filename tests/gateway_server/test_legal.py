@@ -1,4 +1,4 @@
-"""The legal grounds: docs/metrology.md's tables mirror gateway_server/detectors/legal.py,
+"""The legal grounds: docs/metrology.md's tables mirror gateway_server/detect/rules/legal.py,
 the detectors store the module's texts, and technical findings cite no law."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway_server.detectors import kfactor, legal, offline, stream, untraced
-from gateway_server.routes.inspection import _finding
+from gateway_server.api.routes.inspection import _finding
+from gateway_server.detect.rules import kfactor, legal, offline, stream, untraced
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrology.md"
 

@@ -13,12 +13,12 @@ import uvicorn
 from sqlalchemy import insert
 from support import free_port, wait_port, wait_until
 
-from gateway_server.api import create_app
-from gateway_server.livefeed import hub_for, mark_new
-from gateway_server.pipeline import decode_message, store_batch
+from gateway_server.api.app import create_app
+from gateway_server.ingest.livefeed import hub_for, mark_new
+from gateway_server.ingest.pipeline import decode_message, store_batch
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import markets, scales
+from gateway_server.store.database import Store
+from gateway_server.store.tables import markets, scales
 from weighing import wire
 
 T0 = 1_790_000_000_000

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from conftest import seed
-from gateway_server import merchant_binding as mb
-from gateway_server import registry as reg
-from gateway_server.store import Store
-from gateway_server.tables import bindings
+from gateway_server.registry import binding as mb
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings
 
 T0 = 1_750_000_000_000
 H = 3_600_000

@@ -11,14 +11,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from conftest import CODE_A, CODE_B, CODE_C, PASSWORD, login, make_code, seed
-from gateway_server import complaint_cases as cases
-from gateway_server import registry as reg
-from gateway_server import trust_lists
-from gateway_server.auth import now_ms
+from gateway_server.api.auth import now_ms
+from gateway_server.casework import complaints as cases
+from gateway_server.registry import register as reg
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import findings, merchants
-from gateway_server.tables_trust import audit_log
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings, merchants
+from gateway_server.store.tables_trust import audit_log
+from gateway_server.trust import lists as trust_lists
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
@@ -152,7 +152,7 @@ def test_reject_with_reason(client: TestClient, store: Store, admin: dict[str, s
 
 
 def test_audit_log_is_append_only(store: Store) -> None:
-    from gateway_server.merchant_portal import audit
+    from gateway_server.trust.merchant_portal import audit
 
     with store.engine.begin() as c:
         audit(c, actor="t", action="x", subject="s:1", now_ms=1)
@@ -220,7 +220,7 @@ def test_status_feed(client: TestClient, store: Store, admin: dict[str, str]) ->
 
 
 def test_status_feed_watched_folder(store: Store, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from gateway_server.statusfeed import watch_once
+    from gateway_server.trust.statusfeed import watch_once
 
     ids = _seed(store)
     (tmp_path / "feed.csv").write_text(f"统一社会信用代码,登记状态,日期\n{CODE_A},注销,2025-03-01\n",
@@ -238,7 +238,7 @@ def test_status_feed_watched_folder(store: Store, tmp_path) -> None:  # type: ig
 def test_complaint_clock(client: TestClient, store: Store, admin: dict[str, str]) -> None:
     ids = _seed(store)
     with store.engine.begin() as c:
-        from gateway_server.merchant_portal import create_account
+        from gateway_server.trust.merchant_portal import create_account
 
         create_account(c, int(ids["a"]), username="zhang3", password=PASSWORD, now_ms=1,
                        actor="admin1")

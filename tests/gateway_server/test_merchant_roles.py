@@ -26,13 +26,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from conftest import CODE_A, CODE_B, PASSWORD, login, seed
-from gateway_server import auth
-from gateway_server import registry as reg
-from gateway_server.merchant_portal import create_account
+from gateway_server.api import auth
+from gateway_server.registry import register as reg
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import findings
-from gateway_server.tables_workflow import reweighs
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings
+from gateway_server.store.tables_workflow import reweighs
+from gateway_server.trust.merchant_portal import create_account
 
 PUBLIC = ("/api/v1/public/", "/api/v1/auth/token", "/healthz", "/metrics")
 OWN = ("/api/v1/merchant/", "/api/v1/auth/me", "/api/v1/auth/logout")

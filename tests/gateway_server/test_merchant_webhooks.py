@@ -17,14 +17,14 @@ import pytest
 from sqlalchemy import select
 
 from conftest import CODE_A, seed
-from gateway_server import webhooks
-from gateway_server.auth import now_ms
+from gateway_server.api.auth import now_ms
 from gateway_server.settings import Settings
-from gateway_server.statusfeed import import_feed
-from gateway_server.store import Store
-from gateway_server.tables import findings
-from gateway_server.tables_trust import webhook_deliveries
-from gateway_server.trust_clock import tick
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings
+from gateway_server.store.tables_trust import webhook_deliveries
+from gateway_server.trust import webhooks
+from gateway_server.trust.clock import tick
+from gateway_server.trust.statusfeed import import_feed
 
 
 class Receiver:
@@ -134,7 +134,7 @@ def test_clock_sends_high_risk_findings_and_overdue_complaints(store: Store,
                 kind="impact", severity=sev, market="m1", device=None,
                 merchant_id=ids["a"], ts_ms=now, created_ms=now, status="open",
                 title="冲击法 Impact", legal_basis="", evidence="{}", dedup_key=key))
-        from gateway_server.tables_workflow import complaints
+        from gateway_server.store.tables_workflow import complaints
 
         c.execute(complaints.insert().values(merchant_id=ids["b"], ts_ms=now, channel="12315",
                                              text="电话投诉", status="open"))
@@ -145,8 +145,8 @@ def test_clock_sends_high_risk_findings_and_overdue_complaints(store: Store,
 
 
 def test_status_feed_cli(store: Store, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway_server import registry as reg
     from gateway_server.cli import main
+    from gateway_server.registry import register as reg
 
     with store.engine.begin() as c:
         ids = seed(c)

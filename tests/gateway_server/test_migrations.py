@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from pgutil import fresh_pg_database
 from sqlalchemy import inspect
 
-from gateway_server.store import Store, metadata
+from gateway_server.store.database import Store, metadata
 
 
 def _diff(store: Store) -> list[object]:
@@ -53,7 +53,7 @@ def test_0002_keeps_reweighs_and_allows_stall_named_ones(backend: str, tmp_path:
 
     import gateway_server
 
-    cfg = Config(str(Path(gateway_server.__file__).parent / "migrations" / "alembic.ini"))
+    cfg = Config(str(Path(gateway_server.__file__).parent / "store" / "migrations" / "alembic.ini"))
 
     def alembic(store: Store, verb: str, rev: str) -> None:
         with store.engine.begin() as conn:

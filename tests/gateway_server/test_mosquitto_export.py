@@ -12,9 +12,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import insert
 from support import start_mosquitto, wait_until
 
-from gateway_server.mosquitto_export import export, mosquitto_hash
-from gateway_server.store import Store
-from gateway_server.tables import markets, scales
+from gateway_server.ingest.mosquitto_export import export, mosquitto_hash
+from gateway_server.store.database import Store
+from gateway_server.store.tables import markets, scales
 from weighing.signing import mqtt_password
 
 KEYS = {"dev-a": bytes.fromhex("aa" * 16), "dev-b": bytes.fromhex("bb" * 16)}

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from support import freeze_rate_limits
 
 from conftest import seed
-from gateway_server import registry as reg
+from gateway_server.registry import register as reg
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 
 XSS = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
 DAY = 86_400_000
@@ -39,7 +39,7 @@ def test_dashboard_shell_login_and_static(client: TestClient) -> None:
 
 def test_no_view_writes_markup(client: TestClient) -> None:
     """The SPA renders with textContent only: no innerHTML / insertAdjacentHTML / eval."""
-    from gateway_server.routes.pages import STATIC
+    from gateway_server.api.routes.pages import STATIC
 
     for f in sorted((STATIC / "js").rglob("*.js")):
         text = f.read_text(encoding="utf-8")

@@ -21,12 +21,12 @@ import pytest
 from pgutil import fresh_pg_database
 from sqlalchemy import select, text
 
-from gateway_server import partitions as P
 from gateway_server.cli import main as cli_main
-from gateway_server.retention import retire_once
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import events, rollups, sales
+from gateway_server.store import partitions as P
+from gateway_server.store.database import Store
+from gateway_server.store.retention import retire_once
+from gateway_server.store.tables import events, rollups, sales
 
 NOW = P.month_bounds("2026-12")[0] + 14 * 86_400_000  # 2026-12-15 CST
 
@@ -246,7 +246,7 @@ def test_cli_export_period(store: Store, tmp_path: Path,
 
 
 def test_the_retention_thread_retires_expired_months(store: Store, tmp_path: Path) -> None:
-    from gateway_server.retention import Purger
+    from gateway_server.store.retention import Purger
 
     _fill(store)
     keep_from = P.add_months(P.month_of(time.time_ns() // 1_000_000), -36)  # the real clock
@@ -273,7 +273,7 @@ def test_migration_0006_keeps_every_rollup_and_downgrades(tmp_path: Path) -> Non
 
     import gateway_server
 
-    cfg = Config(str(Path(gateway_server.__file__).parent / "migrations" / "alembic.ini"))
+    cfg = Config(str(Path(gateway_server.__file__).parent / "store" / "migrations" / "alembic.ini"))
     with fresh_pg_database() as url:
         store = Store.from_url(url)
 
@@ -295,7 +295,7 @@ def test_migration_0006_keeps_every_rollup_and_downgrades(tmp_path: Path) -> Non
                 f'SELECT count(*) FROM "{P.SCHEMA}".rollups_default')).scalar_one() == 0
         assert _rows(store, "rollups") == before
         # the ingest's upsert still finds its conflict target
-        from gateway_server.bulk import pg_insert_unnest
+        from gateway_server.store.bulk import pg_insert_unnest
         lo, _ = P.month_bounds("2022-01")
         with store.engine.begin() as conn:
             pg_insert_unnest(conn, rollups, [_rollup("s-0", lo)], conflict=("device", "minute_ms"),

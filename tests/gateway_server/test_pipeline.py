@@ -7,9 +7,9 @@ import json
 
 from sqlalchemy import insert, select
 
-from gateway_server.pipeline import Incoming, decode_message, store_batch
-from gateway_server.store import Store
-from gateway_server.tables import (
+from gateway_server.ingest.pipeline import Incoming, decode_message, store_batch
+from gateway_server.store.database import Store
+from gateway_server.store.tables import (
     bindings,
     dead_letters,
     findings,

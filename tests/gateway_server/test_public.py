@@ -6,11 +6,11 @@ import pytest
 from support import freeze_rate_limits
 
 from conftest import CODE_A, seed
-from gateway_server import registry as reg
-from gateway_server.auth import now_ms
-from gateway_server.ratelimit import TokenBucketLimiter
-from gateway_server.store import Store
-from gateway_server.tables import sales
+from gateway_server.api.auth import now_ms
+from gateway_server.api.ratelimit import TokenBucketLimiter
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
+from gateway_server.store.tables import sales
 
 DAY = reg.DAY_MS
 
@@ -94,7 +94,7 @@ def test_public_endpoint_is_rate_limited_per_client(client, trust, settings) -> 
 def test_forwarded_for_is_used_only_when_trusted(store) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from gateway_server.api import create_app
+    from gateway_server.api.app import create_app
     from gateway_server.settings import Settings
 
     for trusted, expect in ((False, 429), (True, 404)):

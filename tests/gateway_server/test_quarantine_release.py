@@ -17,14 +17,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
 from conftest import login
-from gateway_server import auth
-from gateway_server import registry as reg
+from gateway_server.api import auth
 from gateway_server.cli import main as gateway_cli
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.retention import DAY_MS, purge_once
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.registry import register as reg
 from gateway_server.settings import Settings
-from gateway_server.store import Store
-from gateway_server.tables import dead_letters, quarantine, rollups, sales, scales
+from gateway_server.store.database import Store
+from gateway_server.store.retention import DAY_MS, purge_once
+from gateway_server.store.tables import dead_letters, quarantine, rollups, sales, scales
 from weighing import wire
 from weighing.signing import sign_event, sign_message
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 from fastapi.testclient import TestClient
 from test_inspection_api import setup_scale_with_findings
 
-from gateway_server import registry as reg
-from gateway_server.queue_rows import shortfall
-from gateway_server.store import Store
+from gateway_server.casework.queue_rows import shortfall
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
 
 
 def _sale(seq: int, sid: int, net_mg: int, price: int) -> SimpleNamespace:

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from support import freeze_rate_limits
 
 from conftest import PASSWORD
-from gateway_server import auth
-from gateway_server.api import create_app
-from gateway_server.ratelimit import LoginLockout
+from gateway_server.api import auth
+from gateway_server.api.app import create_app
+from gateway_server.api.ratelimit import LoginLockout
 from gateway_server.settings import Settings
-from gateway_server.store import Store
+from gateway_server.store.database import Store
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # see conftest.py: starlette's httpx2 notice

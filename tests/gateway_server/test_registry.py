@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from conftest import CODE_A, CODE_C, seed
-from gateway_server import registry as reg
-from gateway_server.store import Store
-from gateway_server.tables import bindings, scales
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
+from gateway_server.store.tables import bindings, scales
 
 T0 = 1_750_000_000_000
 H = 3_600_000

@@ -1,4 +1,4 @@
-"""gateway_server.risk: the evidence table, its calibration and the queue threshold."""
+"""gateway_server.detect.risk: the evidence table, its calibration and the queue threshold."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from gateway_server import risk
-from gateway_server.detectors import residual as rd
-from gateway_server.risk import DEFAULT_MODEL, KindDay, KindEvidence, RiskModel
+from gateway_server.detect import risk
+from gateway_server.detect.risk import DEFAULT_MODEL, KindDay, KindEvidence, RiskModel
+from gateway_server.detect.rules import residual as rd
 
 
 def day(*kinds: str, severity: str = "high", d: int = 20_000, count: int = 1) -> list[KindDay]:

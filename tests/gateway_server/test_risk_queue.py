@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from conftest import seed
-from gateway_server import inspection as insp
-from gateway_server import registry as reg
-from gateway_server import risk
-from gateway_server.pipeline import decode_message, store_batch
-from gateway_server.store import Store
+from gateway_server.casework import inspection as insp
+from gateway_server.detect import risk
+from gateway_server.ingest.pipeline import decode_message, store_batch
+from gateway_server.registry import register as reg
+from gateway_server.store.database import Store
 from weighing import wire
 from weighing.signing import sign_event
 from weighing.units import amount_fen

@@ -17,10 +17,10 @@ from pgutil import fresh_pg_database
 from sqlalchemy import func, insert, select
 from support import BIN, free_port, start_mosquitto, wait_port, wait_until
 
-from gateway_server.sharding import client_id_for, rendezvous_owner
-from gateway_server.store import Store
-from gateway_server.tables import findings, markets, sales, scales
-from gateway_server.tables_workflow import market_leases
+from gateway_server.ingest.sharding import client_id_for, rendezvous_owner
+from gateway_server.store.database import Store
+from gateway_server.store.tables import findings, markets, sales, scales
+from gateway_server.store.tables_workflow import market_leases
 from weighing import wire
 from weighing.signing import sign_event
 

@@ -29,7 +29,7 @@ import pytest
 from support import free_port, require_binary, wait_until
 
 from gateway_server.settings import Settings
-from gateway_server.tssink import TimeSeriesSink, sale_line, sample_lines
+from gateway_server.telemetry.tssink import TimeSeriesSink, sale_line, sample_lines
 
 T0 = 1_700_000_000_000  # Nov 2023: kept because the store runs with -retentionPeriod=100y
 FAST = {"backoff_min_s": 0.05, "backoff_max_s": 0.3, "flush_ms": 50}

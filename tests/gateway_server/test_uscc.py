@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway_server import uscc
+from gateway_server.registry import uscc
 
 BODY = st.builds(
     lambda a, b, region, org: a + b + region + org,

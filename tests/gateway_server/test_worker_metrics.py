@@ -26,7 +26,7 @@ from test_sharding import (
 )
 from test_tssink import make_vm
 
-from gateway_server.sharding import client_id_for
+from gateway_server.ingest.sharding import client_id_for
 
 
 def scrape(port: int) -> dict[str, float] | None:

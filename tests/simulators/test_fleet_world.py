@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway_server.uscc import is_valid
+from gateway_server.registry.uscc import is_valid
 from simulators import fleet_honest as honest
 from simulators import fleet_honest_world as honest_world
 from simulators import fleet_io

@@ -118,7 +118,7 @@ const STAGE = {
   subsequent_verification: ["后续检定", "Subsequent verification"],
   initial_verification: ["首次检定", "Initial verification"],
 };
-// the register's columns (gateway_server/register_csv.py COLUMNS): zh-CN and English headers
+// the register's columns (gateway_server/registry/register_csv.py COLUMNS): zh-CN and English headers
 const COLUMN = {
   market: ["市场编号", "market"], merchant_name: ["商户名称", "merchant name"],
   credit_code: ["统一社会信用代码", "credit code"], stall_no: ["摊位号", "stall number"],

@@ -1,0 +1,1 @@
+"""Casework: the inspection queue, tasks, complaints, compensation and the case file."""

@@ -1,0 +1,1 @@
+"""Detection: pure rules (``rules``), the store-side scans, one orchestrator, risk."""

@@ -1,0 +1,61 @@
+"""Queries the detector modules share: the bottom of the detection package.
+
+:mod:`gateway_server.detect.orchestrator` (the orchestrator),
+:mod:`gateway_server.detect.untraced_scan` and
+:mod:`gateway_server.detect.residual_scan` all need a scale's characteristics, a finding as a
+row, and the start of a scale's evidence period. They live here, below all three, so the
+orchestrator can import the modules it runs at the top of its file and none of them
+imports the orchestrator back (import-linter's "Detection without an import circle"
+contract in pyproject.toml keeps it so). This module imports no other module of the
+detection package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from gateway_server.detect.rules.stream import Finding, ScaleCtx
+from gateway_server.store.tables import scales
+from gateway_server.store.tables_workflow import inspection_results, repairs
+
+
+def finding_row(f: Finding, created_ms: int) -> dict[str, Any]:
+    """A finding as a row of ``findings`` (status ``open``)."""
+    d = asdict(f)
+    d["evidence"] = json.dumps(dict(f.evidence), ensure_ascii=False, sort_keys=True, default=str)
+    d["created_ms"] = created_ms
+    d["status"] = "open"
+    return d
+
+
+def scale_contexts(conn: Connection, devices: Iterable[str]) -> dict[str, ScaleCtx]:
+    """What the rules need to know of each scale, for the registered ones with e and Max
+    (a scale without them cannot be judged and is left out)."""
+    devs = set(devices)
+    if not devs:
+        return {}
+    out = {}
+    for r in conn.execute(select(scales.c.device, scales.c.market, scales.c.e_mg,
+                                 scales.c.max_mg, scales.c.accuracy_class, scales.c.role)
+                          .where(scales.c.device.in_(devs))):
+        if r.e_mg and r.max_mg:
+            out[r.device] = ScaleCtx(r.device, r.market, int(r.e_mg), int(r.max_mg),
+                                     r.accuracy_class or "III", r.role or "trade")
+    return out
+
+
+def reset_ms(conn: Connection, device: str) -> int:
+    """The scale's last inspection or registered repair/verification (0: none): the
+    evidence of the statistical detectors starts afresh from there. The loads of an
+    inspection *at* this time belong to the new evidence (the state the inspector found;
+    ``residual_scan.pairs_since``); a repair after it discards them too."""
+    return int(max(
+        conn.execute(select(func.coalesce(func.max(inspection_results.c.ts_ms), 0))
+                     .where(inspection_results.c.device == device)).scalar_one(),
+        conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
+                     .where(repairs.c.device == device)).scalar_one()))

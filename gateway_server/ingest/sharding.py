@@ -1,0 +1,169 @@
+"""Gateway workers sharded by market (architecture.md §7), coordinated through the database.
+
+Rules:
+
+* Every market is ingested by exactly one worker at a time. Ownership is a **lease** row
+  per market (``market_leases``): a worker takes a market only with a conditional update
+  that succeeds when the lease is free, expired, or already its own, and renews its
+  leases every ``lease_s / 3``. A worker that stops renewing (killed, partitioned) loses
+  its markets when the lease expires; a live worker then takes them over.
+* Which live worker should own a market is decided by rendezvous (highest-random-weight)
+  hashing over the workers that heartbeat in ``gateway_workers`` — every worker computes
+  the same assignment, markets move only when the set of workers changes, and a worker
+  gives up a market it no longer should own before the new owner may take it.
+* Each owned market has its own MQTT client with the client id ``gw-market-{market}``
+  and a persistent session (QoS 1). A new owner connects with the *same* client id, so
+  the broker hands it the session: messages queued while nobody owned the market, and
+  messages the dead worker received but never acknowledged, are delivered to the new
+  owner — no loss. The client id also fences: the broker never lets two connections
+  share it. Duplicates from redelivery are absorbed by the (device, seq) uniqueness.
+* Shared state — register, findings, inspections — is in PostgreSQL; API processes
+  (``gateway-server api``) are stateless and serve any market.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, or_, select, update
+
+from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.settings import Settings
+from gateway_server.store.bulk import dialect_insert
+from gateway_server.store.database import Store
+from gateway_server.store.tables import markets
+from gateway_server.store.tables_workflow import market_leases, workers_table
+from gateway_server.telemetry.metrics import INGEST_COUNTERS
+
+log = logging.getLogger(__name__)
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def client_id_for(market: str) -> str:
+    return f"gw-market-{market}"
+
+
+def rendezvous_owner(market: str, workers: list[str]) -> str | None:
+    """The worker with the highest hash weight for ``market`` (stable, evenly spread)."""
+    if not workers:
+        return None
+    return max(workers, key=lambda w: hashlib.sha256(f"{w}|{market}".encode()).digest())
+
+
+def try_take(conn: Connection, market: str, worker_id: str, *, now: int, lease_ms: int) -> bool:
+    """Take or renew the lease of ``market``; True when ``worker_id`` holds it now."""
+    conn.execute(dialect_insert(conn, market_leases).values(
+        market=market, worker_id=worker_id, expires_ms=now + lease_ms, taken_ms=now,
+    ).on_conflict_do_nothing(index_elements=["market"]))
+    res = conn.execute(update(market_leases).where(
+        market_leases.c.market == market,
+        or_(market_leases.c.worker_id == worker_id, market_leases.c.expires_ms < now),
+    ).values(worker_id=worker_id, expires_ms=now + lease_ms))
+    return bool(res.rowcount)
+
+
+def release(conn: Connection, market: str, worker_id: str) -> None:
+    conn.execute(update(market_leases).where(
+        market_leases.c.market == market, market_leases.c.worker_id == worker_id,
+    ).values(expires_ms=0))
+
+
+@dataclass
+class Worker:
+    """One ingest worker: owns a share of the markets, one MQTT session per market."""
+
+    settings: Settings
+    store: Store
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ms: int = 10_000
+    owned: dict[str, Ingestor] = field(default_factory=dict)
+    #: the time-series sink every owned market's ingest writes to (None: not configured)
+    sink: Any = None
+    #: counters of the ingests of markets this worker owned before, so its /metrics
+    #: counters never go back when a market moves
+    #: (``gateway_server.telemetry.metrics.render_worker``)
+    retired: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.store.migrate()
+        with self.store.engine.begin() as c:
+            t = now_ms()
+            c.execute(dialect_insert(c, workers_table).values(
+                worker_id=self.worker_id, host=socket.gethostname(), started_ms=t,
+                heartbeat_ms=t).on_conflict_do_update(
+                index_elements=["worker_id"], set_={"heartbeat_ms": t, "started_ms": t}))
+        self._thread = threading.Thread(target=self._loop, name="shard-coordinator",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        for market in list(self.owned):
+            self._drop(market)
+        with self.store.engine.begin() as c:
+            c.execute(workers_table.delete().where(workers_table.c.worker_id == self.worker_id))
+
+    def _loop(self) -> None:
+        period = self.lease_ms / 3000
+        while not self._stop.is_set():
+            try:
+                self.rebalance()
+            except Exception:  # the database may be briefly away: keep trying
+                log.exception("%s: rebalance failed", self.worker_id)
+            self._stop.wait(period)
+
+    def rebalance(self) -> None:
+        t = now_ms()
+        with self.store.engine.begin() as c:
+            c.execute(update(workers_table).where(workers_table.c.worker_id == self.worker_id)
+                      .values(heartbeat_ms=t))
+            live = [r.worker_id for r in c.execute(select(workers_table.c.worker_id).where(
+                workers_table.c.heartbeat_ms >= t - self.lease_ms))]
+            all_markets = [r.id for r in c.execute(select(markets.c.id))]
+        if self.settings.markets != "+":
+            all_markets = [m for m in all_markets if m in self.settings.market_list]
+        mine = {m for m in all_markets if rendezvous_owner(m, live) == self.worker_id}
+        for market in list(self.owned):
+            if market not in mine:
+                self._drop(market)
+        for market in sorted(mine):
+            with self.store.engine.begin() as c:
+                ok = try_take(c, market, self.worker_id, now=t, lease_ms=self.lease_ms)
+            if ok and market not in self.owned:
+                self._own(market)
+            elif not ok and market in self.owned:  # someone else holds it: fence ourselves
+                self._drop(market)
+
+    def _own(self, market: str) -> None:
+        ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
+                       markets=[market])
+        ing.sink = self.sink
+        ing.start()
+        self.owned[market] = ing
+        log.info("%s: took market %s", self.worker_id, market)
+
+    def _drop(self, market: str) -> None:
+        ing = self.owned.pop(market, None)
+        if ing is not None:
+            ing.stop()  # the persistent session stays at the broker for the next owner
+            for key in INGEST_COUNTERS:
+                self.retired[key] += getattr(ing.stats, key)
+            self.retired["_ack_stored"] += ing.acks.stats.stored_sent
+            self.retired["_ack_resend"] += ing.acks.stats.resend_sent
+        with self.store.engine.begin() as c:
+            release(c, market, self.worker_id)
+        log.info("%s: released market %s", self.worker_id, market)

@@ -1,0 +1,1 @@
+"""The relational store: schema, migrations, bulk writes, periods and retention."""

@@ -1,0 +1,1 @@
+"""The trust programme (放心消费): applications, merchant portal, lists, status feed, webhooks."""
