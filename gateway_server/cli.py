@@ -49,8 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "markets": args.markets,
     }.items() if v is not None}
     settings = Settings(**overrides)
+    from gateway_server.casework.clock import TrustClock
     from gateway_server.store.retention import Purger
-    from gateway_server.trust.clock import TrustClock
 
     store, ingestor, server = build_server(settings)
     ingestor.start()
@@ -374,14 +374,15 @@ def cmd_release_quarantine(args: argparse.Namespace) -> int:
     """Ingest the quarantined messages of a device that is now in the register."""
     from gateway_server.api.auth import now_ms
     from gateway_server.ingest.pipeline import Limits
+    from gateway_server.ingest.quarantine import release_device
     from gateway_server.store.database import Store
 
     settings = Settings(**({"database_url": args.database_url} if args.database_url else {}))
     store = Store.from_url(settings.database_url)
     try:
         store.migrate()
-        out = store.release_quarantine(args.device, now_ms=now_ms(),
-                                       limits=Limits.from_settings(settings))
+        out = release_device(store, args.device, now_ms=now_ms(),
+                             limits=Limits.from_settings(settings))
     finally:
         store.engine.dispose()
     print(f"released {out['released']} message(s) of {args.device}: {out['sales']} new "

@@ -24,7 +24,6 @@ States (``CaseState``)::
 from __future__ import annotations
 
 import json
-import secrets
 from enum import StrEnum
 from typing import Any
 
@@ -37,8 +36,8 @@ from gateway_server.store.tables_trust import complaint_cases
 from gateway_server.store.tables_workflow import complaints, inspection_results
 from gateway_server.trust import webhooks
 from gateway_server.trust.merchant_portal import audit
+from gateway_server.trust.numbers import new_number as _number
 
-NUMBER_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"  # 31 symbols, no 0 O 1 I L
 NUMBER_LEN = 10
 ANSWER_MAX = 2000
 OVERDUE_KIND = "complaint-overdue"
@@ -63,7 +62,7 @@ class Outcome(StrEnum):
 
 
 def new_number() -> str:
-    return "TS" + "".join(secrets.choice(NUMBER_ALPHABET) for _ in range(NUMBER_LEN))
+    return _number("TS", NUMBER_LEN)
 
 
 def normalise_number(number: str) -> str:

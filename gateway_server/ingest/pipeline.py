@@ -7,7 +7,7 @@ Steps, in order, inside one transaction (``store_batch``):
 2. births and states update the scale's live fields (a registered scale's register
    data is never overwritten by what the device claims; a mismatch is a finding);
 3. events and samples of devices not in the register are **quarantined** (kept whole,
-   listed in the API, released by :func:`release_quarantine` once the device is
+   listed in the API, released by ``ingest.quarantine.release_device`` once the device is
    registered) unless ``unknown_devices = "accept"``;
 4. every event of a keyed device must carry a valid HMAC-SHA256 (``weighing.signing``):
    a forged or missing signature rejects that event alone — it goes to the dead letters
@@ -64,7 +64,6 @@ from gateway_server.store.tables import (
     scales,
 )
 from weighing import wire
-from weighing.errors import GatewayError
 from weighing.metrology import indication_limit_mg
 from weighing.signing import check_event, check_message
 
@@ -668,40 +667,4 @@ def _greatest(conn: Connection, a: Any, b: Any) -> Any:
     return func.greatest(a, b) if conn.dialect.name == "postgresql" else func.max(a, b)
 
 
-class NotReleasableError(GatewayError):
-    """Quarantined messages of a device that is not (yet) in the register."""
-
-
-def release_quarantine(conn: Connection, device: str, *, now_ms: int,
-                       limits: Limits | None = None, max_rows: int = 500,
-                       ) -> tuple[int, BatchResult]:
-    """Ingest up to ``max_rows`` quarantined messages of ``device``, oldest first, in the
-    open transaction ``conn``, and delete them from the quarantine.
-
-    The device must be registered by now (else :class:`NotReleasableError`): its messages
-    then take the whole pipeline as if they arrived now — signatures against the
-    registered key, the market of the register, deduplication, detectors — except that
-    device times are judged against when each message was *received*. Returns how many
-    messages were released (0: none left) and what storing them did.
-    """
-    row = conn.execute(select(scales.c.registered).where(scales.c.device == device)).first()
-    if row is None or not row.registered:
-        raise NotReleasableError(
-            f"device {device} is not in the register: register it first (API or import), "
-            "then release its quarantined messages")
-    q = (select(quarantine).where(quarantine.c.device == device)
-         .order_by(quarantine.c.id).limit(max_rows))
-    if conn.dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)  # two releases at once share the rows out
-    held = conn.execute(q).all()
-    if not held:
-        return 0, BatchResult()
-    batch = [decode_message(r.topic, bytes(r.payload), r.received_ms) for r in held]
-    res = store_batch(conn, batch, now_ms=now_ms, limits=limits)
-    conn.execute(quarantine.delete().where(quarantine.c.id.in_([r.id for r in held])))
-    conn.execute(scales.update().where(scales.c.device == device).values(quarantined=False))
-    return len(held), res
-
-
-__all__ = ["BatchResult", "Incoming", "Limits", "NotReleasableError", "decode_message",
-           "release_quarantine", "store_batch"]
+__all__ = ["BatchResult", "Incoming", "Limits", "decode_message", "store_batch"]

@@ -35,9 +35,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from gateway_server.detect.rules.offline import parse_trading_hours
 from gateway_server.registry import uscc
 from gateway_server.registry.binding import devices_query, merchant_at, merchants_at
+from gateway_server.registry.trading_hours import parse_trading_hours
 from gateway_server.store.tables import (
     BIGINT_MAX,
     bindings,

@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, func, select
 
-from gateway_server.ingest.pipeline import release_quarantine
 from gateway_server.store import (
     tables_trust,  # noqa: F401 - registers its tables on metadata
     tables_workflow,  # noqa: F401 - registers its tables on metadata
@@ -140,27 +139,6 @@ class Store:
         q = select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
-
-    def release_quarantine(self, device: str, *, now_ms: int, limits: Any = None,
-                           chunk: int = 500) -> dict[str, int]:
-        """Ingest every quarantined message of the (now registered) ``device``, ``chunk``
-        messages per transaction; raises ``pipeline.NotReleasableError`` when it is not
-        in the register. Returns what was released and stored."""
-        out = {"released": 0, "sales": 0, "events": 0, "duplicates": 0, "dead_letters": 0,
-               "samples": 0, "bad_signatures": 0}
-        while True:
-            with self.engine.begin() as conn:
-                n, res = release_quarantine(conn, device, now_ms=now_ms, limits=limits,
-                                            max_rows=chunk)
-            if not n:
-                return out
-            out["released"] += n
-            out["sales"] += len(res.new_sales)
-            out["events"] += res.new_events
-            out["duplicates"] += res.duplicates
-            out["dead_letters"] += len(res.dead)
-            out["samples"] += res.samples
-            out["bad_signatures"] += res.bad_signatures
 
     def purge_dead_letters(self, *, older_than_ms: int) -> int:
         """Delete dead letters received before ``older_than_ms`` (retention); how many."""

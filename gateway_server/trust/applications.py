@@ -34,14 +34,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.api.auth import hash_password, user_exists
-from gateway_server.casework.complaints import NUMBER_ALPHABET
 from gateway_server.registry import register as reg
 from gateway_server.registry import uscc
+from gateway_server.registry.accounts import hash_password, user_exists
 from gateway_server.settings import check_password_strength
 from gateway_server.store.tables import merchants
 from gateway_server.store.tables_trust import application_documents, merchant_applications
 from gateway_server.trust.merchant_portal import audit, create_account
+from gateway_server.trust.numbers import new_number
 
 MAX_DOCUMENTS = 6
 NOTE_MAX = 1000
@@ -79,7 +79,7 @@ def _sha(secret: str) -> str:
 
 
 def _new_number() -> str:
-    return "SQ" + "".join(secrets.choice(NUMBER_ALPHABET) for _ in range(8))
+    return new_number("SQ", 8)
 
 
 def _out(row: Any) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from sqlalchemy import select
 
 from conftest import CODE_A, seed
 from gateway_server.api.auth import now_ms
+from gateway_server.casework.clock import tick
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
 from gateway_server.store.tables import findings
 from gateway_server.store.tables_trust import webhook_deliveries
 from gateway_server.trust import webhooks
-from gateway_server.trust.clock import tick
 from gateway_server.trust.statusfeed import import_feed
 
 

@@ -16,7 +16,8 @@ from gateway_server.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from gateway_server.ingest.pipeline import Limits, NotReleasableError
+from gateway_server.ingest.pipeline import Limits
+from gateway_server.ingest.quarantine import NotReleasableError, release_device
 
 T = TypeVar("T")
 router = APIRouter(prefix="/api/v1")
@@ -190,8 +191,8 @@ def release_quarantine(
     key, plausibility, deduplication, detectors) and removes them from the quarantine.
     409 while the device is not registered: register it first."""
     try:
-        out = store.release_quarantine(device, now_ms=now_ms(),
-                                       limits=Limits.from_settings(settings))
+        out = release_device(store, device, now_ms=now_ms(),
+                             limits=Limits.from_settings(settings))
     except NotReleasableError as err:
         raise HTTPException(409, f"设备未登记，不能放行 {err}") from None
     return {"device": device, **out}

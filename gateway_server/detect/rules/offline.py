@@ -17,24 +17,26 @@ Trading hours are local time in China Standard Time (UTC+8, no daylight saving),
 ``"HH:MM-HH:MM"`` per market (``markets.trading_hours``), else
 :data:`DEFAULT_TRADING_HOURS`.
 
-Pure: no database, no clock. A traceability scale dark while the stall trades is also one
-sign of a second, untracked scale (domain.md §4); this rule only reports the fact.
+Pure: no database, no clock. The format of trading hours is the register's
+(``registry.trading_hours``: it is checked where a market is written). A traceability
+scale dark while the stall trades is also one sign of a second, untracked scale
+(domain.md §4); this rule only reports the fact.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from gateway_server.detect.rules.legal import LEGAL_TECHNICAL
 from gateway_server.detect.rules.stream import Finding, ScaleCtx
 
+# the register's format of trading hours, re-exported for the rule's callers
+from gateway_server.registry.trading_hours import DEFAULT_TRADING_HOURS as DEFAULT_TRADING_HOURS
+from gateway_server.registry.trading_hours import parse_trading_hours as parse_trading_hours
+
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 CST_OFFSET_MS = 8 * 3_600_000  # China Standard Time: UTC+8, no daylight saving
-#: a retail market's day when the register gives none [config]
-DEFAULT_TRADING_HOURS = "06:00-19:00"
-_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +48,6 @@ class OfflineParams:
 
 
 DEFAULT_PARAMS = OfflineParams()
-
-
-def parse_trading_hours(text: str) -> tuple[int, int]:
-    """``"06:00-19:00"`` → (open, close) in minutes after local midnight; open < close
-    (a market trading over midnight is not supported). Raises ``ValueError`` saying why."""
-    m = _HOURS.match(text.strip())
-    if m is None:
-        raise ValueError(f"trading hours {text!r}: expected HH:MM-HH:MM, e.g. 06:00-19:00")
-    start = int(m[1]) * 60 + int(m[2])
-    end = int(m[3]) * 60 + int(m[4])
-    if end > 24 * 60 or start >= end:
-        raise ValueError(f"trading hours {text!r}: the close must be after the opening, "
-                         "within the same day")
-    return start, end
 
 
 def trading_overlap_ms(start_ms: int, end_ms: int, hours: tuple[int, int]) -> int:

@@ -6,6 +6,10 @@ findings for the webhooks and sends the deliveries that are due.
 Each step runs in its own transaction; a failing step is logged and retried next time
 (the database may be away). The reads of the API run the complaint and list steps too, so
 a page is right even between two ticks.
+
+It sits with casework, above the trust package: the deadlines it keeps are complaints'
+(``casework.complaints``), and it drives the trust programme's lists, status feed and
+webhooks below it.
 """
 
 from __future__ import annotations
