@@ -136,8 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent.start()
     # a worker that cannot go on (damaged outbox, ...) ends the process non-zero: systemd
     # (Restart=always) restarts it, instead of a process that stays up doing nothing
-    threading.Thread(target=lambda: agent.fatal_event.wait() and stop.set(),
-                     name="agent-fatal", daemon=True).start()
+    def stop_when_fatal() -> None:
+        agent.fatal_event.wait()
+        stop.set()
+
+    threading.Thread(target=stop_when_fatal, name="agent-fatal", daemon=True).start()
     logging.getLogger("edge_agent").info(
         "edge agent %s: %d scale(s) in market %s", __version__, len(agent.workers), cfg.agent.market
     )

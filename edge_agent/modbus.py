@@ -68,6 +68,12 @@ def _parse_tcp(tcp: tuple[str, int] | str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _close(client: Any) -> None:
+    """Close a pymodbus client: its ``close()`` is unannotated (pymodbus 3.x), which a
+    typed caller may not call directly; taken as ``Any`` here, in one place."""
+    client.close()
+
+
 class ModbusLine:
     """One RTU port or TCP connection; thread-safe, one request at a time."""
 
@@ -103,7 +109,7 @@ class ModbusLine:
 
     def close(self) -> None:
         with self._lock:
-            self._client.close()
+            _close(self._client)
 
     def _connect(self) -> None:
         try:
@@ -126,7 +132,7 @@ class ModbusLine:
                     if not sock.recv(4096):
                         break
         except (OSError, serial.SerialException):
-            self._client.close()  # reconnect on the next request
+            _close(self._client)  # reconnect on the next request
         self._dirty = False
 
     def _execute(self, what: str, slave: int, timeout_s: float, call: Any) -> Any:
@@ -146,10 +152,10 @@ class ModbusLine:
                     ) from err
                 raise TransportError(f"{self.name} slave {slave}: {what}: {err}") from err
             except ConnectionException as err:
-                self._client.close()
+                _close(self._client)
                 raise TransportError(f"{self.name} slave {slave}: {what}: {err}") from err
             except (ModbusException, OSError, serial.SerialException) as err:
-                self._client.close()
+                _close(self._client)
                 raise TransportError(f"{self.name} slave {slave}: {what}: {err}") from err
         if response.isError():
             code = int(getattr(response, "exception_code", 0))

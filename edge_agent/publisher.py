@@ -23,7 +23,8 @@ Rules (architecture.md §4):
   ``inflight`` unacknowledged messages per device.
 * TLS verifies the broker's certificate (and its host name); a TLS failure is an
   error: counted (``tls_errors``), reported in ``state`` / ``last_error``, logged, retried
-  with backoff over TLS again. There is no plaintext fallback, ever.
+  with backoff over TLS again. There is no plaintext fallback, ever. The TLS context and
+  the client are ``edge_agent.mqtt_client``'s: paho's public API only.
 * Commands: on every connect the publisher subscribes (QoS 1) to the device's
   ``.../cmd/+`` topics and hands each message to ``on_command`` (the agent checks its
   signature; nothing is trusted here).
@@ -35,8 +36,6 @@ Rules (architecture.md §4):
 from __future__ import annotations
 
 import logging
-import random
-import socket
 import ssl
 import threading
 import time
@@ -48,7 +47,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.config import MqttConfig
+from edge_agent.mqtt_client import ReportingClient, TlsContext, tls_context
 from edge_agent.outbox import Outbox, Row
+from edge_agent.supervision import Backoff
 from weighing import wire
 from weighing.signing import sign_message
 
@@ -81,53 +82,6 @@ class PublisherStats:
     @property
     def uptime_s(self) -> int:
         return int(time.monotonic() - self._t0)
-
-
-class _Client(mqtt.Client):
-    """paho's client, reporting *why* a (re)connection failed.
-
-    paho swallows the ``OSError`` of a failed connect in its network loop and calls
-    ``on_connect_fail`` without it; a TLS verification failure must be reported as
-    such (domain.md §5), so the exception is caught on its way through here.
-    """
-
-    connect_error: Callable[[OSError, bool], None] | None = None
-    _in_handshake_error = False
-
-    def reconnect(self) -> MQTTErrorCode:
-        self._in_handshake_error = False
-        try:
-            return super().reconnect()
-        except OSError as err:
-            if self.connect_error is not None:
-                # an error in the TLS handshake is a TLS failure whatever its type (a
-                # plaintext server answers a ClientHello by resetting the connection)
-                tls = self._in_handshake_error or isinstance(err, ssl.SSLError)
-                self.connect_error(err, tls)
-            raise
-
-    def _ssl_wrap_socket(self, tcp_sock: socket.socket) -> ssl.SSLSocket:
-        # paho leaves the socket of a failed handshake open (one leaked descriptor per
-        # retry until the garbage collector runs): close it. Host-name checking is the
-        # context's (PROTOCOL_TLS_CLIENT: check_hostname on), so nothing else is lost.
-        ctx = self._ssl_context
-        if ctx is None or not ctx.check_hostname:
-            return super()._ssl_wrap_socket(tcp_sock)
-        try:
-            ssl_sock = ctx.wrap_socket(
-                tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
-            )
-        except BaseException:
-            tcp_sock.close()
-            raise
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            self._in_handshake_error = True
-            ssl_sock.close()
-            raise
-        return ssl_sock
 
 
 class Publisher:
@@ -165,10 +119,13 @@ class Publisher:
         self._mids = threading.Lock()
         self._last_id = {"events": 0, "samples": 0}
         self._thread: threading.Thread | None = None
+        #: our own TLS context (``edge_agent.mqtt_client``): it tells a failed handshake
+        self._tls: TlsContext | None = (
+            tls_context(ca=cfg.ca, cert=cfg.cert, key=cfg.key) if cfg.tls else None)
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        c = _Client(
+        c = ReportingClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.device,
             clean_session=True,
@@ -179,15 +136,9 @@ class Publisher:
         c.reconnect_delay_set(1, self.cfg.reconnect_max_s)
         if self.cfg.username:
             c.username_pw_set(self.cfg.username, self.cfg.password)
-        if self.cfg.tls:
+        if self._tls is not None:
             # verification on: CERT_REQUIRED and host-name checking (never tls_insecure)
-            c.tls_set(
-                ca_certs=str(self.cfg.ca) if self.cfg.ca else None,
-                certfile=str(self.cfg.cert) if self.cfg.cert else None,
-                keyfile=str(self.cfg.key) if self.cfg.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            c.tls_set_context(self._tls)
             c.tls_insecure_set(False)
         c.connect_error = self._on_connect_error
         c.will_set(
@@ -259,7 +210,11 @@ class Publisher:
 
     # -- callbacks (paho's network thread) ---------------------------------------------
 
-    def _on_connect_error(self, err: OSError, tls: bool) -> None:
+    def _on_connect_error(self, err: OSError) -> None:
+        # an error in the TLS handshake is a TLS failure whatever its type (a plaintext
+        # server answers a ClientHello by resetting the connection)
+        handshake = self._tls is not None and self._tls.take_handshake_failure()
+        tls = handshake or isinstance(err, ssl.SSLError)
         self.stats.connect_failures += 1
         if tls:
             self.stats.tls_errors += 1
@@ -395,7 +350,7 @@ class Publisher:
         # every outbox write, acknowledgement and (re)connection wakes the pump; the
         # timeout is only a safety net, so an idle pump costs nothing
         idle_s = max(self.cfg.max_delay_ms / 1000, 1.0)
-        backoff = 0.2
+        backoff = Backoff(0.2, 10.0)
         self.stats.pump_state = "running"
         while not self._stop.is_set():
             self._wake.wait(timeout=idle_s)
@@ -405,14 +360,14 @@ class Publisher:
             try:
                 self._check_timeout()
                 self._publish_ready()
-                backoff = 0.2
+                backoff.reset()
             except Exception as err:  # never let the pump die: report, back off, go on
                 self.stats.pump_failures += 1
                 self.stats.pump_state = "backoff"
                 self.stats.last_error = f"publish: {type(err).__name__}: {err}"
-                log.exception("%s: publishing failed; retry in %.1f s", self.device, backoff)
-                self._stop.wait(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, 10.0)
+                log.exception("%s: publishing failed; retry in %.1f s", self.device,
+                              backoff.delay_s)
+                backoff.wait(self._stop)
                 self.stats.pump_state = "running"
                 self._wake.set()
 
@@ -426,11 +381,12 @@ class Publisher:
                 rows = _fit(rows)
                 if not self._send("events", rows):
                     return
+            last = rows[-1].seq if rows else None  # event rows always carry a seq
             with self._lock:
-                if not rows or rows[-1].seq >= hi:
+                if last is None or last >= hi:
                     self._resend.popleft()
                 else:
-                    self._resend[0] = (rows[-1].seq + 1, hi)
+                    self._resend[0] = (last + 1, hi)
         for channel in ("events", "samples"):
             while len(self._inflight) < self.cfg.inflight and self.stats.connected:
                 limit = self.cfg.batch_size if channel == "events" else 1

@@ -14,7 +14,6 @@ registers; both look the same to the weighing state machine.
 from __future__ import annotations
 
 import os
-import random
 import select
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import serial
 
 from device_profiles.codecs import Codec, Command, FrameError, WeightFrame
+from edge_agent.supervision import Backoff
 from weighing.errors import GatewayError
 
 
@@ -198,7 +198,7 @@ class ScannerPort:
         self.failures = 0
         self.last_error = ""
         self._port: serial.SerialBase | None = None
-        self._backoff_s = 0.5
+        self._backoff = Backoff(0.5, 30.0)
         self._retry_at = 0.0
         self._down = False
 
@@ -213,13 +213,13 @@ class ScannerPort:
             self.close()
             self.failures += 1
             self.last_error, self.state = f"{type(err).__name__}: {err}", "down"
-            self._retry_at = time.monotonic() + self._backoff_s * random.uniform(0.5, 1.5)
-            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            self._retry_at = time.monotonic() + self._backoff.next_s()
             if self._down:
                 return b""
             self._down = True
             raise TransportError(f"scanner {self.url}: {err}") from err
-        self.state, self._down, self._backoff_s = "open", False, 0.5
+        self.state, self._down = "open", False
+        self._backoff.reset()
         return data
 
     def close(self) -> None:
