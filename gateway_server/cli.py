@@ -321,7 +321,7 @@ def _gateway_password(args: argparse.Namespace) -> str:
                 "the command in a terminal to be asked for it, or give --gateway-password")
     if len(password) < 10:
         raise GatewayError("the gateway's MQTT password needs at least 10 characters")
-    return password
+    return str(password)
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -356,7 +356,7 @@ def cmd_export_mosquitto(args: argparse.Namespace) -> int:
                          *DEFAULT_RESERVED_CLIENT_IDS, *(args.gateway_client_id or ())))
     conf = mosquitto_conf(out, devices=devices, gateway=gateway,
                           persistence_location=Path(args.persistence_location),
-                          tls=Tls(*tls_parts) if all(tls_parts) else None)  # type: ignore[arg-type]
+                          tls=Tls(*tls_parts) if all(tls_parts) else None)
     write(out, exp, conf)
     for device in exp.left_out:
         print(f"left out device {device}: its id could be a gateway client id (gw-market-*, "

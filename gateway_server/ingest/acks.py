@@ -39,6 +39,7 @@ from sqlalchemy import Connection, select
 from gateway_server.ingest.pipeline import Incoming
 from gateway_server.store.tables import findings, scales
 from weighing import wire
+from weighing.errors import WireDecodeError
 from weighing.signing import sign_command, verify_event
 
 DROPPED_CODE = "outbox-dropped"  # edge_agent.outbox.DROPPED_CODE (the wire's word)
@@ -199,7 +200,7 @@ class AckTracker:
 
 
 def command(key: bytes, market: str, device: str, name: wire.CommandName, now_ms: int,
-            **fields: int) -> tuple[str, bytes]:
+            **fields: Any) -> tuple[str, bytes]:
     """A signed command's topic and payload (the API and CLI send theirs this way too)."""
     cmd = wire.Command(name=name, ts_ms=now_ms, nonce=secrets.token_hex(8), **fields)
     payload = wire.encode_command(sign_command(key, device, cmd))
@@ -261,7 +262,7 @@ def _settled_lenient(payload: bytes, device: str, key: bytes
 def _events_topic(topic: str) -> wire.TopicParts | None:
     try:
         parts = wire.parse_topic(topic)
-    except wire.WireDecodeError:
+    except WireDecodeError:
         return None
     return parts if parts.channel is wire.Channel.EVENTS else None
 

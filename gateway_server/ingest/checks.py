@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway_server.detect.rules.legal import LEGAL_TECHNICAL
 from weighing import wire
+from weighing.errors import WireDecodeError
 from weighing.metrology import indication_limit_mg
 from weighing.signing import check_message
 
@@ -65,7 +66,7 @@ class Incoming:
 def decode_message(topic: str, payload: bytes, received_ms: int) -> Incoming:
     try:
         parts, msg, bad = wire.decode_partial(topic, payload)
-    except wire.WireDecodeError as err:
+    except WireDecodeError as err:
         return Incoming(topic, payload, received_ms, error=str(err))
     return Incoming(topic, payload, received_ms, parts, msg, bad_events=tuple(bad))
 

@@ -228,7 +228,8 @@ class Ingestor:
                 topic = m.topic
             except UnicodeDecodeError as err:  # not UTF-8: dead-lettered under its bytes
                 topic = repr(err.object)[:500]
-            batch.append(decode_message(topic, m.payload, t))
+            payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload)
+            batch.append(decode_message(topic, payload, t))
         self._keys = {}
         results = self._store(batch, t)
         if results is None:

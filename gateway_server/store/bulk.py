@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-_PG = postgresql.dialect()
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 
 
 def dialect_insert(conn: Any, table: Table) -> Any:

@@ -153,4 +153,4 @@ class Store:
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(select(1)).scalar_one() == 1
+            return bool(conn.execute(select(1)).scalar_one() == 1)

@@ -99,9 +99,11 @@ AUDIT_TRIGGERS_POSTGRESQL = (
     "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
 )
 for _sql in AUDIT_TRIGGERS_SQLITE:
-    event.listen(audit_log, "after_create", DDL(_sql).execute_if(dialect="sqlite"))
+    event.listen(audit_log, "after_create",
+                 DDL(_sql).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
 for _sql in AUDIT_TRIGGERS_POSTGRESQL:
-    event.listen(audit_log, "after_create", DDL(_sql).execute_if(dialect="postgresql"))
+    event.listen(audit_log, "after_create",
+                 DDL(_sql).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
 # -- business-register status (企业信用信息 feed) -----------------------------------------
 

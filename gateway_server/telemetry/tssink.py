@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
@@ -300,8 +300,8 @@ class TimeSeriesSink:
             self._counts["dropped_at_close"] += left
             clean = self._counts["dropped_at_close"] == lost_before and self._busy == 0
         if not self._thread.is_alive():
-            self._write_api.close()
-            self._client.close()
+            self._write_api.close()  # type: ignore[no-untyped-call]  # unannotated in influxdb_client
+            self._client.close()  # type: ignore[no-untyped-call]
         return clean
 
     # -- the writer thread --------------------------------------------------------------
@@ -403,7 +403,7 @@ class TimeSeriesSink:
                 self._counts["requests"] += 1
             try:
                 self._write_api.write(bucket=self.bucket, org=self.org or "-", record=body,
-                                      write_precision=WritePrecision.MS)
+                                      write_precision="ms")  # type: ignore[arg-type]  # = WritePrecision.MS, typed as str there
                 if attempt:
                     log.info("time-series store reachable again after %d retries", attempt)
                 return None, None

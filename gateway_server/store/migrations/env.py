@@ -11,7 +11,7 @@ import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from gateway_server.store.database import metadata
+from gateway_server.store.tables import metadata
 
 config = context.config
 target_metadata = metadata
