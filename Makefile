@@ -27,15 +27,16 @@ test: install
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup; rc=$$?; \
 	echo "test suite: $$(( $$(date +%s) - start )) s wall time"; \
-	[ $$rc -eq 0 ] && $(BIN)/lint-imports
+	[ $$rc -eq 0 ] && $(BIN)/lint-imports && $(MAKE) --no-print-directory lint
 
 # one process, in file order: for debugging a failure without xdist in the way
 test-serial: install
 	$(BIN)/python -m pytest -p no:xdist
 
+# ruff, and mypy (pydantic plugin) over every package: part of `make test`, so CI runs it
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy weighing device_profiles/codecs
+	$(BIN)/mypy weighing device_profiles edge_agent gateway_server simulators
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -1,5 +1,11 @@
 """``gateway-server``: serve (API + ingest in one process), init-db, import / export of a
-market's scale register (登记造册), create-user."""
+market's scale register (登记造册), create-user.
+
+One module (about 640 lines) on purpose: the argument parser and one short function per
+subcommand, each a thin call into the packages that imports them lazily (so ``--help``
+and a one-off command start fast); its help texts read as one page, and test_cli_help
+checks them together.
+"""
 
 from __future__ import annotations
 
