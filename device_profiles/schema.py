@@ -17,15 +17,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from device_profiles.modbus_map import ModbusMap
-from weighing.errors import GatewayError, UnitError
+from device_profiles.codecs import CODECS
+from device_profiles.errors import ProfileError as ProfileError  # callers import it from here
+from device_profiles.modbus.model import ModbusMap
+from weighing.errors import UnitError
 from weighing.units import decimal_to_mg
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
-
-
-class ProfileError(GatewayError, ValueError):
-    """A profile file is missing, unreadable or invalid; the message names file and field."""
 
 
 _MASS_RE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(mg|g|kg)\s*$", re.IGNORECASE)
@@ -138,7 +136,7 @@ class Profile(_Strict):
     stability: Stability = Stability()
     emulator: Emulator = Emulator()
     capabilities: tuple[str, ...] = ()
-    modbus: ModbusMap | None = None  # register map; schema in device_profiles.modbus_map
+    modbus: ModbusMap | None = None  # register map; rules in device_profiles.modbus_map
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -157,8 +155,6 @@ def parse_profile(data: dict[str, Any], *, source: str = "<dict>") -> Profile:
         profile = Profile.model_validate(data)
     except ValidationError as err:
         raise ProfileError(f"{source}: {_where(err)}") from None
-    from device_profiles.codecs import CODECS
-
     if profile.protocol not in CODECS and profile.link.kind in (LinkKind.SERIAL, LinkKind.TCP):
         raise ProfileError(
             f"{source}: protocol: unknown protocol {profile.protocol!r}; "
