@@ -1,5 +1,8 @@
 """Monthly periods of the big tables: partitions (PostgreSQL), exports, retention (issue 17).
 
+One module (about 440 lines) on purpose: creating, exporting, verifying and dropping a
+period are one procedure whose steps must agree on the same bounds and names.
+
 A *period* is one calendar month in China Standard Time (UTC+8, no daylight saving), over the
 table's time column: ``ts_ms`` (device time) for ``sales`` and ``events``, ``minute_ms`` for
 ``rollups``. ``month_bounds("2025-01")`` is [2025-01-01 00:00 CST, 2025-02-01 00:00 CST) in ms.

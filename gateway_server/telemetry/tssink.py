@@ -1,5 +1,8 @@
 """Time-series sink: raw readings and sales to InfluxDB 2/3 or VictoriaMetrics, never blocking.
 
+One module (about 440 lines) on purpose: the line format, the bounded queue and the one
+thread that drains it share a lock and counters that only make sense together.
+
 Rules (architecture.md §6: the time-series store is optional, dashboards read our rollups):
 
 * The ingest writer thread calls :meth:`TimeSeriesSink.write_samples` and
