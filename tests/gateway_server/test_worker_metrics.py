@@ -45,6 +45,20 @@ def scrape(port: int) -> dict[str, float] | None:
     return out
 
 
+def dashboard_worker_metrics() -> set[str]:
+    """The metric names the Grafana dashboard's per-worker panels query."""
+    import json
+
+    board = json.loads((Path(__file__).resolve().parents[2] / "docs" /
+                        "grafana-dashboard.json").read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            if "by (worker)" in target["expr"]:
+                names |= set(re.findall(r"scalegw_[a-z_]+", target["expr"]))
+    return names
+
+
 def total(samples: list[dict[str, float]], name: str) -> float:
     return sum(v for s in samples for k, v in s.items() if re.fullmatch(
         rf"scalegw_{name}(\{{.*\}})?", k))
@@ -94,6 +108,14 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
                        for one in s)
             for one in s:  # each process names itself and its markets
                 assert any('worker="wp-' in k for k in one)
+            # every metric of the dashboard's per-worker panels is a family each worker
+            # serves (the lag has samples once sample batches are stored; these are sales)
+            wanted = dashboard_worker_metrics()
+            assert len(wanted) >= 8, wanted
+            for port in (base, base + 1):
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                for name in sorted(wanted):
+                    assert f"# TYPE {name} " in text, f"{name} not in /metrics of :{port}"
             # the sales went on to the time-series store, counted by each worker's sink
             wait_until(lambda: total(scrapes() or [], "tsdb_written") >= expected, 60,
                        what="the sales written to VictoriaMetrics")
