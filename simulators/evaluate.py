@@ -171,11 +171,11 @@ def score(truth: dict[str, Any], findings: list[dict[str, Any]],
             if visible != onset:
                 case["visible_ms"] = visible
             if first is not None:
-                t = _when(first, all_rws)
-                case["ttd_s"] = max(0.0, (t - visible) / 1000)
-                case["ttd_onset_s"] = max(0.0, (t - onset) / 1000)
+                found_ms = _when(first, all_rws)
+                case["ttd_s"] = max(0.0, (found_ms - visible) / 1000)
+                case["ttd_onset_s"] = max(0.0, (found_ms - onset) / 1000)
                 case["first_kind"] = first["kind"]
-                case["reweighs_to_detect"] = sum(1 for r in rws if int(r[0]) <= t)
+                case["reweighs_to_detect"] = sum(1 for r in rws if int(r[0]) <= found_ms)
             cases.append(case)
 
     # precision: scales flagged by the kinds that signal a type
@@ -184,13 +184,13 @@ def score(truth: dict[str, Any], findings: list[dict[str, Any]],
         for f in fs:
             flagged_by_kind[f["kind"]].add(dev)
     per_kind = {}
-    for kind, devs in sorted(flagged_by_kind.items()):
+    for kind, kind_devs in sorted(flagged_by_kind.items()):
         sig = signals(kind)
-        tp = {d for d in devs if truth_kinds(d) & sig}
-        fp = {d for d in devs if not truth_kinds(d)}
-        per_kind[kind] = {"flagged": len(devs), "tp": len(tp), "fp": len(fp),
-                          "cross": len(devs) - len(tp) - len(fp),
-                          "findings": sum(1 for d in devs for f in by_device[d]
+        tp = {d for d in kind_devs if truth_kinds(d) & sig}
+        fp = {d for d in kind_devs if not truth_kinds(d)}
+        per_kind[kind] = {"flagged": len(kind_devs), "tp": len(tp), "fp": len(fp),
+                          "cross": len(kind_devs) - len(tp) - len(fp),
+                          "findings": sum(1 for d in kind_devs for f in by_device[d]
                                           if f["kind"] == kind)}
 
     types: dict[str, Any] = {}
@@ -279,7 +279,7 @@ def score_queue(truth: dict[str, Any], queue: list[dict[str, Any]] | None,
         if it.get("in_queue") is False:  # every item of the queue is in it; be safe
             continue
         dev = it.get("device")
-        if dev in scales:
+        if dev is not None and dev in scales:
             devices.add(dev)
             if scales[dev].get("merchant"):
                 by_merchant[scales[dev]["merchant"]].append(it)

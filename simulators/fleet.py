@@ -53,9 +53,7 @@ from typing import Any
 
 import msgspec
 
-from simulators import fleet_honest as hon
-from simulators import fleet_honest_world as honest_world
-from simulators import goods as gd
+from simulators import fleet_honest as hon, fleet_honest_world as honest_world, goods as gd
 from simulators.fleet_config import CHEATS, FAULTS, Merchant, ScaleSpec, Scenario, World
 from weighing import wire
 from weighing.signing import sign_event

@@ -136,6 +136,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
         return 0
     stack = None
+    admin: GatewayClient | None
     if args.local_stack:
         stack = LocalStack(out / "stack").start(database_url=args.database_url)
         mqtt_url, gw_url = stack.mqtt_url, stack.gateway_url

@@ -282,8 +282,8 @@ def merchant_name(rng: random.Random, stall: gd.StallType) -> str:
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
-    names, weights = zip(*weighted, strict=True)
-    return rng.choices(names, weights=weights)[0]
+    names = [name for name, _ in weighted]
+    return rng.choices(names, weights=[weight for _, weight in weighted])[0]
 
 
 def build_world(cfg: FleetConfig) -> World:

@@ -87,7 +87,8 @@ def scale_frames(world: World, device: str, *, loads: int, onset_load: int,
     e, rate = profile.metrology.e_mg, profile.emulator.frame_rate_hz
     rng = random.Random(f"{world.cfg.fleet.seed}:full:{device}")
     merchant = world.merchants[spec.merchant or ""]
-    sc = (world.scenarios.get(device) or [None])[0]
+    scenarios = world.scenarios.get(device)
+    sc = scenarios[0] if scenarios else None
     frames: list[tuple[int, WeightFrame]] = []
     t = lead_ms
     truth: dict[str, Any] = {"kind": sc.kind if sc else None, "size": sc.size if sc else None,

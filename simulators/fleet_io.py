@@ -39,8 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.ingest.broker import free_port, wait_port
-from simulators import fleet_honest_world as honest_world
-from simulators import goods as gd
+from simulators import fleet_honest_world as honest_world, goods as gd
 from simulators.fleet import Simulation
 from simulators.fleet_config import World
 from weighing import wire

@@ -84,15 +84,34 @@ def timeline(
 
     for load in loads:
         peak = load.peak_mg if load.peak_mg is not None else load.mass_mg * 108 // 100
-        yield from frames(load.idle_ms, lambda f: 0, True)
-        # placing: rise to the peak over the first 40 %, then decay to the load
-        yield from frames(
-            load.settle_ms,
-            lambda f, m=load.mass_mg, p=peak: (
-                p * f / 0.4 if f < 0.4 else p + (m - p) * (f - 0.4) / 0.6
-            ),
-            False,
-        )
-        yield from frames(load.hold_ms, lambda f, m=load.mass_mg: m, True)
-        yield from frames(load.remove_ms, lambda f, m=load.mass_mg: m * (1 - f), False)
-    yield from frames(tail_ms, lambda f: 0, True)
+        yield from frames(load.idle_ms, _empty, True)
+        yield from frames(load.settle_ms, _placing(load.mass_mg, peak), False)
+        yield from frames(load.hold_ms, _holding(load.mass_mg), True)
+        yield from frames(load.remove_ms, _removing(load.mass_mg), False)
+    yield from frames(tail_ms, _empty, True)
+
+
+# Weight on the pan as a function of the fraction of a phase gone by (0 … 1).
+
+
+def _empty(frac: float) -> float:
+    return 0.0
+
+
+def _placing(mass_mg: int, peak_mg: int) -> Callable[[float], float]:
+    """Placing: rise to the peak over the first 40 %, then decay to the load."""
+
+    def at(frac: float) -> float:
+        if frac < 0.4:
+            return peak_mg * frac / 0.4
+        return peak_mg + (mass_mg - peak_mg) * (frac - 0.4) / 0.6
+
+    return at
+
+
+def _holding(mass_mg: int) -> Callable[[float], float]:
+    return lambda frac: mass_mg
+
+
+def _removing(mass_mg: int) -> Callable[[float], float]:
+    return lambda frac: mass_mg * (1 - frac)

@@ -10,8 +10,7 @@ from codec_props import (
     check_chunking,
     codec_properties,
 )
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from device_profiles.codecs import WeightFrame
 from device_profiles.codecs.toledo_continuous import ToledoContinuousCodec

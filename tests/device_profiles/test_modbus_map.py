@@ -8,8 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from device_profiles.codecs.base import Command, EncodeError, FrameError, WeightFrame
 from device_profiles.modbus_map import (

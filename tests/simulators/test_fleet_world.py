@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from gateway_server.registry.uscc import is_valid
-from simulators import fleet_honest as honest
-from simulators import fleet_honest_world as honest_world
-from simulators import fleet_io
-from simulators import goods as gd
+from simulators import (
+    fleet_honest as honest,
+    fleet_honest_world as honest_world,
+    fleet_io,
+    goods as gd,
+)
 from simulators.fleet import Simulation
 from simulators.fleet_config import (
     MODELS,
@@ -24,8 +26,7 @@ from simulators.fleet_config import (
     load_fleet_config,
 )
 from simulators.fleet_honest import HonestSection
-from weighing import metrology as mt
-from weighing import wire
+from weighing import metrology as mt, wire
 from weighing.units import amount_fen
 
 SMALL = Path(__file__).resolve().parents[2] / "simulators" / "fleets" / "small.toml"
