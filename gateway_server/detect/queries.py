@@ -1,26 +1,27 @@
 """Queries the detector modules share: the bottom of the detection package.
 
-:mod:`gateway_server.detect.orchestrator` (the orchestrator),
-:mod:`gateway_server.detect.untraced_scan` and
-:mod:`gateway_server.detect.residual_scan` all need a scale's characteristics, a finding as a
-row, and the start of a scale's evidence period. They live here, below all three, so the
-orchestrator can import the modules it runs at the top of its file and none of them
-imports the orchestrator back (import-linter's "Detection without an import circle"
-contract in pyproject.toml keeps it so). This module imports no other module of the
-detection package.
+:mod:`gateway_server.detect.orchestrator` (the orchestrator) and the store-side scans it
+runs (``stream_scan``, ``reweigh_scan``, ``day_scan``, ``kfactor_scan``, ``offline_scan``,
+``idle_scan``, ``untraced_scan``, ``residual_scan``) need a scale's characteristics, a
+finding as a row, registered prices and the start of a scale's evidence period. They live
+here, below all of them, so the orchestrator can import the modules it runs at the top of
+its file and none of them imports the orchestrator (or a sibling) back (import-linter's
+"Detection without an import circle" contract in pyproject.toml keeps it so). This module
+imports no other store-side module of the detection package.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.detect.rules.stream import Finding, ScaleCtx
-from gateway_server.store.tables import scales
+from gateway_server.detect.rules.stream import Finding, RegisteredPrice, ScaleCtx
+from gateway_server.store.tables import plu_prices, scales
 from gateway_server.store.tables_workflow import inspection_results, repairs
 
 
@@ -59,3 +60,32 @@ def reset_ms(conn: Connection, device: str) -> int:
                      .where(inspection_results.c.device == device)).scalar_one(),
         conn.execute(select(func.coalesce(func.max(repairs.c.ts_ms), 0))
                      .where(repairs.c.device == device)).scalar_one()))
+
+
+def prices(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str], list[Any]]:
+    """Registered price versions for (merchant, PLU) pairs, oldest first: by merchant, in
+    chunks (a batch can name thousands of merchants; one OR-expression per pair would exceed
+    SQLite's expression depth)."""
+    if not keys:
+        return {}
+    wanted = set(keys)
+    merchants_ = sorted({m for m, _ in keys})
+    got: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    for i in range(0, len(merchants_), 500):
+        q = (select(plu_prices).where(plu_prices.c.merchant_id.in_(merchants_[i:i + 500]))
+             .order_by(plu_prices.c.valid_from_ms))
+        for r in conn.execute(q):
+            if (r.merchant_id, r.plu) in wanted:
+                got[(r.merchant_id, r.plu)].append(r)
+    return got
+
+
+def price_at(versions: list[Any], ts: int) -> RegisteredPrice | None:
+    """The price version of ``versions`` (oldest first) in force at ``ts``."""
+    best = None
+    for v in versions:
+        if v.valid_from_ms <= ts:
+            best = v
+    if best is None:
+        return None
+    return RegisteredPrice(best.plu, int(best.unit_price_fen_per_kg), best.category)
