@@ -2,7 +2,7 @@
 
 Each class here is a :class:`edge_agent.reader.Listener` of one device's
 :class:`~edge_agent.reader.FrameReader`; a :class:`ScaleWorker` (``edge_agent.worker``)
-puts them in this order: raw AD, state machine, samples, counters, gaps, (with a
+puts them in this order: counters, gaps, raw AD, state machine, samples, (with a
 scanner) station. Everything they emit goes through the device's
 :class:`~edge_agent.eventsink.EventSink`, in order.
 

@@ -5,8 +5,8 @@ device of every line):
 
 * a :class:`~edge_agent.reader.FrameReader` over the device's frame source (its own
   serial port, or its queue on a Modbus line's bus) with the listeners of
-  ``edge_agent.listeners`` in this order: raw AD, weighing state machine, samples,
-  counters, gaps, and on a fair-scale station the station;
+  ``edge_agent.listeners`` in this order: counters, gaps, raw AD, weighing state
+  machine, samples, and on a fair-scale station the station;
 * an :class:`~edge_agent.eventsink.EventSink`: every event goes through it into the
   outbox, in order, held in memory while the outbox cannot write;
 * a :class:`~edge_agent.publisher.Publisher`, woken by every write;
@@ -117,8 +117,11 @@ class ScaleWorker:
         self.samples = SampleCollector(self.sink, enabled=cfg.samples,
                                        interval_ms=agent.agent.samples_interval_s * 1000)
         self.gaps = GapWatcher(self.sink, no_data_s=cfg.no_data_s, stats=self.stats)
-        listeners: list[Listener] = [self.rawad, self.machine, self.samples,
-                                     CounterWatcher(self.sink), self.gaps]
+        # in this order: a no-data fault precedes the frames' events and may raise the
+        # outbox alarm before samples are taken; counter changes are stored, and the
+        # last frame's time saved, before the poll's samples are flushed
+        listeners: list[Listener] = [CounterWatcher(self.sink), self.gaps, self.rawad,
+                                     self.machine, self.samples]
         if self.station is not None:
             listeners.append(self.station)
         self.reader = FrameReader(
