@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +126,15 @@ class AckTracker:
 
     # -- after the commit -----------------------------------------------------------------
 
-    def observe(self, batch: list[Incoming], keys: dict[str, bytes | None]) -> set[str]:
-        """Settle the events of a committed batch; the keyed devices it touched."""
+    def observe(self, batch: list[Incoming], keys: dict[str, bytes | None], *,
+                checked: AbstractSet[int] = frozenset(),
+                forged: AbstractSet[int] = frozenset()) -> set[str]:
+        """Settle the events of a committed batch; the keyed devices it touched.
+
+        ``checked`` / ``forged`` are the pipeline's verdicts (``BatchResult``): the ``id()``
+        of messages whose events it verified with the device's key, and of events whose
+        signature failed. A message it checked is settled on that verdict; any other is
+        verified here (issue 17: the second HMAC check was ~10 % of the ingest)."""
         touched: set[str] = set()
         for inc in batch:
             parts = inc.parts
@@ -140,7 +148,9 @@ class AckTracker:
             if key is None:
                 continue
             if isinstance(inc.msg, wire.EventBatch):
-                floor, settled, declared = _settled(inc.msg, parts.device, key)
+                floor, settled, declared = _settled(
+                    inc.msg, parts.device, key,
+                    forged if id(inc) in checked else None)
                 # events invalid in themselves are dead-lettered alone: settled for good
                 settled += [b.seq for b in getattr(inc, "bad_events", ()) if b.seq]
             else:
@@ -215,12 +225,15 @@ def _advance(st: _Device) -> None:
         st.above = {s for s in st.above if s > st.mark}
 
 
-def _settled(msg: wire.EventBatch, device: str, key: bytes
+def _settled(msg: wire.EventBatch, device: str, key: bytes, forged: AbstractSet[int] | None
              ) -> tuple[int | None, list[int], list[tuple[int, int]]]:
+    """``forged``: the pipeline's verdict on this message (``id()`` of the events whose
+    signature failed); None: it did not check them, so each is verified here."""
     seqs: list[int] = []
     declared: list[tuple[int, int]] = []
     for ev in msg.events:
-        if not verify_event(key, device, ev):
+        authentic = id(ev) not in forged if forged is not None else verify_event(key, device, ev)
+        if not authentic:
             continue  # not settled: the edge sends it again
         seqs.append(ev.seq)
         if isinstance(ev, wire.FaultEvent) and ev.code == DROPPED_CODE and ev.dropped_seqs:

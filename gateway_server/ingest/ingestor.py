@@ -237,7 +237,12 @@ class Ingestor:
         for m in msgs:
             if m.qos:
                 self.client.ack(m.mid, m.qos)
-        self._acknowledge(batch, t)
+        checked: set[int] = set()
+        forged: set[int] = set()
+        for res in results:
+            checked |= res.checked_messages
+            forged |= res.forged_events
+        self._acknowledge(batch, t, checked, forged)
         for res in results:
             self._account(res)
             if self.sink is not None:
@@ -266,12 +271,14 @@ class Ingestor:
         self._keys.update(keys)
         return res
 
-    def _acknowledge(self, batch: list[Incoming], t: int) -> None:
-        """After the commit: signed ``stored`` / ``resend`` commands to the devices."""
+    def _acknowledge(self, batch: list[Incoming], t: int, checked: set[int],
+                     forged: set[int]) -> None:
+        """After the commit: signed ``stored`` / ``resend`` commands to the devices.
+        ``checked`` / ``forged``: the pipeline's signature verdicts (``BatchResult``)."""
         if not self.acknowledge:
             return
         try:
-            touched = self.acks.observe(batch, self._keys)
+            touched = self.acks.observe(batch, self._keys, checked=checked, forged=forged)
             for topic, payload in self.acks.commands(touched, self._keys, t):
                 self.client.publish(topic, payload, qos=1)
         except Exception:  # acknowledgement is an optimisation of the edge: never fatal

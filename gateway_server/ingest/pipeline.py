@@ -181,10 +181,13 @@ def store_batch(
         if device not in top_seq:
             top_seq[device] = known.get("last_seq")
         nul_possible = b"\\u0000" in inc.payload
+        if key is not None:
+            res.checked_messages.add(id(inc))
         for ev in msg.events:
             if key is not None:
                 why = check_event(key, device, ev)
                 if why is not None:
+                    res.forged_events.add(id(ev))
                     bad_signature(res, inc, market=market, device=device, ts_ms=ev.ts_ms,
                                    now_ms=now_ms, what=f"$.events[seq={ev.seq}]", why=why,
                                    dedup=str(ev.seq), payload=wire.encode_event(ev),
