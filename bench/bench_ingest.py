@@ -26,7 +26,9 @@ import sys
 import tempfile
 import threading
 import time
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import Any
 
 import benchlib
 import paho.mqtt.client as mqtt
@@ -84,7 +86,7 @@ def build_samples(n: int, per_msg: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def publisher(port: int, msgs: list[tuple[str, bytes]], go: mp.Event) -> None:  # type: ignore[valid-type]
+def publisher(port: int, msgs: list[tuple[str, bytes]], go: MpEvent) -> None:
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-pub")
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
@@ -104,7 +106,7 @@ def run_ceiling(port: int, msgs: list[tuple[str, bytes]]) -> float:
     got = 0
     done = threading.Event()
 
-    def on_message(_c, _u, _m) -> None:  # type: ignore[no-untyped-def]
+    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
         nonlocal got
         got += 1
         if got == len(msgs):

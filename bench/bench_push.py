@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 import benchlib
@@ -67,14 +68,14 @@ def register(url: str, load_scales: int) -> None:
     store.engine.dispose()
 
 
-def load(port: int, n: int, stop: mp.Event) -> None:  # type: ignore[valid-type]
+def load(port: int, n: int, stop: MpEvent) -> None:
     """One 20-reading sample batch per scale per second, spread over the second."""
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="bench-load")
     c.max_inflight_messages_set(1000)
     c.connect("127.0.0.1", port)
     c.loop_start()
     seq = 0
-    while not stop.is_set():  # type: ignore[attr-defined]
+    while not stop.is_set():
         t0 = time.time()
         seq += 1
         now = int(t0 * 1000)

@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from multiprocessing.sharedctypes import SynchronizedArray
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 import benchlib
@@ -67,7 +69,8 @@ def register(url: str, n: int) -> None:
     store.engine.dispose()
 
 
-def load(port: int, ids: list[int], stop: mp.Event, counts: mp.Array, k: int) -> None:  # type: ignore[valid-type]
+def load(port: int, ids: list[int], stop: MpEvent, counts: SynchronizedArray[int],
+         k: int) -> None:
     """One signed sample batch per scale per second, spread over the second."""
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"so-load-{k}")
     c.max_inflight_messages_set(2000)
@@ -75,7 +78,7 @@ def load(port: int, ids: list[int], stop: mp.Event, counts: mp.Array, k: int) ->
     c.loop_start()
     seq = 0
     n = len(ids)
-    while not stop.is_set():  # type: ignore[attr-defined]
+    while not stop.is_set():
         t0 = time.time()
         seq += 1
         now = int(t0 * 1000)
@@ -85,7 +88,7 @@ def load(port: int, ids: list[int], stop: mp.Event, counts: mp.Array, k: int) ->
                                   net_mg=[0] * READINGS, flags=[1] * READINGS, seq=seq)
             c.publish(f"scales/v1/{market}/{dev}/samples",
                       wire.encode(sign_message(KEY, dev, sb)), qos=1)
-            counts[k] += 1  # type: ignore[index]
+            counts[k] += 1
             if j % 100 == 99:
                 time.sleep(max(0.0, t0 + (j + 1) / n - time.time()))
         time.sleep(max(0.0, t0 + 1 - time.time()))
@@ -124,8 +127,8 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         ) -> tuple[float, float, float, float, str]:
     """(offered msg/s, stored msg/s, worker cores, lag s, load average at start)."""
     db = f"bench_scaleout_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db}"')
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
     url = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{db}"
     base = benchlib.free_port()
     ports = [base + i for i in range(n_procs)]
@@ -161,10 +164,10 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         # --processes 1 is the worker itself; N > 1: a supervisor (idle) and its children
         kids = [sup.pid] + [int(x) for x in Path(f"/proc/{sup.pid}/task/{sup.pid}/children")
                             .read_text().split()]
-        s0, c0, o0, t0 = scrape(ports)[0], cpu_s(kids), sum(counts), time.monotonic()
+        s0, c0, o0, t0 = scrape(ports)[0], cpu_s(kids), sum(counts[:]), time.monotonic()
         time.sleep(seconds)
         s1, lag, _ = scrape(ports)
-        c1, o1, t1 = cpu_s(kids), sum(counts), time.monotonic()
+        c1, o1, t1 = cpu_s(kids), sum(counts[:]), time.monotonic()
         dt = t1 - t0
         return (o1 - o0) / dt, (s1 - s0) / READINGS / dt, (c1 - c0) / dt, lag, load_at
     finally:
@@ -184,8 +187,8 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
             c.loop_start()
             c.disconnect()
             c.loop_stop()
-        with psycopg.connect(ADMIN, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        with psycopg.connect(ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 Row = tuple[int, int, float, float, float, float, str]

@@ -112,9 +112,11 @@ def _by_merchant(truth: dict[str, Any], items: list[dict[str, Any]], codes: dict
     scales = truth["scales"]
     out: dict[str, Counter[str]] = defaultdict(Counter)
     for it in items:
-        dev = it.get("device")
-        code = (scales[dev].get("merchant") if dev in scales
-                else codes.get(it.get("merchant_id")))
+        dev, merchant_id = it.get("device"), it.get("merchant_id")
+        if dev in scales:
+            code = scales[dev].get("merchant")
+        else:
+            code = codes.get(merchant_id) if isinstance(merchant_id, int) else None
         if code:
             out[code].update(kinds_of(it))
     return out
@@ -303,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 encoding="utf-8")
         args.docs_only = True
     if args.list:
-        for r in rows():
-            print(f"{r:20} {'done' if r in done else '-'}")
+        for name in rows():
+            print(f"{name:20} {'done' if name in done else '-'}")
         return 0
     wanted = args.rows.split(",") if args.rows else [r for r in rows() if r not in done]
     unknown = set(wanted) - set(rows())

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -59,7 +60,8 @@ def mpe(load_mg: Array, e_mg: int) -> Array:
 
 def span_limit(max_mg: int, e_mg: int) -> float:
     """Largest pure span error β (error = β·m) inside the in-service MPE at every load ≤ Max."""
-    edges = [u * e_mg for u, _ in mt.MPE_BANDS_E[CLS] if u * e_mg < max_mg] + [max_mg]
+    edges = [u * e_mg for u, _ in mt.MPE_BANDS_E[CLS] if u is not None and u * e_mg < max_mg]
+    edges.append(max_mg)
     return min(
         float(mt.mpe_mg(x, e_mg=e_mg, accuracy_class=CLS, stage=mt.Stage.IN_SERVICE)) / x
         for x in edges
@@ -199,7 +201,8 @@ def run(sc: Scenario, scale: str, n_merch: int, rng: np.random.Generator) -> dic
 
     def typed_at(cut: Array) -> float:
         keep = pos < cut[group]
-        sub = R.assess_many(group[keep], *(x[keep] for x in args), sc.params,
+        settled_k, reference_k, e_k, env_k = (x[keep] for x in args)
+        sub = R.assess_many(group[keep], settled_k, reference_k, e_k, env_k, sc.params,
                             n_groups=n_merch)
         ok = np.array(sub.verdicts())[in_month] == sc.kind
         return float(ok.mean()) if ok.size else float("nan")
@@ -209,12 +212,18 @@ def run(sc: Scenario, scale: str, n_merch: int, rng: np.random.Generator) -> dic
     return out
 
 
+def _number(x: object) -> float:
+    if not isinstance(x, SupportsFloat):
+        raise TypeError(f"{x!r} is not a number")
+    return float(x)
+
+
 def pct(x: object, digits: int = 1) -> str:
-    return f"{100 * float(x):.{digits}f} %"  # type: ignore[arg-type]
+    return f"{100 * _number(x):.{digits}f} %"
 
 
 def fmt_delay(x: object) -> str:
-    v = float(x)  # type: ignore[arg-type]
+    v = _number(x)
     return f"> {HORIZON}" if math.isinf(v) else f"{v:.0f}"
 
 

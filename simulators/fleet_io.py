@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway_server.ingest.broker import free_port, wait_port
 from simulators import fleet_honest_world as honest_world, goods as gd
@@ -230,7 +232,9 @@ class DirectPublisher:
             c.loop_start()
             self.clients.append(c)
 
-    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:  # type: ignore[no-untyped-def]
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode | None = None,
+                    properties: Properties | None = None) -> None:
         with self._lock:
             self.acked += 1
 
