@@ -1,4 +1,7 @@
 """Fleet simulation: a whole trading day of many scales as signed wire events, with truth.
+One module (about 590 lines) on purpose: it is one discrete-event loop, and its handlers
+(sale, zero check, re-weigh, counter, outage) share the heap, each scale's state and the
+truth they record; the I/O is ``fleet_io``, the honest behaviours ``fleet_honest``.
 
 Pure and deterministic: no sockets, no clock (``simulators.fleet_io`` does the I/O).
 :func:`generate` is a discrete-event simulation over simulated time: one heap of

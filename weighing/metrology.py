@@ -1,4 +1,8 @@
 """Legal metrology tolerances for trade scales (domain.md §2), exact and table driven.
+One module (about 730 lines) on purpose: the legal tables, each with its citation and
+confidence, sit next to the functions that apply them, so a number and its use are
+checked against the source in one file; the re-weigh verdict combines the MPE (§2.2)
+with the retail deviation (§2.3), which a split by section would pull apart.
 
 Rules of this module:
 

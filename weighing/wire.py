@@ -1,4 +1,8 @@
 """Wire contract v1: MQTT topics and message models between edge agents and the gateway.
+One module (about 620 lines) on purpose: it is the contract, read as one document, and
+its JSON Schema export (:func:`json_schema`, committed in docs/) is generated from the
+models here, so a field added in this file is in the decoder, the encoder and the
+schema at once; splitting topics, models and codec apart would split that one place.
 
 Rules (architecture.md §5):
 
