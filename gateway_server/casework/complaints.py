@@ -8,6 +8,8 @@ States (``CaseState``)::
        │                    │
        └─deadline─▶ overdue ─┴─mediate─▶ mediating ──close──▶ closed
 
+* :func:`record_complaint` stores a consumer's complaint (the trust page), linked to its
+  sale where the trace code names one.
 * A case is opened for every row of ``complaints`` (the trust page, 12315, an inspector):
   :func:`open_case` when this module creates it, :func:`ensure_cases` for complaints that
   other paths created, so each gets its number and its clock from its own time.
@@ -29,11 +31,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.casework import inspection as insp
+from gateway_server.casework import compensation
 from gateway_server.registry import register as reg
 from gateway_server.store.tables import findings, markets, merchants, sales
 from gateway_server.store.tables_trust import complaint_cases
-from gateway_server.store.tables_workflow import complaints, inspection_results
+from gateway_server.store.tables_workflow import complaints, reweighs
 from gateway_server.trust import webhooks
 from gateway_server.trust.merchant_portal import audit
 from gateway_server.trust.numbers import new_number as _number
@@ -67,6 +69,29 @@ def new_number() -> str:
 
 def normalise_number(number: str) -> str:
     return number.strip().upper().replace("-", "").replace(" ", "")
+
+
+def record_complaint(conn: Connection, *, trust_token: str, text: str, now_ms: int,
+                     trace_code: str | None = None, contact: str | None = None,
+                     channel: str = "page") -> dict[str, Any]:
+    """A consumer's complaint about the merchant of ``trust_token``, linked to the sale and
+    the re-weigh of ``trace_code`` where they exist (the sale only if it is that merchant's).
+    LookupError for an unknown trust code."""
+    m = conn.execute(select(merchants.c.id).where(merchants.c.trust_token == trust_token)).first()
+    if m is None:
+        raise LookupError("unknown trust code")
+    sale_id = reweigh_id = None
+    if trace_code:
+        s = conn.execute(select(sales.c.id).where(sales.c.trace_code == trace_code,
+                                                  sales.c.merchant_id == m.id)).first()
+        sale_id = s.id if s else None
+        rw = conn.execute(select(reweighs.c.id).where(reweighs.c.trace_code == trace_code)).first()
+        reweigh_id = rw.id if rw else None
+    cid = conn.execute(complaints.insert().values(
+        merchant_id=m.id, sale_id=sale_id, reweigh_id=reweigh_id, ts_ms=now_ms,
+        channel=channel, contact=contact, text=text, status="open",
+    ).returning(complaints.c.id)).scalar_one()
+    return {"id": int(cid), "sale_id": sale_id, "reweigh_id": reweigh_id}
 
 
 def open_case(conn: Connection, complaint_id: int, *, answer_s: int) -> dict[str, Any]:
@@ -210,31 +235,27 @@ def mediate(conn: Connection, number: str, note: str, *, actor: str,
     return _out(conn, _case(conn, number), with_text=True)
 
 
-def fraud_established(conn: Connection, merchant_id: int) -> bool:
-    return conn.execute(select(inspection_results.c.id).where(
-        inspection_results.c.merchant_id == merchant_id,
-        inspection_results.c.fraud == "yes")).first() is not None
-
-
 def close(conn: Connection, number: str, outcome: str, note: str, *, actor: str, now_ms: int,
           compensation_fen: int | None = None) -> dict[str, Any]:
     """The bureau closes the case with an outcome. Compensation under 消保法 Art. 55 needs
-    established fraud (an inspection that found cheating); its default amount is 3 × the
-    linked sale's price, at least 500 元 (``inspection.compensation_for``)."""
+    fraud established for the complaint's sale (``compensation.fraud_established``: a fraud
+    inspection of that merchant and scale that examined the sale's time); its default amount
+    is 3 × the linked sale's price, at least 500 元 (``compensation.compensation_for``)."""
     row = _case(conn, number)
     if row.state == CaseState.CLOSED:
         raise reg.ConflictError("this complaint is closed")
     out = Outcome(outcome)
     if out is Outcome.COMPENSATION:
-        if not fraud_established(conn, row.merchant_id):
+        if not compensation.fraud_established(conn, row.complaint_id):
             raise reg.ConflictError("compensation under Art. 55 needs established fraud "
-                                    "(an inspection that found cheating)", field="outcome")
+                                    "(an inspection that found cheating when it examined "
+                                    "the sale)", field="outcome")
         if compensation_fen is None:
             amount = conn.execute(select(sales.c.amount_fen)
                                   .join(complaints, complaints.c.sale_id == sales.c.id)
                                   .where(complaints.c.id == row.complaint_id)).scalar()
             # no linked sale: the legal minimum (3 × an unknown price, at least 500 元)
-            compensation_fen = insp.compensation_for(amount if amount is not None else 0)
+            compensation_fen = compensation.compensation_for(amount if amount is not None else 0)
     elif compensation_fen is not None and out is not Outcome.REFUND:
         raise reg.RegistryError("an amount goes with a refund or a compensation only",
                                 field="compensation_fen")

@@ -24,12 +24,15 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, literal_column, or_, select
 
+from gateway_server.casework import queue_sql
 from gateway_server.detect import risk
 from gateway_server.registry.binding import bound_at, devices_at, merchant_at
 from gateway_server.store.tables import bindings, findings, merchants, scales
@@ -39,7 +42,6 @@ from gateway_server.store.tables_workflow import (
     status_history,
 )
 from weighing import metrology as mt
-from weighing.metrology import fraud_compensation_fen
 
 RED_LIST_CLEAN_MS = 90 * 86_400_000
 # findings a passed metrological test refutes (the others — prices, signatures — it cannot)
@@ -86,8 +88,8 @@ class ScaleRisk:
     grounds: tuple[str, ...] = ()  # why it is in the queue: "evidence", OVERDUE
 
 
-def _kind_days(conn: Connection, *, market: str | None = None,
-               devices: set[str] | None = None) -> dict[str, list[tuple[Any, risk.KindDay]]]:
+def _kind_days(conn: Connection, *, market: str | None = None, devices: set[str] | None = None,
+               within: Any = None) -> dict[str, list[tuple[Any, risk.KindDay]]]:
     """Open findings per (device, kind, severity, market day) since the device's last
     inspection: one aggregate query (the count, the newest id and time of each group)."""
     last = (select(inspection_results.c.device,
@@ -108,6 +110,8 @@ def _kind_days(conn: Connection, *, market: str | None = None,
         q = q.where(findings.c.market == market)
     if devices is not None:
         q = q.where(findings.c.device.in_(devices))
+    if within is not None:
+        q = q.where(within(findings.c.device))
     out: dict[str, list[tuple[Any, risk.KindDay]]] = defaultdict(list)
     for r in conn.execute(q):
         out[r.device].append((r.merchant_id, risk.KindDay(
@@ -117,9 +121,10 @@ def _kind_days(conn: Connection, *, market: str | None = None,
 
 
 def _scale_rows(conn: Connection, *, now_ms: int, market: str | None,
-                devices: set[str] | None, with_findings: set[str]) -> list[Any]:
+                devices: set[str] | None, with_findings: set[str],
+                within: Any = None) -> list[Any]:
     """Registered scales (of the market, or ``devices``) and any other scale with findings,
-    each with the merchant it is bound to now."""
+    each with the merchant it is bound to now; ``within``: a condition on the device."""
     b = bindings
     q = select(scales.c.device, scales.c.market, scales.c.e_mg, scales.c.max_mg,
                scales.c.accuracy_class, scales.c.due_on_ms, scales.c.registered,
@@ -132,6 +137,8 @@ def _scale_rows(conn: Connection, *, now_ms: int, market: str | None,
                     if with_findings else scales.c.registered.is_(True))
         if market:
             q = q.where(scales.c.market == market)
+        if within is not None:
+            q = q.where(within(scales.c.device))
     return list(conn.execute(q))
 
 
@@ -147,7 +154,7 @@ def _reasons(rows: list[risk.KindDay], best: risk.DayScore | None,
             "family": k.family if k else None, "counted": False})
         x["count"] += r.count
         x["finding_ids"].append(r.last_id)
-        if _SEVERITY_RANK.get(r.severity, 0) > _SEVERITY_RANK.get(x["severity"], 0):
+        if SEVERITY_RANK.get(r.severity, 0) > SEVERITY_RANK.get(x["severity"], 0):
             x["severity"] = r.severity
         if weighs is not None and weighs.weight > x["weight"]:
             x["weight"], x["p_day"] = round(weighs.weight, 2), weighs.p_day
@@ -156,17 +163,24 @@ def _reasons(rows: list[risk.KindDay], best: risk.DayScore | None,
     return sorted(by_kind.values(), key=lambda x: (not x["counted"], -x["weight"], x["kind"]))
 
 
-_SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 def assess(conn: Connection, *, now_ms: int, market: str | None = None,
            devices: set[str] | None = None,
            model: risk.RiskModel = risk.DEFAULT_MODEL) -> list[ScaleRisk]:
     """Every scale's risk (in the queue or not) of a market, of ``devices``, or of all."""
-    days = _kind_days(conn, market=market, devices=devices)
+    return _assess(conn, now_ms=now_ms, market=market, devices=devices, model=model)
+
+
+def _assess(conn: Connection, *, now_ms: int, market: str | None, devices: set[str] | None,
+            model: risk.RiskModel, within: Any = None) -> list[ScaleRisk]:
+    """:func:`assess`; ``within``: of the market's (or all) scales, those whose device meets
+    this condition (a function of the device column)."""
+    days = _kind_days(conn, market=market, devices=devices, within=within)
     out = []
     for s in _scale_rows(conn, now_ms=now_ms, market=market, devices=devices,
-                         with_findings=set(days)):
+                         with_findings=set(days), within=within):
         rows = [kd for _, kd in days.get(s.device, [])]
         scored = model.score_days(kd for kd in rows)
         best = max(scored, key=lambda d: (d.evidence, d.day), default=None)
@@ -201,11 +215,19 @@ def _queue_key(r: ScaleRisk) -> tuple[Any, ...]:
 
 
 def risk_ranking(conn: Connection, *, now_ms: int, market: str | None = None,
-                 limit: int = 100, offset: int = 0) -> list[ScaleRisk]:
+                 limit: int = 100, offset: int = 0,
+                 model: risk.RiskModel = risk.DEFAULT_MODEL) -> list[ScaleRisk]:
     """The inspection queue: scales whose evidence crosses the threshold (strongest first,
-    then the newest), then those whose verification is overdue (longest first)."""
-    queue = sorted((r for r in assess(conn, now_ms=now_ms, market=market) if r.in_queue),
-                   key=_queue_key)
+    then the newest), then those whose verification is overdue (longest first).
+
+    Both queries keep only the scales that can be in the queue
+    (:func:`gateway_server.casework.queue_sql.may_be_queued`: a day's score in SQL, the
+    overdue dates), so only those are read and scored here: the same rows as scoring every
+    scale of the market."""
+    scored = _assess(conn, now_ms=now_ms, market=market, devices=None, model=model,
+                     within=partial(queue_sql.may_be_queued, now_ms=now_ms, market=market,
+                                    model=model))
+    queue = sorted((r for r in scored if r.in_queue), key=_queue_key)
     return queue[offset:offset + limit]
 
 
@@ -216,7 +238,10 @@ def scale_risk(conn: Connection, device: str, *, now_ms: int) -> ScaleRisk | Non
 
 def merchant_risk(conn: Connection, merchant_id: int, *, now_ms: int) -> dict[str, Any]:
     """A merchant's scales (bound now) and the strongest of them: the merchant is in the
-    queue if one of its scales is."""
+    queue if one of its scales is. LookupError for an unknown merchant."""
+    if conn.execute(select(merchants.c.id).where(merchants.c.id == merchant_id)).first() \
+            is None:
+        raise LookupError(f"no merchant {merchant_id}")
     devices = set(devices_at(conn, merchant_id, now_ms))
     rs = sorted(assess(conn, now_ms=now_ms, devices=devices), key=_queue_key) \
         if devices else []
@@ -352,6 +377,15 @@ def apply_verdict(conn: Connection, merchant_id: int, *, passed: bool, fraud: bo
     return {"status": status, "list_status": listed}
 
 
-def compensation_for(amount_fen: int | None) -> int | None:
-    """消保法 Art. 55 figure for a sale of ``amount_fen`` where fraud is established."""
-    return None if amount_fen is None else fraud_compensation_fen(amount_fen)
+
+
+def model_summary(model: risk.RiskModel = risk.DEFAULT_MODEL) -> dict[str, Any]:
+    """The evidence table and the queue threshold, with what an honest scale risks."""
+    entry = model.honest_entry_p_day()
+    return {"alpha_day": model.alpha_day, "threshold_evidence": -math.log10(model.alpha_day),
+            "honest_entry_p_day": entry, "honest_entry_p_month": min(1.0, 30 * entry),
+            "observation_p": model.observation_p,
+            "kinds": [{"kind": k.kind, "severity": k.severity, "p_day": k.p_day,
+                       "weight": round(k.weight, 3), "family": k.family,
+                       "counts": k.p_day < model.observation_p, "why": k.why}
+                      for k in model.table]}

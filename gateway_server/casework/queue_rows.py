@@ -13,6 +13,8 @@
   (trays, amounts). Estimates round down (to the fen); ``basis`` names the method.
 * **Incidents**: one per (scale, kind): count, first and last time, the newest finding,
   the highest severity and the findings per status, instead of a row per finding.
+* **The page**: :func:`queue_page` filters the ranked queue (a kind among its reasons, a
+  reason of at least a severity, an open task or none), pages it and adds the above.
 
 Reads only; the risk scoring stays in :mod:`gateway_server.detect.risk` / ``inspection.assess``.
 """
@@ -25,9 +27,19 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
 
+from gateway_server.casework import inspection as insp
 from gateway_server.detect import risk
 from gateway_server.registry.binding import merchant_at
-from gateway_server.store.tables import bindings, findings, markets, merchants, sales, scales
+from gateway_server.store.tables import (
+    BIGINT_MAX,
+    bindings,
+    findings,
+    markets,
+    merchants,
+    sales,
+    scales,
+)
+from gateway_server.store.tables_workflow import inspection_tasks
 
 #: kinds whose evidence states a quantity, strongest claim first
 QUANTIFIED = ("impact-repeated", "zero-offset-persistent", "reweigh-short", "tare-omission",
@@ -131,7 +143,7 @@ def row_context(conn: Connection, item: Mapping[str, Any], *, now_ms: int) -> di
     """Market, stall, merchant (binding at the time), model and shortfall of a queue item
     (an ``inspection.ScaleRisk`` as a dict)."""
     device = str(item["device"])
-    day_ms = item.get("day_ms")
+    day_ms = None if item.get("day_ms") is None else int(item["day_ms"])
     day_findings: list[Any] = []
     if day_ms is not None:
         day_findings = list(conn.execute(
@@ -157,7 +169,8 @@ def row_context(conn: Connection, item: Mapping[str, Any], *, now_ms: int) -> di
             by_kind.setdefault(f.kind, []).append(json.loads(f.evidence or "{}"))
         kinds = sorted(by_kind, key=lambda k: (k not in counted,
                                                QUANTIFIED.index(k) if k in QUANTIFIED else 99))
-        day = _day_sales(conn, device, int(day_ms)) if any(k in QUANTIFIED for k in kinds) else []
+        day = _day_sales(conn, device, day_ms) \
+            if day_ms is not None and any(k in QUANTIFIED for k in kinds) else []
         short = next((q for k in kinds if k in QUANTIFIED
                       and (q := shortfall(k, by_kind[k], day)) is not None), None)
     return {"merchant_id": merchant_id, "merchant_at_ms": at_ms,
@@ -165,6 +178,35 @@ def row_context(conn: Connection, item: Mapping[str, Any], *, now_ms: int) -> di
             "market_name": s.name if s else None, "market_name_en": s.name_en if s else None,
             "scale_model": s.model if s else None, "scale_role": s.role if s else None,
             "shortfall": short}
+
+
+def queue_item(r: insp.ScaleRisk) -> dict[str, Any]:
+    """A ranked scale as a dict (its grounds as a list)."""
+    return r.__dict__ | {"grounds": list(r.grounds)}
+
+
+def queue_page(conn: Connection, *, now_ms: int, market: str | None = None,
+               kind: str | None = None, severity: str | None = None, status: str | None = None,
+               limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """The queue, filtered (``kind`` among its reasons, a reason of at least ``severity``,
+    ``status`` "tasked": an open task for the scale, "untasked": none), then paged; each row
+    with its context (:func:`row_context`) and ``task_open``."""
+    rank = insp.SEVERITY_RANK
+    tasked = {r.device for r in conn.execute(select(inspection_tasks.c.device).where(
+        inspection_tasks.c.status == "open"))}
+    items = []
+    for r in insp.risk_ranking(conn, now_ms=now_ms, market=market, limit=BIGINT_MAX):
+        if kind and not any(x["kind"] == kind for x in r.reasons):
+            continue
+        if severity and not any(rank.get(x["severity"], 0) >= rank[severity]
+                                for x in r.reasons):
+            continue
+        if status and (r.device in tasked) != (status == "tasked"):
+            continue
+        items.append(r)
+    page = [queue_item(r) for r in items[offset:offset + limit]]
+    return [x | row_context(conn, x, now_ms=now_ms) | {"task_open": x["device"] in tasked}
+            for x in page]
 
 
 _SEV = case({"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4},

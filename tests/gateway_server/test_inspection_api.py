@@ -5,15 +5,20 @@ test_risk_queue.py.)"""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from conftest import seed
+from gateway_server.casework import inspection as insp
 from gateway_server.ingest.pipeline import decode_message, store_batch
 from gateway_server.registry import register as reg
 from gateway_server.store.database import Store
+from gateway_server.store.tables import sales
 from weighing import wire
+from weighing.metrology import fraud_compensation_fen
 
 
 def setup_scale_with_findings(store: Store, *, seal_broken: bool = False) -> dict[str, object]:
@@ -114,6 +119,57 @@ def test_fraud_gives_compensation_on_linked_complaint(client: TestClient, store:
     assert complaint["compensation_fen"] is None  # no sale linked: no price to multiply
     bad = client.post("/api/v1/public/complaints", json={"trust_token": "x" * 20, "text": "hi"})
     assert bad.status_code == 404
+
+
+def _sale(c: Any, device: str, *, seq: int, ts_ms: int, merchant_id: int, amount_fen: int,
+          trace_code: str) -> None:
+    c.execute(sales.insert().values(
+        device=device, market="m1", merchant_id=merchant_id, seq=seq, ts_ms=ts_ms,
+        received_ms=ts_ms, net_mg=1_000_000, settled_mg=1_000_000, peak_mg=1_000_000,
+        stable_device=True, stable_software=True, amount_fen=amount_fen, trace_code=trace_code))
+
+
+def test_compensation_needs_fraud_established_for_that_sale(
+        client: TestClient, store: Store, inspector: dict[str, str],
+        admin: dict[str, str]) -> None:
+    """消保法 Art. 55: a fraud inspection of the merchant establishes fraud for the sales of
+    the scale it tested in the period it examined (after that scale's previous inspection),
+    not for every sale of the merchant: not before, not after, not on another scale."""
+    ids = setup_scale_with_findings(store)
+    t = time.time_ns() // 1_000_000
+    pairs = [(2_500_000, 2_500_000)]
+    with store.engine.begin() as c:
+        reg.bind(c, "s-2", ids["a"], at_ms=t - 60_000)
+        _sale(c, "s-1", seq=101, ts_ms=t - 50_000, merchant_id=ids["a"], amount_fen=20_000,
+              trace_code="T-EARLY")
+        insp.record_result(c, device="s-1", pairs=pairs, now_ms=t - 40_000)  # passed
+        _sale(c, "s-1", seq=102, ts_ms=t - 30_000, merchant_id=ids["a"], amount_fen=20_000,
+              trace_code="T-COVERED")
+        _sale(c, "s-2", seq=101, ts_ms=t - 30_000, merchant_id=ids["a"], amount_fen=20_000,
+              trace_code="T-OTHER-SCALE")
+        insp.record_result(c, device="s-1", pairs=pairs, now_ms=t - 20_000, fraud=True)
+        _sale(c, "s-1", seq=103, ts_ms=t - 10_000, merchant_id=ids["a"], amount_fen=20_000,
+              trace_code="T-LATER")
+    numbers = {}
+    for code in ("T-EARLY", "T-COVERED", "T-OTHER-SCALE", "T-LATER"):
+        r = client.post("/api/v1/public/complaint-cases", json={
+            "trust_token": ids["a_token"], "text": "短秤了", "trace_code": code})
+        assert r.status_code == 201 and r.json()["linked_sale"], r.text
+        numbers[code] = r.json()["number"]
+    with store.engine.connect() as c:
+        trace = dict(c.execute(select(sales.c.id, sales.c.trace_code)).all())
+    got = {trace[x["sale_id"]]: x["compensation_fen"]
+           for x in client.get("/api/v1/complaints", headers=inspector).json()}
+    assert got == {"T-EARLY": None, "T-COVERED": fraud_compensation_fen(20_000),
+                   "T-OTHER-SCALE": None, "T-LATER": None}
+    for code in ("T-EARLY", "T-OTHER-SCALE", "T-LATER"):
+        r = client.post(f"/api/v1/complaint-cases/{numbers[code]}/close", headers=admin,
+                        json={"outcome": "compensation"})
+        assert r.status_code == 409 and "fraud" in r.text, (code, r.text)
+    r = client.post(f"/api/v1/complaint-cases/{numbers['T-COVERED']}/close", headers=admin,
+                    json={"outcome": "compensation"})
+    assert r.status_code == 200, r.text
+    assert r.json()["compensation_fen"] == fraud_compensation_fen(20_000)
 
 
 def test_tolerance_calculator(client: TestClient, inspector: dict[str, str]) -> None:
