@@ -46,3 +46,21 @@ def test_unnest_insert_returns_only_new_rows(store: Store) -> None:
                                  conflict=("device", "seq"), returning=("seq",))
     assert sorted(r.seq for r in first) == [1, 2]
     assert [r.seq for r in again] == [3]  # a seq twice in one call is one row
+
+
+def test_unnest_insert_keeps_every_text_and_null_exactly(store: Store) -> None:
+    """The columns travel as array literals written by bulk.py: quotes, backslashes, commas,
+    braces, blanks, the word NULL, an empty string and None must come back as they went."""
+    if store.engine.dialect.name != "postgresql":
+        return  # PostgreSQL only, as above
+    _scales(store, 1)
+    texts = ['{"a": "\\u00e9"}', 'back\\slash "quoted" {braced}, comma', "  spaced  ", "NULL",
+             "", "中文 ✓", "\\", '"', "{}", "a,b"]
+    rows = [{"device": "d0", "market": "m1", "seq": i + 1, "kind": "zero",
+             "ts_ms": -5 if i == 0 else 2**62 + i, "received_ms": 6,
+             "payload": t} for i, t in enumerate(texts)]
+    with store.engine.begin() as c:
+        pg_insert_unnest(c, events, rows, conflict=("device", "seq"))
+    with store.engine.connect() as c:
+        got = {r.seq: (r.payload, r.ts_ms) for r in c.execute(select(events))}
+    assert got == {r["seq"]: (r["payload"], r["ts_ms"]) for r in rows}
