@@ -1,5 +1,12 @@
 """The publisher: drains the outbox to MQTT, one connection per device.
 
+One module (about 440 lines) on purpose: one class per device whose three threads must be
+read together. paho's network thread (PUBACKs, commands), the agent's command thread (the
+gateway's ``stored`` and ``resend``) and the pump share the in-flight map, the cursors and
+the resend queue under two locks, and the rule for which lock is held where (never ours
+around a paho call) is only checkable with every user of them in view. The MQTT client and
+its TLS context are already apart (``edge_agent.mqtt_client``).
+
 Rules (architecture.md §4):
 
 * paho-mqtt, QoS 1, client id = device identity (unique: duplicate ids cause

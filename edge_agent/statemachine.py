@@ -1,5 +1,11 @@
 """The weighing state machine: from a stream of frames to weighing events.
 
+One module (about 450 lines) on purpose: one class whose states must be read together.
+Loading, settling, commit, unsettled commit, zero checks, faults, plausibility and the
+checkpoint all act on the same stability window and the same unfinished load, and each
+transition is only right given the others; split apart, a rule would be read without the
+state it changes.
+
 Pure (time is a parameter, no I/O), one instance per scale (architecture.md §4).
 
 States::
