@@ -4,8 +4,7 @@ scans, and how a scan pairs with the weighing that follows it."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from edge_agent.station import (
     MAX_LINE_BYTES,
