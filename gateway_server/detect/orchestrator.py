@@ -67,15 +67,20 @@ def detect(conn: Connection, *, new_sales: list[dict[str, Any]],
     prices = stream_scan.batch_prices(conn, new_sales)
     found = stream_scan.sale_findings(conn, new_sales, ctx, prices, params)
     counters = stream_scan.CounterMemory.load(conn, new_events)
+    links = reweigh_scan.batch_links(conn, new_events, ctx)
+    stall = untraced.stall_reweighs(conn, new_events)
     for e in new_events:
         sc = ctx.get(e["device"])
         body = json.loads(e["payload"])
         if e["kind"] in ("zero", "counter") and sc is not None:
             found += stream_scan.event_findings(e, body, sc, counters, params)
         elif e["kind"] == "reweigh" and body.get("trace_code") is not None:
-            found += reweigh_scan.reweigh(conn, e, body, ctx)
+            found += reweigh_scan.reweigh(conn, e, body, links)
+            sale = links.sale_for(str(body["trace_code"]))
+            if sale is not None:  # named by its receipt: no longer free for a stall re-weigh
+                stall.note(int(sale.id))
         elif e["kind"] == "reweigh":
-            untraced.store_stall_reweigh(conn, e, body)
+            untraced.store_stall_reweigh(conn, e, body, stall)
     found += day_scan.impact_days(conn, new_sales, ctx, prices, params)
     found += day_scan.zero_days(conn, new_events, ctx, prices, params)
     found = _unique(found)  # per-day observations: one row per key, not one per sale
