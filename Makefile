@@ -36,7 +36,7 @@ test-serial: install
 # ruff, and mypy (pydantic plugin) over every package: part of `make test`, so CI runs it
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy weighing device_profiles edge_agent gateway_server simulators
+	$(BIN)/mypy weighing device_profiles edge_agent gateway_server simulators bench
 
 bench: install
 	$(BIN)/python bench/run_all.py
