@@ -1,6 +1,6 @@
 """The rules of a market day in the store: ``impact-repeated`` and ``zero-offset-persistent``.
 
-The rules are pure (:func:`gateway_server.detect.rules.stream.check_impact_day`,
+The rules are pure (:func:`gateway_server.detect.rules.day.check_impact_day`,
 ``check_zero_day``); this module reads, once per scale and day that a batch touched and
 whose finding is not stored yet, the day's sales and idle-pan reports, with the legal
 negative deviation of each sale (called by :func:`gateway_server.detect.orchestrator.detect`).
@@ -15,15 +15,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from gateway_server.detect.queries import price_at, prices
+from gateway_server.detect.rules.day import check_impact_day, check_zero_day, deviation_of
 from gateway_server.detect.rules.stream import (
     CST_OFFSET_MS,
     DAY_MS,
     DetectorParams,
     Finding,
     ScaleCtx,
-    check_impact_day,
-    check_zero_day,
-    deviation_of,
     market_day,
 )
 from gateway_server.store.tables import events, findings, plu_prices, sales

@@ -1,5 +1,5 @@
 """The second, untracked scale in the store: a market's closed window of sales counts per
-trade scale, judged by :func:`gateway_server.detect.rules.stream.check_idle_scales`. Called
+trade scale, judged by :func:`gateway_server.detect.rules.idle.check_idle_scales`. Called
 by the ingest pipeline when a market's window closes (through
 :mod:`gateway_server.detect.orchestrator`).
 """
@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from gateway_server.detect.queries import finding_row
-from gateway_server.detect.rules.stream import DetectorParams, ScaleCtx, check_idle_scales
+from gateway_server.detect.rules.idle import check_idle_scales
+from gateway_server.detect.rules.stream import DetectorParams, ScaleCtx
 from gateway_server.registry.binding import bound_during
 from gateway_server.store.tables import bindings, events, rollups, sales, scales
 
@@ -19,7 +20,7 @@ from gateway_server.store.tables import bindings, events, rollups, sales, scales
 def idle_scale_findings(conn: Connection, market: str, *, window_end_ms: int,
                         params: DetectorParams = DetectorParams()) -> list[dict[str, Any]]:
     """The second-untracked-scale rule over one closed window of one market (event time);
-    see :func:`rules.stream.check_idle_scales`."""
+    see :func:`rules.idle.check_idle_scales`."""
     start = window_end_ms - params.idle_window_ms
     base = start - params.idle_baseline_ms
     devices = {r.device: r for r in conn.execute(

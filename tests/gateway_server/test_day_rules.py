@@ -11,19 +11,12 @@ from sqlalchemy import insert, select
 
 from gateway_server.casework import inspection
 from gateway_server.detect import risk
-from gateway_server.detect.rules.stream import (
-    DetectorParams,
-    ScaleCtx,
-    check_impact_day,
-    check_zero_day,
-    deviation_of,
-    market_day,
-)
+from gateway_server.detect.rules.day import check_impact_day, check_zero_day, deviation_of
+from gateway_server.detect.rules.stream import DetectorParams, ScaleCtx, market_day
 from gateway_server.ingest.pipeline import decode_message, store_batch
 from gateway_server.store.database import Store
 from gateway_server.store.tables import bindings, findings, markets, merchants, plu_prices, scales
-from weighing import metrology as mt
-from weighing import wire
+from weighing import metrology as mt, wire
 
 T0 = 1_790_000_000_000  # 2026-09-21 22:13 CST; the day's sales below stay in one CST day
 MIN = 60_000

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
+from gateway_server.detect.rules.idle import check_idle_scales
 from gateway_server.detect.rules.stream import (
     RegisteredPrice,
     ScaleCtx,
     check_counter,
-    check_idle_scales,
     check_sale,
     check_zero,
     market_day,
@@ -256,7 +255,7 @@ def test_idle_scale_judged_against_its_own_share() -> None:
 
 
 def test_poisson_tail() -> None:
-    from gateway_server.detect.rules.stream import poisson_cdf
+    from gateway_server.detect.rules.idle import poisson_cdf
 
     assert abs(poisson_cdf(0, 2.0) - 0.1353352832366127) < 1e-12
     assert abs(poisson_cdf(3, 2.0) - 0.8571234604985472) < 1e-12
@@ -264,7 +263,7 @@ def test_poisson_tail() -> None:
 
 
 def test_binomial_tail() -> None:
-    from gateway_server.detect.rules.stream import binomial_cdf
+    from gateway_server.detect.rules.idle import binomial_cdf
 
     assert abs(binomial_cdf(0, 20, 0.5) - 0.5**20) < 1e-18
     assert abs(binomial_cdf(20, 20, 0.3) - 1.0) < 1e-12

@@ -29,23 +29,17 @@ Rules implemented here (numbers refer to domain.md §4 derived rules):
   A first report (no old value from the agent, none stored by the server) sets the
   baseline; an agent that lost its memory (old = None) is compared with the server's
   last stored value.
-* ``impact-repeated`` (2, evidence of a day): ``impact_confirm_sales`` sales of one market
-  day committed above the weight the pan then settled to by more than the legal negative
-  deviation of the goods (附表1/2): each is a sale short beyond the tolerance by the scale's
-  own readings (:func:`check_impact_day`).
-* ``zero-offset-persistent`` (3, evidence of a day): ``zero_confirm_reports`` idle-pan reports
-  in a row showing one positive offset (within 1 e) larger than the negative deviation of the
-  sales between them, with sales between each: every one of those sales carried the offset
-  (:func:`check_zero_day`).
-* ``idle-while-peers-trade`` (6) and ``offline-trading-hours`` are window rules over a
-  market (see :func:`check_idle_scales`).
+
+Rules over more than one event live beside this module and share its types
+(:class:`ScaleCtx`, :class:`Finding`, :class:`DetectorParams`, :func:`scale_finding`): the
+evidence of a market day, ``impact-repeated`` and ``zero-offset-persistent``, in
+:mod:`~gateway_server.detect.rules.day`; the window rule ``idle-while-peers-trade`` (6) in
+:mod:`~gateway_server.detect.rules.idle`; ``offline-trading-hours`` in
+:mod:`~gateway_server.detect.rules.offline`.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +50,6 @@ from gateway_server.detect.rules.legal import (
     LEGAL_PRICE,
     LEGAL_SEAL,
     LEGAL_TARE,
-    LEGAL_TRACE,
     LEGAL_ZERO,
 )
 from weighing import metrology as mt
@@ -127,10 +120,14 @@ class Finding:
     evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _f(kind: str, sev: str, title: str, basis: str, scale: ScaleCtx, ts: int, key: str,
-       merchant_id: int | None, **evidence: Any) -> Finding:
+def scale_finding(kind: str, sev: str, title: str, basis: str, scale: ScaleCtx, ts: int,
+                  key: str, merchant_id: int | None, **evidence: Any) -> Finding:
+    """A finding on ``scale`` whose dedup key is ``kind:device:key``."""
     return Finding(kind, sev, title, basis, ts, scale.device, scale.market,
                    f"{kind}:{scale.device}:{key}", merchant_id, evidence)
+
+
+_f = scale_finding  # the rules below (and in day.py, idle.py) read best with a short name
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,116 +353,6 @@ def check_zero(ev: Mapping[str, Any], scale: ScaleCtx, *, merchant_id: int | Non
                offset_e=str(round(mean / scale.e_mg, 2)), duration_ms=int(ev["duration_ms"]))]
 
 
-def deviation_of(net_mg: int, *, category: str | None,
-                 unit_price_fen_per_kg: int | None) -> int | None:
-    """The legal negative deviation (附表1/2) of a sale of ``net_mg``: by the goods' category
-    if it is one the tables list, else by the unit price band; None where no rule applies
-    (live fish, water-soaked goods, beyond the table, neither known)."""
-    cat = (mt.GoodsCategory(category) if category is not None
-           and category in mt.GoodsCategory.__members__.values() else None)
-    if cat is None and unit_price_fen_per_kg is None:
-        return None
-    try:
-        return mt.retail_negative_deviation_mg(max(net_mg, 0), category=cat,
-                                               unit_price_fen_per_kg=unit_price_fen_per_kg)
-    except mt.MetrologyError:
-        return None
-
-
-def check_impact_day(impacts: Sequence[Mapping[str, Any]], scale: ScaleCtx, *,
-                     params: DetectorParams = DetectorParams()) -> list[Finding]:
-    """Repeated impact sales of one market day: evidence that would stand on its own.
-
-    ``impacts``: the scale's sales of one market day committed while unsettled (keys of the
-    ``sales`` table plus ``category``, or the caller's ``deviation_mg``), oldest first. A sale
-    counts when it was committed above the weight the pan settled to by more than the legal
-    negative deviation of its goods at the committed weight: the consumer paid for ``net_mg``
-    and received ``settled_mg``, both read by the same scale seconds apart (no drip, no second
-    scale's error between them). One such sale can be a hasty key press during an overshoot;
-    ``impact_confirm_sales`` of them in a day is short weight beyond the tolerance as a
-    practice, whatever the intent (零售商品称重计量监督管理办法 第五条). One finding a day,
-    at the sale that completed the evidence (the same whichever batches the day arrived in).
-    """
-    short = []
-    for r in impacts:
-        net, settled = int(r["net_mg"]), int(r["settled_mg"])
-        limit = r["deviation_mg"] if "deviation_mg" in r else deviation_of(
-            net, category=r.get("category"), unit_price_fen_per_kg=r.get("unit_price_fen_per_kg"))
-        if limit is not None and net - settled > limit:
-            short.append({"seq": int(r["seq"]), "ts_ms": int(r["ts_ms"]), "net_mg": net,
-                          "settled_mg": settled, "short_mg": net - settled,
-                          "limit_mg": limit})
-    k = params.impact_confirm_sales
-    if len(short) < k:
-        return []
-    first = short[:k]  # the finding is the sale that completed the evidence, whatever batch
-    ts = first[-1]["ts_ms"]
-    mid = next(r.get("merchant_id") for r in impacts if int(r["seq"]) == first[-1]["seq"])
-    return [_f("impact-repeated", "critical",
-               f"多次冲击计价且短秤超出负偏差 {k} sales committed above the settled "
-               "weight by more than the legal deviation", LEGAL_CHEATING, scale, ts,
-               f"{market_day(ts)}", mid, sales=first, count=k,
-               short_total_mg=sum(x["short_mg"] for x in first))]
-
-
-def check_zero_day(zeros: Sequence[Mapping[str, Any]], day_sales: Sequence[Mapping[str, Any]],
-                   scale: ScaleCtx, *, merchant_id: int | None = None,
-                   params: DetectorParams = DetectorParams()) -> list[Finding]:
-    """A positive offset on the empty pan that persists across idle periods with sales
-    between them (预留底数 / a preset base).
-
-    ``zeros``: the scale's judged idle-pan reports of one market day (``ts_ms``, ``mean_mg``),
-    oldest first; ``day_sales``: its sales of that day (``ts_ms``, ``merchant_id``,
-    ``deviation_mg``: the legal negative deviation of each, :func:`deviation_of`, None where
-    none applies); the finding names ``merchant_id`` or else the seller of the last sale it
-    cites. Reports with no sale between are parts of one idle period. Every report of
-    ``zero_confirm_reports`` idle periods in a row must read more than the median deviation of
-    the sales between them (and more than the ±0.25 e zero-setting accuracy) above zero and all
-    agree within 1 e (one offset, not a hand resting or goods taken off): the merchant saw a
-    weight on the empty pan, sold on it and did not zero it, and the sales between carried the
-    offset beyond their tolerance. Honest debris of that size on the pan is sold with the goods
-    as well. One finding a day, at the first report that completed the evidence (the same
-    whichever batches the day arrived in).
-    """
-    if not zeros:
-        return []
-    times = sorted(int(r["ts_ms"]) for r in day_sales)
-    devs = {int(r["ts_ms"]): r.get("deviation_mg") for r in day_sales}
-    sellers = {int(r["ts_ms"]): r.get("merchant_id") for r in day_sales}
-    periods: list[list[Mapping[str, Any]]] = [[zeros[0]]]
-    gaps: list[list[int]] = []  # the sale times between consecutive periods
-    for a, z in itertools.pairwise(zeros):
-        lo, hi = int(a["ts_ms"]), int(z["ts_ms"])
-        inside = times[bisect.bisect_right(times, lo):bisect.bisect_left(times, hi)]
-        if inside:
-            periods.append([z])
-            gaps.append(inside)
-        else:
-            periods[-1].append(z)
-    k = params.zero_confirm_reports
-    accuracy = int(mt.zero_setting_accuracy_mg(scale.e_mg))
-    for end in range(k, len(periods) + 1):
-        sold = [t for g in gaps[end - k:end - 1] for t in g]
-        limits = sorted(d for d in (devs.get(t) for t in sold) if d is not None)
-        if not limits:
-            continue
-        floor = max(limits[len(limits) // 2], accuracy)
-        for n in range(1, len(periods[end - 1]) + 1):
-            last = [z for p in periods[end - k:end - 1] for z in p] + periods[end - 1][:n]
-            means = [int(z["mean_mg"]) for z in last]
-            if min(means) > floor and max(means) - min(means) <= scale.e_mg:
-                ts = int(last[-1]["ts_ms"])
-                return [_f("zero-offset-persistent", "critical",
-                           "空秤持续显示重量并照常销售 (预留底数) The empty pan showed the "
-                           f"same weight across {k} idle periods with sales between",
-                           LEGAL_CHEATING, scale, ts, f"{market_day(ts)}",
-                           merchant_id if merchant_id is not None else sellers.get(sold[-1]),
-                           means_mg=means, report_times_ms=[int(z["ts_ms"]) for z in last],
-                           sales_between=[len(g) for g in gaps[end - k:end - 1]],
-                           deviation_mg=limits[len(limits) // 2], e_mg=scale.e_mg)]
-    return []
-
-
 def check_counter(ev: Mapping[str, Any], scale: ScaleCtx, *, repair_times_ms: Sequence[int],
                   last_known: str | None = None, merchant_id: int | None = None,
                   params: DetectorParams = DetectorParams()) -> list[Finding]:
@@ -488,71 +375,3 @@ def check_counter(ev: Mapping[str, Any], scale: ScaleCtx, *, repair_times_ms: Se
                "registered repair", LEGAL_SEAL, scale, ts, f"{ev['seq']}", merchant_id,
                name=ev.get("name"), old=old, new=new, seq=int(ev["seq"]),
                server_last_value=last_known)]
-
-
-def poisson_cdf(n: int, lam: float) -> float:
-    """P(X ≤ n) for X ~ Poisson(lam) (no scipy)."""
-    if lam <= 0:
-        return 1.0
-    term = math.exp(-lam)
-    total = term
-    for k in range(1, n + 1):
-        term *= lam / k
-        total += term
-    return min(total, 1.0)
-
-
-def binomial_cdf(n: int, trials: int, q: float) -> float:
-    """P(X ≤ n) for X ~ Binomial(trials, q), summed in log space (no scipy)."""
-    if q <= 0:
-        return 1.0
-    if q >= 1:
-        return 1.0 if n >= trials else 0.0
-    lq, l1q = math.log(q), math.log1p(-q)
-    total = 0.0
-    for k in range(0, min(n, trials) + 1):
-        total += math.exp(math.lgamma(trials + 1) - math.lgamma(k + 1)
-                          - math.lgamma(trials - k + 1) + k * lq + (trials - k) * l1q)
-    return min(total, 1.0)
-
-
-def check_idle_scales(now_counts: Mapping[str, int], before_counts: Mapping[str, int],
-                      scales: Mapping[str, ScaleCtx], *, window_end_ms: int,
-                      params: DetectorParams = DetectorParams(),
-                      merchants: Mapping[str, int | None] | None = None) -> list[Finding]:
-    """A trade scale whose sales collapse while its market's do not (second, untracked scale).
-
-    Each scale is compared with **its own** share of the market. Under "nothing changed"
-    a scale keeps its share, so of its ``n + b`` sales over the judged window and the
-    baseline window before it, the judged window holds a Binomial(``n + b``, ``q``) number,
-    ``q`` being the share of the *other* scales' sales that fell in the judged window
-    (conditioning on ``n + b`` accounts for the noise of the scale's own baseline). The
-    tail ``P(X ≤ n)`` below ``idle_alpha`` flags it. The trading-day pattern cancels (it
-    moves the whole market), and merchants that always sell little are compared with
-    themselves, not with busy peers. Only scales that showed they were on (any event or
-    reading in the window) are given.
-    """
-    market_now = sum(now_counts.values())
-    market_before = sum(before_counts.get(d, 0) for d in now_counts)
-    out = []
-    bucket = window_end_ms // 3_600_000
-    for device, n in sorted(now_counts.items()):
-        b = before_counts.get(device, 0)
-        others_now, others_before = market_now - n, market_before - b
-        if b < params.idle_min_history or others_before <= 0 or others_now <= 0:
-            continue
-        q = others_now / (others_now + others_before)
-        expected = (n + b) * q
-        if expected < params.idle_min_expected:
-            continue
-        p = binomial_cdf(n, n + b, q)
-        if p >= params.idle_alpha:
-            continue
-        sc = scales[device]
-        out.append(_f("idle-while-peers-trade", "medium",
-                      "溯源秤交易骤减而同市场照常 Scale's sales collapsed while its market trades",
-                      LEGAL_TRACE, sc, window_end_ms, f"{bucket}",
-                      (merchants or {}).get(device), sales=n, expected=round(expected, 1),
-                      p_value=f"{p:.2e}", baseline_sales=b, window_ms=params.idle_window_ms,
-                      baseline_ms=params.idle_baseline_ms))
-    return out
