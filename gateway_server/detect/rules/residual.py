@@ -27,12 +27,11 @@ rule, :func:`weighing.metrology.judge_reweigh`; it is not repeated here.
 Why one module (≈500 lines, over the house ~400): it is one test, and its parts are not
 separable without splitting an invariant. The envelope's exact integer 2H, the state's
 running sums and the batch assessment's sequential boundary and fit are written against
-each other (the batch assessment must give what ``assess`` gives, merchant by merchant,
-and ``extend`` what ``update`` gives pair by pair; test_detector_residual.py checks it),
-``ResidualParams`` feeds
-all of them, and docs/detection.md "Statistical detector" describes them as one method in
-this module's order (the ``# ---`` sections below). Callers use it as one namespace
-(``rd.update``, ``rd.assess``, ``rd.envelope_mg_array`` in residual_scan, risk, the bench
+each other (the batch assessment must give what ``assess`` gives, merchant by merchant;
+test_detector_residual.py checks it), ``ResidualParams`` feeds all of them, and
+docs/detection.md "Statistical detector" describes them as one method in this module's
+order (the ``# ---`` sections below). Callers use it as one namespace (``rd.update``,
+``rd.assess``, ``rd.envelope_mg_array`` in residual_scan, risk, the bench
 and the tests); split, each would import three modules for one test.
 """
 
