@@ -13,18 +13,23 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError
 
 from gateway_server.api.auth import require_user
-from gateway_server.api.routes import applications as application_routes
-from gateway_server.api.routes import auth as auth_routes
-from gateway_server.api.routes import cases as case_routes
-from gateway_server.api.routes import commands as command_routes
-from gateway_server.api.routes import events as events_routes
-from gateway_server.api.routes import inspection as inspection_routes
-from gateway_server.api.routes import merchant as merchant_routes
-from gateway_server.api.routes import pages, trust_admin, trust_pages, trust_public
-from gateway_server.api.routes import public as public_routes
-from gateway_server.api.routes import qr as qr_routes
-from gateway_server.api.routes import registry as registry_routes
-from gateway_server.api.routes import stats as stats_routes
+from gateway_server.api.routes import (
+    applications as application_routes,
+    auth as auth_routes,
+    cases as case_routes,
+    commands as command_routes,
+    events as events_routes,
+    inspection as inspection_routes,
+    merchant as merchant_routes,
+    pages,
+    public as public_routes,
+    qr as qr_routes,
+    registry as registry_routes,
+    stats as stats_routes,
+    trust_admin,
+    trust_pages,
+    trust_public,
+)
 from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store

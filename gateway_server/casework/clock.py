@@ -24,8 +24,7 @@ from sqlalchemy import Connection
 from gateway_server.casework import complaints as complaint_cases
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
-from gateway_server.trust import lists as trust_lists
-from gateway_server.trust import statusfeed, webhooks
+from gateway_server.trust import lists as trust_lists, statusfeed, webhooks
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from gateway_server.registry import register as reg
-from gateway_server.registry import uscc
+from gateway_server.registry import register as reg, uscc
 from gateway_server.store.tables import merchants, scales
 from weighing.errors import GatewayError
-from weighing.metrology import AccuracyClass as MetrologyClass
-from weighing.metrology import MetrologyError, check_scale
+from weighing.metrology import AccuracyClass as MetrologyClass, MetrologyError, check_scale
 
 # key, zh-CN header, English header, further accepted spellings
 COLUMNS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (

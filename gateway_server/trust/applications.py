@@ -34,8 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from gateway_server.registry import register as reg
-from gateway_server.registry import uscc
+from gateway_server.registry import register as reg, uscc
 from gateway_server.registry.accounts import hash_password, user_exists
 from gateway_server.settings import check_password_strength
 from gateway_server.store.tables import merchants

@@ -21,8 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
-from gateway_server.registry import accounts as auth
-from gateway_server.registry import register as reg
+from gateway_server.registry import accounts as auth, register as reg
 from gateway_server.registry.binding import devices_query
 from gateway_server.store.tables import bindings, findings, merchants, scales, users
 from gateway_server.store.tables_trust import audit_log, register_status

@@ -34,8 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from gateway_server.registry import register as reg
-from gateway_server.registry import uscc
+from gateway_server.registry import register as reg, uscc
 from gateway_server.registry.register_csv import CsvFormatError, decode
 from gateway_server.store.tables import merchants
 from gateway_server.store.tables_trust import register_status

@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import seed
-from gateway_server.registry import binding as mb
-from gateway_server.registry import register as reg
+from gateway_server.registry import binding as mb, register as reg
 from gateway_server.store.database import Store
 from gateway_server.store.tables import bindings
 

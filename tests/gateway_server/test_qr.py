@@ -6,8 +6,7 @@ import segno
 from fastapi.testclient import TestClient
 
 from conftest import seed
-from gateway_server.registry import qr
-from gateway_server.registry import register as reg
+from gateway_server.registry import qr, register as reg
 from gateway_server.store.database import Store
 
 XSS = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'

@@ -5,8 +5,7 @@ large for an exact int64 sum (which take the exact path)."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gateway_server.ingest.scale_state import _minute_folds, _minute_folds_exact
 from weighing import wire

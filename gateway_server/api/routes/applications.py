@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field
 from gateway_server.api.auth import R401, R403, R404, R409, AdminUser, ConnDep, now_ms
 from gateway_server.api.deps import RowIdPath, SettingsDep
 from gateway_server.api.ratelimit import R429, public_rate_limit
-from gateway_server.registry import qr
-from gateway_server.registry import register as reg
+from gateway_server.registry import qr, register as reg
 from gateway_server.store.tables import markets
 from gateway_server.trust import applications as apps
 

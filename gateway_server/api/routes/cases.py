@@ -13,8 +13,7 @@ from pydantic import BaseModel, Field
 
 from gateway_server.api.auth import ConnDep, CurrentUser, now_ms
 from gateway_server.api.deps import RowIdPath, RowIdQuery, SettingsDep
-from gateway_server.casework import case_print
-from gateway_server.casework import cases as casework
+from gateway_server.casework import case_print, cases as casework
 from gateway_server.store.tables import BIGINT_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["cases"], responses={

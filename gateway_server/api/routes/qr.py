@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from gateway_server.api.auth import R401, R404, ConnDep, require_user
 from gateway_server.api.deps import RowIdPath, SettingsDep
-from gateway_server.registry import qr
-from gateway_server.registry import register as reg
+from gateway_server.registry import qr, register as reg
 
 router = APIRouter(prefix="/api/v1", tags=["qr"], dependencies=[Depends(require_user)],
                    responses={**R401, **R404})

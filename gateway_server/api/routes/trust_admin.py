@@ -14,9 +14,12 @@ from gateway_server.api.deps import RowIdPath, RowIdQuery, SettingsDep
 from gateway_server.casework import complaints as cases
 from gateway_server.registry import register as reg
 from gateway_server.registry.register_csv import CsvFormatError
-from gateway_server.trust import lists as trust_lists
-from gateway_server.trust import merchant_portal as portal
-from gateway_server.trust import statusfeed, webhooks
+from gateway_server.trust import (
+    lists as trust_lists,
+    merchant_portal as portal,
+    statusfeed,
+    webhooks,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["trust programme"],
                    responses={**R401, **R403, **R404})
