@@ -172,8 +172,9 @@ class RabbitCluster:
         return sorted(json.loads(out).get("running_nodes", []))
 
     def stop(self) -> None:
-        for n in reversed(self.nodes):
-            n.stop()
+        """Kill every node's process group (its data is the test's: nothing to flush)."""
+        for n in self.nodes:
+            n.kill()
         if self.epmd is not None:
             _kill_group(self.epmd)
 
@@ -206,12 +207,28 @@ def _ensure_epmd(tmp: Path) -> tuple[int, subprocess.Popen[bytes] | None]:
     return port, proc
 
 
+class PortTaken(AssertionError):
+    """A node could not bind a port ``free_port`` gave (taken meanwhile)."""
+
+
 def start_cluster(tmp: Path, names: tuple[str, ...] = ("a", "b"), *, extra_conf: str = "",
                   advanced_config: str = "") -> RabbitCluster:
     """Start ``names`` as RabbitMQ nodes with the MQTT plugin and join them into one
-    cluster (every node after the first joins the first). Stop it with ``.stop()``."""
+    cluster (every node after the first joins the first). Stop it with ``.stop()``.
+    A port taken between ``free_port`` and the node's bind: again, on other ports."""
+    for attempt in range(3):
+        try:
+            return _start_cluster(tmp / f"rabbitmq-{attempt}", names, extra_conf=extra_conf,
+                                  advanced_config=advanced_config)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_cluster(tmp: Path, names: tuple[str, ...], *, extra_conf: str,
+                   advanced_config: str) -> RabbitCluster:
     server, ctl = rabbit_scripts()
-    tmp = tmp / "rabbitmq"
     tmp.mkdir(parents=True, exist_ok=True)
     home = tmp / "home"
     home.mkdir(exist_ok=True)
@@ -280,6 +297,8 @@ def start_cluster(tmp: Path, names: tuple[str, ...] = ("a", "b"), *, extra_conf:
         return cluster
     except BaseException:
         cluster.stop()
+        if any("eaddrinuse" in n.tail(200_000).lower() for n in cluster.nodes):
+            raise PortTaken("a port was taken: " + ", ".join(n.node for n in cluster.nodes)) from None
         raise
 
 
