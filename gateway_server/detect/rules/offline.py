@@ -31,8 +31,10 @@ from gateway_server.detect.rules.legal import LEGAL_TECHNICAL
 from gateway_server.detect.rules.stream import Finding, ScaleCtx
 
 # the register's format of trading hours, re-exported for the rule's callers
-from gateway_server.registry.trading_hours import DEFAULT_TRADING_HOURS as DEFAULT_TRADING_HOURS
-from gateway_server.registry.trading_hours import parse_trading_hours as parse_trading_hours
+from gateway_server.registry.trading_hours import (
+    DEFAULT_TRADING_HOURS as DEFAULT_TRADING_HOURS,
+    parse_trading_hours as parse_trading_hours,
+)
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
