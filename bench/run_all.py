@@ -48,7 +48,8 @@ class Bench:
 
 
 BENCHMARKS_MD = "docs/benchmarks.md"
-# in the order of the sections in docs/benchmarks.md; about 4 minutes in all on 2 cores
+# in the order of the sections in docs/benchmarks.md; about 4 minutes in all on 2 cores,
+# plus ~10 for bench_province.py
 BENCHES: tuple[Bench, ...] = (
     Bench("bench_codecs.py", BENCHMARKS_MD, "## Codec decode throughput"),
     Bench("bench_ingest.py", BENCHMARKS_MD, "## Ingest end to end"),
@@ -63,6 +64,8 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_fleet.py", BENCHMARKS_MD, "## Fleet simulation", ("--hours", "2")),
     Bench("bench_edge.py", BENCHMARKS_MD, "## Edge agent footprint",
           ("--scales", "8", "--seconds", "60"), timeout_s=180.0),
+    # the 5,067-scale fleet's day and real-time samples (issue 17): ~10 minutes on its own
+    Bench("bench_province.py", BENCHMARKS_MD, "## Province day", timeout_s=1800.0),
     # seeded, so its figures change only with the detector; it writes between markers
     Bench("eval_residual.py", "docs/detection.md", "### Measured operating characteristics",
           anchor="<!-- residual-eval:start -->"),
