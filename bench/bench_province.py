@@ -18,7 +18,8 @@ market lease) and one ``gateway-server api`` (the SSE stream, woken by ``NOTIFY`
   then published in order, evenly spread over the ``--seconds`` window: the day at
   day length / window × real time.
 * **Probe**: ``--findings`` short-weight sales (each an ``impact`` finding) from the probe
-  market's scales, spread over the window (at least 100 ms apart), and an SSE client of
+  market's scales, from 10 % into the window, spread over 80 % of it (at least 100 ms
+  apart; ``--probe-interval`` sets the spacing), and an SSE client of
   ``/api/v1/stream`` (a process of its own) noting when each finding arrives.
 
 Measured over the window (after a ``--warmup`` of samples alone): offered messages/s (what
@@ -476,7 +477,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         time.sleep(args.warmup)
         # the window: the day's sales start, the probe runs inside it
         result: Any = mp.Queue()
-        interval = max(0.1, 0.8 * args.seconds / max(1, args.findings))
+        interval = args.probe_interval or max(0.1, 0.8 * args.seconds / max(1, args.findings))
         t_start = time.time() + 1.0
         pr = mp.Process(target=probe, args=(port, http, password, args.findings, interval,
                                             t_start + 0.1 * args.seconds, result))
@@ -570,6 +571,8 @@ def command(args: argparse.Namespace) -> str:
               f"--findings {args.findings}"]
     if args.day_hours:
         parts.append(f"--day-hours {args.day_hours:g}")
+    if args.probe_interval:
+        parts.append(f"--probe-interval {args.probe_interval:g}")
     return " ".join(parts)
 
 
@@ -680,6 +683,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=300.0, help="the timed window")
     ap.add_argument("--warmup", type=float, default=10.0, help="samples alone before it")
     ap.add_argument("--findings", type=int, default=200, help="probe sales in the window")
+    ap.add_argument("--probe-interval", type=float, default=0.0,
+                    help="seconds between probe sales (0: spread over 80 %% of the window, "
+                    "at least 0.1)")
     ap.add_argument("--day-hours", type=float, default=0.0,
                     help="shorten the trading day (0: the fleet's own, 12 h)")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
