@@ -83,8 +83,20 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             sup = spawn(["worker", "--processes", "2", "--worker-id", "wp", "--lease-s", "3",
                          "--metrics-listen", f"127.0.0.1:{base}"], env, tmp_path / "w.log")
 
+            log = tmp_path / "w.log"
+
+            def ports() -> dict[str, int]:
+                """Each process's metrics port, from its latest start line in the log (a
+                port another program holds moves the process to the next free one)."""
+                text = log.read_text(errors="replace") if log.exists() else ""
+                return {m[0]: int(m[1]) for m in re.findall(
+                    r"worker (wp-\d) started .*?metrics http://127\.0\.0\.1:(\d+)/", text)}
+
             def scrapes() -> list[dict[str, float]] | None:
-                got = [scrape(base), scrape(base + 1)]
+                p = ports()
+                if set(p) != {"wp-0", "wp-1"}:
+                    return None
+                got = [scrape(p["wp-0"]), scrape(p["wp-1"])]
                 return None if None in got else got  # type: ignore[return-value]
 
             # both processes up, every market held, by the two of them together
@@ -112,7 +124,7 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             # serves (the lag has samples once sample batches are stored; these are sales)
             wanted = dashboard_worker_metrics()
             assert len(wanted) >= 8, wanted
-            for port in (base, base + 1):
+            for port in ports().values():
                 text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
                 for name in sorted(wanted):
                     assert f"# TYPE {name} " in text, f"{name} not in /metrics of :{port}"
@@ -124,7 +136,8 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             kids = Path(f"/proc/{sup.pid}/task/{sup.pid}/children").read_text().split()
             assert len(kids) == 2
             pids = {int(k) for k in kids}
-            os.kill(_pid_on(base, pids), signal.SIGKILL)  # process 0
+            first = ports()["wp-0"]
+            os.kill(_pid_on(first, pids), signal.SIGKILL)  # process 0
             publish(broker.port, batches(1))
             wait_until(lambda: stored(store) == 2 * expected, 120,
                        what="every sale stored across the restart")
@@ -135,7 +148,7 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             assert len(new_kids) == 2 and new_kids != {str(p) for p in pids}
             sup.send_signal(signal.SIGTERM)
             assert sup.wait(60) == 0
-            wait_until(lambda: scrape(base) is None and scrape(base + 1) is None, 30,
+            wait_until(lambda: all(scrape(p) is None for p in ports().values()), 30,
                        what="both worker processes stopped")
             store.engine.dispose()
     finally:
