@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Connection, func, select
 
 from gateway_server.detect.orchestrator import (
@@ -199,58 +198,52 @@ def fold_rollups(conn: Connection, res: BatchResult) -> None:
     conn.execute(stmt, rows)
 
 
-#: the largest |weight| folded with numpy: sums of a minute's readings stay exact in int64
-_NUMPY_SAFE_MG = 2**40
+#: flags values whose stable bit can be counted with ``list.count``: every combination of the
+#: bits wire defines (STABLE 1, ZERO 2, NET 4); a batch with other bits takes the exact loop
+_KNOWN_FLAGS = range(8)
+_STABLE_VALUES = tuple(v for v in _KNOWN_FLAGS if v & wire.SampleFlag.STABLE)
 
 
 def _minute_folds(batches: list[tuple[str, str, wire.SampleBatch]]
                   ) -> dict[tuple[str, int], list[int]]:
     """``(device, minute_ms)`` → ``[n, min, max, sum, stable_n]`` over every reading.
 
-    One numpy pass over the whole batch (issue 17: the per-reading Python loop was two
-    thirds of the samples path); readings no int64 sum can hold exactly (a device sending
-    absurd weights) take the exact Python loop instead.
+    A batch within one minute (an agent's 1 s batch almost always is) is folded with the
+    builtins ``min`` / ``max`` / ``sum`` / ``list.count``, which run in C over the batch's
+    lists (issue 17: the per-reading Python loop was two thirds of the samples path); a
+    batch that straddles a minute, or has flag bits wire does not define, takes the exact
+    per-reading loop. Python integers throughout: exact for any weight.
     """
-    devices: list[str] = []
-    dev_idx: list[int] = []
-    t: list[int] = []
-    w: list[int] = []
-    f: list[int] = []
-    for _, device, sb in batches:
-        if sb.t_ms:
-            dev_idx += [len(devices)] * len(sb.t_ms)
-            devices.append(device)
-            t += sb.t_ms
-            w += sb.net_mg
-            f += sb.flags
-    if not t:
-        return {}
-    try:
-        T, W, F = (np.array(x, dtype=np.int64) for x in (t, w, f))
-    except OverflowError:
-        return _minute_folds_exact(batches)
-    if len(W) and int(np.abs(W).max()) > _NUMPY_SAFE_MG:
-        return _minute_folds_exact(batches)
-    names = np.array(devices, dtype=object)
-    D = np.array(dev_idx, dtype=np.int64)
-    # the same device may send several batches: fold by name, not by batch
-    unique_names, name_of = np.unique(names, return_inverse=True)
-    D = name_of[D]
-    M = T - T % 60_000
-    order = np.lexsort((M, D))
-    D, M, W = D[order], M[order], W[order]
-    S = (F[order] & wire.SampleFlag.STABLE) != 0
-    starts = np.flatnonzero(np.concatenate(([True], (np.diff(D) != 0) | (np.diff(M) != 0))))
-    n = np.diff(np.append(starts, len(D)))
-    unique = [str(x) for x in unique_names.tolist()]
-    return {
-        (unique[d], m): [c, lo, hi, tot, st]
-        for d, m, c, lo, hi, tot, st in zip(
-            D[starts].tolist(), M[starts].tolist(), n.tolist(),
-            np.minimum.reduceat(W, starts).tolist(), np.maximum.reduceat(W, starts).tolist(),
-            np.add.reduceat(W, starts).tolist(),
-            np.add.reduceat(S.astype(np.int64), starts).tolist(), strict=True)
-    }
+    acc: dict[tuple[str, int], list[int]] = {}
+    slow: list[tuple[str, str, wire.SampleBatch]] = []
+    for item in batches:
+        _, device, sb = item
+        t = sb.t_ms
+        if not t:
+            continue
+        first = min(t) // 60_000
+        flags = sb.flags
+        if max(t) // 60_000 != first or min(flags) < 0 or max(flags) >= len(_KNOWN_FLAGS):
+            slow.append(item)
+            continue
+        w = sb.net_mg
+        stable = sum(map(flags.count, _STABLE_VALUES))
+        _merge(acc, (device, first * 60_000), [len(t), min(w), max(w), sum(w), stable])
+    for k, v in _minute_folds_exact(slow).items():
+        _merge(acc, k, v)
+    return acc
+
+
+def _merge(acc: dict[tuple[str, int], list[int]], key: tuple[str, int], v: list[int]) -> None:
+    a = acc.get(key)
+    if a is None:
+        acc[key] = v
+    else:
+        a[0] += v[0]
+        a[1] = min(a[1], v[1])
+        a[2] = max(a[2], v[2])
+        a[3] += v[3]
+        a[4] += v[4]
 
 
 def _minute_folds_exact(batches: list[tuple[str, str, wire.SampleBatch]]
