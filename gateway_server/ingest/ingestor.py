@@ -7,10 +7,11 @@ Rules (architecture.md §6):
   after the transaction holding it has committed. A gateway crash before that means
   the broker redelivers; the (device, seq) uniqueness turns the redelivery into a
   counted duplicate.
-* Messages are handed from paho's network thread to one writer thread through a
-  queue and stored in batches (up to ``ingest_batch`` messages or
-  ``ingest_max_delay_ms``), because a single Python subscriber, not the broker, is the
-  bottleneck (DEVELOPERS.md measurements).
+* Messages are decoded in paho's network thread as they arrive (``received_ms`` is
+  their arrival) and handed to one writer thread through a queue, so decoding overlaps
+  the writer's wait on the database (issue 17); they are stored in batches (up to
+  ``ingest_batch`` messages or ``ingest_max_delay_ms``), because a single Python
+  subscriber, not the broker, is the bottleneck (DEVELOPERS.md measurements).
 * A payload that fails validation is kept in ``dead_letters`` with its reason and
   counted; it never stops the worker and never takes good messages down with it.
 * End-to-end acknowledgement (``gateway_server.ingest.acks``): after a batch commits, each
@@ -104,6 +105,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _decode(m: mqtt.MQTTMessage, received_ms: int) -> Incoming:
+    """The message as the pipeline takes it; never raises (a topic that is not UTF-8 is
+    dead-lettered under its bytes, a payload the contract refuses carries its error)."""
+    try:
+        topic = m.topic
+    except UnicodeDecodeError as err:
+        topic = repr(err.object)[:500]
+    payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload)
+    return decode_message(topic, payload, received_ms)
+
+
 @dataclass
 class IngestStats:
     received: int = 0
@@ -139,7 +151,7 @@ class Ingestor:
         self.markets = markets or settings.market_list
         self.stats = IngestStats()
         self.latest: dict[str, tuple[int, int, int]] = {}
-        self._q: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=100_000)
+        self._q: queue.Queue[tuple[mqtt.MQTTMessage, Incoming]] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self.sink: Any = None  # a gateway_server.telemetry.tssink.TimeSeriesSink, when configured
@@ -197,7 +209,7 @@ class Ingestor:
         log.warning("ingest disconnected: %s", reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
-        self._q.put(msg)
+        self._q.put((msg, _decode(msg, now_ms())))
 
     # -- the writer ---------------------------------------------------------------------
 
@@ -209,27 +221,23 @@ class Ingestor:
                 first = self._q.get(timeout=0.2)
             except queue.Empty:
                 continue
-            msgs = [first]
+            items = [first]
             deadline = time.monotonic() + delay
-            while len(msgs) < max_n:
+            while len(items) < max_n:
                 remaining = deadline - time.monotonic()
                 try:
-                    msgs.append(self._q.get(timeout=max(remaining, 0)) if remaining > 0
+                    items.append(self._q.get(timeout=max(remaining, 0)) if remaining > 0
                                 else self._q.get_nowait())
                 except queue.Empty:
                     break
-            self._process(msgs)
+            self._process([m for m, _ in items], [inc for _, inc in items])
 
-    def _process(self, msgs: list[mqtt.MQTTMessage]) -> None:
+    def _process(self, msgs: list[mqtt.MQTTMessage],
+                 decoded: list[Incoming] | None = None) -> None:
+        """Store ``msgs`` (decoded on arrival, or here when ``decoded`` is None), then
+        acknowledge them to the broker and confirm them to their devices."""
         t = now_ms()
-        batch: list[Incoming] = []
-        for m in msgs:
-            try:
-                topic = m.topic
-            except UnicodeDecodeError as err:  # not UTF-8: dead-lettered under its bytes
-                topic = repr(err.object)[:500]
-            payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload)
-            batch.append(decode_message(topic, payload, t))
+        batch = decoded if decoded is not None else [_decode(m, t) for m in msgs]
         self._keys = {}
         results = self._store(batch, t)
         if results is None:
