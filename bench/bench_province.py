@@ -1,5 +1,8 @@
 """A province's day on one 2-core machine (issue 17): real-time samples, a day's sales, SSE.
 
+One script (about 700 lines) on purpose: a benchmark that starts, loads, measures and
+stops a whole deployment reads best top to bottom; its parts are used nowhere else.
+
 The gateway as deployed at scale, all on this machine's cores: a private Mosquitto, a
 fresh PostgreSQL database, ``gateway-server worker --processes N`` (the ingest, sharded by
 market lease) and one ``gateway-server api`` (the SSE stream, woken by ``NOTIFY``).

@@ -1,5 +1,8 @@
 """The case file (issue 18): from an incident to an inspection task to a case.
 
+One module (about 420 lines) on purpose: the case's states below are one ladder, each
+step checking the ones before it in the same transaction.
+
 A case is the inspector's on-site record (现场检查笔录) of one scale:
 
 1. **open** — from a task (or an incident: a task is made for it), with the findings it

@@ -1,6 +1,6 @@
 """The register (登记造册): markets, merchants, scales, bindings over time, PLU prices.
 
-One module (about 560 lines) on purpose: every write here checks against the others (a
+One module (about 500 lines) on purpose: every write here checks against the others (a
 scale's market, a binding's merchant and scale, a price's merchant) in the caller's
 transaction, and callers use it as one API (``reg.bind``, ``reg.parse_mass_mg``). Its input
 conversions are ``registry.quantities`` and its errors ``registry.errors``, re-exported here.
