@@ -9,13 +9,17 @@ needed, and a child that dies loses its markets to its siblings when its leases 
 
 This process only supervises: it starts the children, restarts one that exits with a
 jittered, doubling delay (1 s up to 30 s), and on SIGTERM / SIGINT stops them all (SIGTERM,
-then SIGKILL after 15 s). Child i serves ``/metrics`` on the base port + i.
+then SIGKILL after 15 s). Child i serves ``/metrics`` on the base port + i, or the next
+free port above it. A child is sent SIGTERM by the kernel when this process dies, even by
+SIGKILL (Linux ``PR_SET_PDEATHSIG``), so no worker outlives its supervisor holding leases.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -53,12 +57,32 @@ def child_argv(args: argparse.Namespace, i: int) -> list[str]:
     return argv
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies (Linux); exit at once if
+    it already has. Elsewhere nothing (a systemd unit per worker is the way there)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def supervise(args: argparse.Namespace) -> int:
     n = args.processes
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     procs: list[subprocess.Popen[bytes] | None] = [None] * n
+    me = os.getpid()
+
+    def die_with_me() -> None:
+        _die_with_parent(me)
+
     delay = [1.0] * n
     due = [0.0] * n
     started = [0.0] * n
@@ -77,7 +101,7 @@ def supervise(args: argparse.Namespace) -> int:
                     delay[i] = min(delay[i] * 2, RESTART_MAX_S)
                     procs[i] = None
                 if time.monotonic() >= due[i]:
-                    procs[i] = subprocess.Popen(child_argv(args, i))
+                    procs[i] = subprocess.Popen(child_argv(args, i), preexec_fn=die_with_me)
                     started[i] = time.monotonic()
                     log.info("worker process %d started (pid %d)", i, procs[i].pid)  # type: ignore[union-attr]
             stop.wait(0.5)

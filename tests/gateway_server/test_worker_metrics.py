@@ -181,3 +181,42 @@ def _busy(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_worker_processes_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL of ``worker --processes 2`` (no chance to stop its children): the kernel
+    sends each child SIGTERM, so none keeps ingesting, holding leases, on its own."""
+    broker = start_mosquitto(tmp_path)
+    sup: subprocess.Popen[bytes] | None = None
+    kids: list[int] = []
+    try:
+        with fresh_pg_database() as url:
+            register(url).engine.dispose()
+            env = dict(os.environ, DATABASE_URL=url, MQTT_URL=broker.url)
+            sup = spawn(["worker", "--processes", "2", "--worker-id", "wk", "--lease-s", "3",
+                         "--metrics-listen", f"127.0.0.1:{free_port()}"], env,
+                        tmp_path / "w.log")
+            children = Path(f"/proc/{sup.pid}/task/{sup.pid}/children")
+            wait_until(lambda: len(children.read_text().split()) == 2, 60,
+                       what="two worker processes started")
+            kids = [int(k) for k in children.read_text().split()]
+            sup.kill()
+            sup.wait(30)
+            wait_until(lambda: not any(_alive(k) for k in kids), 60,
+                       what="both worker processes gone after their supervisor was killed")
+    finally:
+        for k in kids:
+            if _alive(k):
+                os.kill(k, signal.SIGKILL)
+        if sup is not None and sup.poll() is None:
+            sup.kill()
+        broker.stop()
