@@ -105,11 +105,7 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
     r = measure(args.hours)
-    text = section(r, args.hours)
-    print(text)
-    if not args.no_write:
-        benchlib.replace_section(DOC, HEADING, text)
-        print(f"written to {DOC} under {HEADING!r}")
+    benchlib.publish(section(r, args.hours), DOC, HEADING, write=not args.no_write)
     return 0
 
 

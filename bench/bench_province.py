@@ -87,7 +87,6 @@ PROBES = 20  # probe scales (unsigned, registered directly)
 USER = "bench-province"
 LOADERS = 2
 READINGS = 20
-TICKS = os.sysconf("SC_CLK_TCK")
 CACHE_VERSION = "province-day-1"  # bump when the day's messages are built differently
 
 
@@ -325,21 +324,10 @@ def scrape(ports: list[int]) -> dict[str, float]:
     return out
 
 
-def cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
-
-
 def busy_s() -> float:
     """The machine's busy CPU seconds (all cores, all users) from /proc/stat."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) / TICKS  # minus idle and iowait
+    return (sum(f[:8]) - f[3] - f[4]) / benchlib.TICKS  # minus idle and iowait
 
 
 def children(pid: int) -> list[int]:
@@ -494,7 +482,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         tracked = {"workers": workers, "api": [api.pid], "postgres": pg,
                    "broker": [broker.pid], "load": load_pids}
         m0 = scrape(ports)
-        c0 = {k: cpu_s(v) for k, v in tracked.items()}
+        c0 = {k: benchlib.cpu_seconds(v) for k, v in tracked.items()}
         b0, t0 = busy_s(), time.monotonic()
         o0 = sum(s_counts[:])
         lags: list[float] = []
@@ -502,7 +490,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             time.sleep(min(2.0, max(0.0, t0 + args.seconds - time.monotonic())))
             lags.append(scrape(ports)["lag"])
         m1 = scrape(ports)
-        c1 = {k: cpu_s(v) for k, v in tracked.items()}
+        c1 = {k: benchlib.cpu_seconds(v) for k, v in tracked.items()}
         b1, t1 = busy_s(), time.monotonic()
         o1, d1 = sum(s_counts[:]), list(day_counts[:])
         dt = t1 - t0
@@ -704,11 +692,7 @@ def main() -> int:
         print(f"logs kept in {tmp}", file=sys.stderr)
         raise
     shutil.rmtree(tmp, ignore_errors=True)
-    text = section(r, args)
-    print(text)
-    if not args.no_write:
-        benchlib.replace_section(DOC, HEADING, text)
-        print(f"written to {DOC} under {HEADING!r}")
+    benchlib.publish(section(r, args), DOC, HEADING, write=not args.no_write)
     return 0
 
 

@@ -50,7 +50,6 @@ MARKETS = [f"so{i}" for i in range(8)]
 KEY = bytes.fromhex("5c" * 16)
 LOADERS = 2
 READINGS = 20
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def device(i: int) -> tuple[str, str]:
@@ -112,17 +111,6 @@ def scrape(ports: list[int]) -> tuple[float, float, int]:
     return samples, lag, leases
 
 
-def cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
-
-
 def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         ) -> tuple[float, float, float, float, str]:
     """(offered msg/s, stored msg/s, worker cores, lag s, load average at start)."""
@@ -164,10 +152,11 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         # --processes 1 is the worker itself; N > 1: a supervisor (idle) and its children
         kids = [sup.pid] + [int(x) for x in Path(f"/proc/{sup.pid}/task/{sup.pid}/children")
                             .read_text().split()]
-        s0, c0, o0, t0 = scrape(ports)[0], cpu_s(kids), sum(counts[:]), time.monotonic()
+        s0, c0 = scrape(ports)[0], benchlib.cpu_seconds(kids)
+        o0, t0 = sum(counts[:]), time.monotonic()
         time.sleep(seconds)
         s1, lag, _ = scrape(ports)
-        c1, o1, t1 = cpu_s(kids), sum(counts[:]), time.monotonic()
+        c1, o1, t1 = benchlib.cpu_seconds(kids), sum(counts[:]), time.monotonic()
         dt = t1 - t0
         return (o1 - o0) / dt, (s1 - s0) / READINGS / dt, (c1 - c0) / dt, lag, load_at
     finally:

@@ -147,3 +147,26 @@ def timed_ingest(ing: Any, publisher: Callable[..., None], port: int, msgs: Any,
     p.join()
     ing.stop()
     return dt
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` from /proc (a process gone counts nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def publish(text: str, doc: Path, heading: str, *, write: bool) -> None:
+    """Print a section and, unless told not to, write it under ``heading`` of ``doc``."""
+    print(text)
+    if write:
+        replace_section(doc, heading, text)
+        print(f"written to {doc} under {heading!r}")
