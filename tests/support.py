@@ -23,9 +23,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from gateway_server.store.database import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -322,3 +326,25 @@ def freeze_rate_limits(app, settings) -> None:  # type: ignore[no-untyped-def]
         "login": TokenBucketLimiter(settings.login_rate_per_min, settings.login_rate_burst,
                                     clock=lambda: 0.0),
     }
+
+
+def register_keyed_markets(url: str, devices: dict[str, list[str]], key: bytes,
+                           created_ms: int) -> Store:
+    """A fresh store at ``url`` with each market of ``devices`` and its registered scales,
+    all keyed with ``key`` (15 kg / 5 g trade scales): the sharding and cluster tests'
+    register. Returns the ``Store``."""
+    from sqlalchemy import insert
+
+    from gateway_server.store.database import Store
+    from gateway_server.store.tables import markets, scales
+
+    store: Store = Store.from_url(url)
+    store.create_all()
+    with store.engine.begin() as c:
+        for m, devs in devices.items():
+            c.execute(insert(markets).values(id=m, name=m, created_ms=created_ms))
+            for d in devs:
+                c.execute(insert(scales).values(device=d, market=m, registered=True,
+                                                key_hex=key.hex(), e_mg=5_000,
+                                                max_mg=15_000_000, state="unknown"))
+    return store

@@ -31,8 +31,8 @@ import pytest
 from ack_helpers import key_hex, register, sale_counts, sqlite_url
 from paho.mqtt.enums import CallbackAPIVersion
 from rabbitmq_cluster import FailoverProxy, RabbitCluster, rabbit_cluster
-from sqlalchemy import func, insert, select
-from support import BIN, wait_until
+from sqlalchemy import func, select
+from support import BIN, register_keyed_markets, wait_until
 
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
@@ -40,7 +40,7 @@ from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.ingest.sharding import client_id_for
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
-from gateway_server.store.tables import markets, sales, scales
+from gateway_server.store.tables import sales
 from gateway_server.store.tables_workflow import market_leases
 from weighing import wire
 from weighing.signing import sign_event
@@ -225,16 +225,7 @@ T0 = 1_790_000_000_000
 
 
 def register_markets(url: str) -> Store:
-    store = Store.from_url(url)
-    store.create_all()
-    with store.engine.begin() as c:
-        for m in MARKETS:
-            c.execute(insert(markets).values(id=m, name=m, created_ms=T0))
-            for d in DEVICES[m]:
-                c.execute(insert(scales).values(device=d, market=m, registered=True,
-                                                key_hex=KEY.hex(), e_mg=5_000,
-                                                max_mg=15_000_000, state="unknown"))
-    return store
+    return register_keyed_markets(url, DEVICES, KEY, T0)
 
 
 def round_messages(round_: int, ms: list[str]) -> list[tuple[str, bytes]]:

@@ -14,12 +14,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pgutil import fresh_pg_database
-from sqlalchemy import func, insert, select
-from support import BIN, free_port, start_mosquitto, wait_port, wait_until
+from sqlalchemy import func, select
+from support import BIN, free_port, register_keyed_markets, start_mosquitto, wait_port, wait_until
 
 from gateway_server.ingest.sharding import client_id_for, rendezvous_owner
 from gateway_server.store.database import Store
-from gateway_server.store.tables import findings, markets, sales, scales
+from gateway_server.store.tables import findings, sales
 from gateway_server.store.tables_workflow import market_leases
 from weighing import wire
 from weighing.signing import sign_event
@@ -31,16 +31,7 @@ T0 = 1_790_000_000_000
 
 
 def register(url: str) -> Store:
-    store = Store.from_url(url)
-    store.create_all()
-    with store.engine.begin() as c:
-        for m in MARKETS:
-            c.execute(insert(markets).values(id=m, name=m, created_ms=T0))
-            for d in DEVICES[m]:
-                c.execute(insert(scales).values(device=d, market=m, registered=True,
-                                                key_hex=KEY.hex(), e_mg=5_000,
-                                                max_mg=15_000_000, state="unknown"))
-    return store
+    return register_keyed_markets(url, DEVICES, KEY, T0)
 
 
 def batches(round_: int) -> list[tuple[str, bytes]]:
