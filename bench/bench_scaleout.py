@@ -1,17 +1,19 @@
 """Scales per ingest process and per core (issue 17): `gateway-server worker --processes N`.
 
-A private Mosquitto, a fresh PostgreSQL database, 8 markets, and ``--scales`` registered
-scales with keys; load processes publish what a fleet's agents publish most: one signed
-sample batch (20 readings, 50 ms apart) per scale per second, QoS 1. The gateway is
-``gateway-server worker --processes N``; what it stored is read from the workers' own
-``/metrics`` (``scalegw_ingest_samples_total``, ``scalegw_ingest_lag_seconds``), over a
-``--seconds`` window after a warm-up. CPU is utime + stime of the worker processes over
-the window (``/proc``), in cores. *Ceiling*: the offered rate (the load processes count
-what they published in the window): a gateway cannot store more than it is sent. The
-machine's 2 cores are shared by the broker, PostgreSQL, the load and the workers.
-Results go to docs/benchmarks.md, "## Scales per worker process" only.
+A private Mosquitto, a fresh PostgreSQL database, ``--markets`` markets (8), and
+``--scales`` registered scales with keys; load processes publish what a fleet's agents
+publish most: one signed sample batch (20 readings, 50 ms apart) per scale per second,
+QoS 1. The gateway is ``gateway-server worker --processes N``; what it stored is read
+from the workers' own ``/metrics`` (``scalegw_ingest_samples_total``,
+``scalegw_ingest_lag_seconds``), over a ``--seconds`` window after a warm-up. CPU is
+utime + stime of the worker processes over the window (``/proc``), in cores. *Ceiling*:
+the offered rate (the load processes count what they published in the window): a gateway
+cannot store more than it is sent. The machine's 2 cores are shared by the broker,
+PostgreSQL, the load and the workers. Results go to docs/benchmarks.md, "## Scales per
+worker process" only.
 
     python bench/bench_scaleout.py [--scales 2000,5000,8000] [--processes 1,2] [--seconds 20]
+        [--markets 8]
 """
 
 from __future__ import annotations
@@ -186,9 +188,10 @@ Row = tuple[int, int, float, float, float, float, str]
 def section(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"`python bench/bench_scaleout.py --scales {args.scales} --processes {args.processes} "
-        f"--seconds {args.seconds:g}` — {benchlib.today()}, {benchlib.machine()}. PostgreSQL "
-        f"15, Mosquitto, {LOADERS} load processes and the workers share these cores. Every "
-        "scale has a key and publishes one signed sample batch of 20 readings a second "
+        f"--seconds {args.seconds:g} --markets {args.markets}` — {benchlib.today()}, "
+        f"{benchlib.machine()}. PostgreSQL 15, Mosquitto, {LOADERS} load processes and the "
+        "workers share these cores. Every scale has a key and publishes one signed sample "
+        "batch of 20 readings a second "
         f"(QoS 1), over {len(MARKETS)} markets; `gateway-server worker --processes N` stores "
         "them; *stored* comes from the workers' own `/metrics`, over the window after a 5 s "
         "warm-up; *worker cores* is the workers' CPU time over the window; *lag* is "
@@ -223,8 +226,10 @@ def main() -> int:
     ap.add_argument("--scales", default="2000,5000,8000")
     ap.add_argument("--processes", default="1,2")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--markets", type=int, default=8)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    MARKETS[:] = [f"so{i}" for i in range(args.markets)]  # the load processes fork after
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
     broker, port = benchlib.start_mosquitto(
         tmp, "max_queued_messages 1000000\nmax_inflight_messages 0\n")

@@ -348,3 +348,44 @@ def register_keyed_markets(url: str, devices: dict[str, list[str]], key: bytes,
                                                 key_hex=key.hex(), e_mg=5_000,
                                                 max_mg=15_000_000, state="unknown"))
     return store
+
+
+def publish_qos1(port: int, msgs: list[tuple[str, bytes]], client_id: str = "") -> None:
+    """Publish ``(topic, payload)`` pairs at QoS 1 to the broker on ``port``; return once
+    the broker has acknowledged every one."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                    client_id=client_id or f"sim-{port}", protocol=mqtt.MQTTv311)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        for info in [c.publish(t, p, qos=1) for t, p in msgs]:
+            info.wait_for_publish(60)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def open_session(port: int, client_id: str, subscription: str) -> None:
+    """Create the persistent session ``client_id`` with the ingest's ``subscription`` on
+    the broker (node) at ``port``, as it exists in production once a market has been
+    ingested: what is published before the ingest connects is queued for it, instead of
+    a test guessing when the ingest's own SUBSCRIBE has reached the broker. (RabbitMQ
+    3.10 puts the session's durable queue on the node it was created on.)"""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                    clean_session=False, protocol=mqtt.MQTTv311)
+    acked: list[int] = []
+    c.on_subscribe = lambda _c, _u, mid, *_: acked.append(mid)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        _, mid = c.subscribe(subscription, qos=1)
+        wait_until(lambda: mid in acked, 60, 0.02, what=f"the session of {client_id}")
+    finally:
+        c.disconnect()
+        c.loop_stop()

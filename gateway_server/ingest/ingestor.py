@@ -2,163 +2,67 @@
 
 Rules (architecture.md §6):
 
-* One paho subscriber per worker, persistent session (``clean_session=False``, fixed
-  client id), QoS 1, ``manual_ack``: a message is acknowledged to the broker only
-  after the transaction holding it has committed. A gateway crash before that means
-  the broker redelivers; the (device, seq) uniqueness turns the redelivery into a
-  counted duplicate.
+* An :class:`Ingestor` is one paho subscriber: persistent session
+  (``clean_session=False``, fixed client id), QoS 1, ``manual_ack``: a message is
+  acknowledged to the broker only after the transaction holding it has committed. A
+  gateway crash before that means the broker redelivers; the (device, seq) uniqueness
+  turns the redelivery into a counted duplicate.
 * Messages are decoded in paho's network thread as they arrive (``received_ms`` is
-  their arrival) and handed to one writer thread through a queue, so decoding overlaps
-  the writer's wait on the database (issue 17); they are stored in batches (up to
-  ``ingest_batch`` messages or ``ingest_max_delay_ms``), because a single Python
-  subscriber, not the broker, is the bottleneck (DEVELOPERS.md measurements).
-* A payload that fails validation is kept in ``dead_letters`` with its reason and
-  counted; it never stops the worker and never takes good messages down with it.
-* End-to-end acknowledgement (``gateway_server.ingest.acks``): after a batch commits, each
-  keyed device with events in it gets one signed ``stored`` command with the seq up to
-  which everything of it is settled here, and a ``resend`` command for a gap; declared
-  drops mark the gap findings they explain, in the batch's transaction.
+  their arrival) and handed to the process's one writer thread
+  (:class:`gateway_server.ingest.writer.IngestWriter`), so decoding overlaps the writer's
+  wait on the database (issue 17). ``serve`` has one session with a writer of its own; a
+  sharded worker has one session per market, all handing to one shared writer.
 * The client keeps its connection through a backlog drain: paho's network loop runs in
   its own thread (``loop_start``) and never waits for the writer (the hand-over queue
-  is larger than the in-flight window, so ``on_message`` never blocks); the broker's
-  in-flight window (``INFLIGHT``) bounds what is delivered but not yet acknowledged,
-  and the keep-alive (``KEEPALIVE_S``) leaves room for a writer holding the GIL through
-  a long transaction.
+  is unbounded; what is in it is bounded by the broker's in-flight window, ``INFLIGHT``
+  messages delivered but not yet acknowledged a session), and the keep-alive
+  (``KEEPALIVE_S``) leaves room for a writer holding the GIL through a long transaction.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import sqlite3
-import threading
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy.exc import (
-    DataError,
-    DBAPIError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    ProgrammingError,
-)
 
 from gateway_server.ingest.acks import AckTracker
-from gateway_server.ingest.pipeline import (
-    BatchResult,
-    Incoming,
-    Limits,
-    decode_message,
-    store_batch,
-)
+from gateway_server.ingest.pipeline import BatchResult, Incoming
+from gateway_server.ingest.writer import IngestStats, IngestWriter, decode, now_ms
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
 from weighing import wire
 
 log = logging.getLogger(__name__)
 
-
-POISON_RETRIES = 3
 KEEPALIVE_S = 60
-INFLIGHT = 1000  # messages delivered but not yet acknowledged (the queue holds 100×)
-
-
-#: SQLSTATE classes (PostgreSQL appendix A) of a refusal of what was asked: 22 data
-#: exception, 23 integrity constraint violation, 42 syntax error or access rule violation
-#: (an undefined table or column), 54 program limit exceeded (too many arguments or
-#: columns, a statement too complex). Every other class (08 connection, 53 insufficient
-#: resources, 55 object not in prerequisite state, 57 operator intervention, 40
-#: transaction rollback, ...) is the database being away or busy: worth a retry.
-_PG_DATA_CLASSES = frozenset({"22", "23", "42", "54"})
-#: SQLite primary result codes of the same kind: SQLITE_ERROR (syntax, no such table or
-#: column, too many SQL variables, expression tree too large), SQLITE_TOOBIG,
-#: SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE. SQLITE_BUSY, SQLITE_LOCKED,
-#: SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY... are worth a retry.
-_SQLITE_DATA_CODES = frozenset({sqlite3.SQLITE_ERROR, sqlite3.SQLITE_TOOBIG,
-                                sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH,
-                                sqlite3.SQLITE_RANGE})
-
-
-def _is_data_error(err: DBAPIError) -> bool:
-    """Was ``err`` raised by what we asked (the batch, or the SQL built for it), rather
-    than by the database being away? Decided by the driver's error, never its message:
-    PostgreSQL's SQLSTATE class, SQLite's primary result code, else the DB-API class."""
-    orig = err.orig
-    sqlstate = getattr(orig, "sqlstate", None)  # psycopg: None for a client-side error
-    if isinstance(sqlstate, str) and len(sqlstate) == 5:
-        return sqlstate[:2] in _PG_DATA_CLASSES
-    code = getattr(orig, "sqlite_errorcode", None) if isinstance(orig, sqlite3.Error) else None
-    if code is not None:
-        return code & 0xFF in _SQLITE_DATA_CODES  # an extended result code → its primary
-    # no code from the server: the driver refused the request itself (a NUL in a
-    # PostgreSQL text, a parameter type SQLite cannot bind), or lost the connection
-    return isinstance(err, (DataError, IntegrityError, ProgrammingError))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _decode(m: mqtt.MQTTMessage, received_ms: int) -> Incoming:
-    """The message as the pipeline takes it; never raises (a topic that is not UTF-8 is
-    dead-lettered under its bytes, a payload the contract refuses carries its error)."""
-    try:
-        topic = m.topic
-    except UnicodeDecodeError as err:
-        topic = repr(err.object)[:500]
-    payload = m.payload if isinstance(m.payload, bytes) else bytes(m.payload)
-    return decode_message(topic, payload, received_ms)
-
-
-@dataclass
-class IngestStats:
-    received: int = 0
-    stored_sales: int = 0
-    stored_events: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    unsigned: int = 0  # births / states / samples accepted without a signature (migration)
-    quarantined: int = 0
-    bad_signatures: int = 0
-    sequence_gaps: int = 0
-    samples: int = 0
-    batches: int = 0
-    store_retries: int = 0
-    unstorable: int = 0
-    connected: bool = False
-    last_batch_ms: int = 0
-    dead_by_reason: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "dead_by_reason"}
-        d["dead_by_reason"] = dict(self.dead_by_reason)
-        return d
+INFLIGHT = 1000  # messages delivered but not yet acknowledged, a session
 
 
 class Ingestor:
-    """The MQTT subscriber and its writer thread."""
+    """One MQTT session of the ingest, and the writer it hands its messages to.
+
+    Without ``writer`` it has one of its own (started and stopped with it); a sharded
+    worker passes the process's shared writer instead.
+    """
 
     def __init__(self, settings: Settings, store: Store, *, client_id: str | None = None,
-                 markets: list[str] | None = None, acknowledge: bool = True) -> None:
+                 markets: list[str] | None = None, acknowledge: bool = True,
+                 writer: IngestWriter | None = None) -> None:
         self.settings = settings
         self.store = store
         self.markets = markets or settings.market_list
-        self.stats = IngestStats()
-        self.latest: dict[str, tuple[int, int, int]] = {}
-        self._q: queue.Queue[tuple[mqtt.MQTTMessage, Incoming]] = queue.Queue(maxsize=100_000)
-        self._stop = threading.Event()
-        self._writer: threading.Thread | None = None
-        self.sink: Any = None  # a gateway_server.telemetry.tssink.TimeSeriesSink, when configured
-        self._windows: dict[str, int] = {}  # last closed window evaluated, per market
-        self.acks = AckTracker()
-        self.acknowledge = acknowledge  # False: no stored/resend commands (bench_acks.py)
-        self._keys: dict[str, bytes | None] = {}  # keys of the batch being stored
+        self._own_writer = writer is None
+        self.writer = writer or IngestWriter(settings, store, acknowledge=acknowledge)
+        # what the writer reads and writes of this session (writer.Session)
+        self.stopped = False
+        self.connected = False
+        self.submitted = 0  # messages handed to the writer (this session's network thread)
+        self.done = 0  # of those, stored (the writer thread)
+        self.last_batch_ms = 0
+        self.newest_sample_ms = 0
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
         self.client = mqtt.Client(
@@ -176,21 +80,49 @@ class Ingestor:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
+    # -- the writer's state, as seen from the session (API, metrics, tests) ------------
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.writer.stats
+
+    @property
+    def latest(self) -> dict[str, tuple[int, int, int]]:
+        return self.writer.latest
+
+    @property
+    def acks(self) -> AckTracker:
+        return self.writer.acks
+
+    @property
+    def sink(self) -> Any:
+        return self.writer.sink
+
+    @sink.setter
+    def sink(self, value: Any) -> None:
+        self.writer.sink = value
+
+    @property
+    def acknowledge(self) -> bool:
+        return self.writer.acknowledge
+
+    def queue_depth(self) -> int:
+        """Messages of this session received, not yet stored."""
+        return self.submitted - self.done
+
     def start(self) -> None:
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
-        self._writer.start()
+        if self._own_writer:
+            self.writer.start()
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
 
-    def queue_depth(self) -> int:
-        return self._q.qsize()
-
     def stop(self) -> None:
+        """Disconnect; what is queued is still stored (not acknowledged: redelivered)."""
+        self.stopped = True
         self.client.disconnect()
         self.client.loop_stop()
-        self._stop.set()
-        if self._writer:
-            self._writer.join(5)
+        if self._own_writer:
+            self.writer.stop(5)
 
     # -- paho callbacks ---------------------------------------------------------------
 
@@ -198,168 +130,39 @@ class Ingestor:
         if reason_code.is_failure:
             log.error("broker refused the ingest connection: %s", reason_code)
             return
-        self.stats.connected = True
+        self._set_connected(True)
         subs = [(wire.subscription(m), 1) for m in self.markets]
         client.subscribe(subs)
         log.info("ingest connected to %s:%s, subscribed to %s", self.host, self.port,
                  ", ".join(s for s, _ in subs))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
-        self.stats.connected = False
+        self._set_connected(False)
         log.warning("ingest disconnected: %s", reason_code)
 
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        if self._own_writer:
+            self.writer.stats.connected = up
+
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
-        self._q.put((msg, _decode(msg, now_ms())))
+        self.submitted += 1
+        self.writer.submit(self, msg, decode(msg, now_ms()))
 
-    # -- the writer ---------------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        max_n = self.settings.ingest_batch
-        delay = self.settings.ingest_max_delay_ms / 1000
-        while not self._stop.is_set() or not self._q.empty():
-            try:
-                first = self._q.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            items = [first]
-            deadline = time.monotonic() + delay
-            while len(items) < max_n:
-                remaining = deadline - time.monotonic()
-                try:
-                    items.append(self._q.get(timeout=max(remaining, 0)) if remaining > 0
-                                else self._q.get_nowait())
-                except queue.Empty:
-                    break
-            self._process([m for m, _ in items], [inc for _, inc in items])
+    # -- direct use (tests, benches): store without the broker's delivery ---------------
 
     def _process(self, msgs: list[mqtt.MQTTMessage],
                  decoded: list[Incoming] | None = None) -> None:
-        """Store ``msgs`` (decoded on arrival, or here when ``decoded`` is None), then
-        acknowledge them to the broker and confirm them to their devices."""
         t = now_ms()
-        batch = decoded if decoded is not None else [_decode(m, t) for m in msgs]
-        self._keys = {}
-        results = self._store(batch, t)
-        if results is None:
-            return  # stopping: nothing acknowledged, the broker redelivers
-        for m in msgs:
-            if m.qos:
-                self.client.ack(m.mid, m.qos)
-        checked: set[int] = set()
-        forged: set[int] = set()
-        for res in results:
-            checked |= res.checked_messages
-            forged |= res.forged_events
-        self._acknowledge(batch, t, checked, forged)
-        for res in results:
-            self._account(res)
-            if self.sink is not None:
-                try:  # the time-series store is optional: it never stops the ingest
-                    for market, device, sb in res.sample_batches:
-                        self.sink.write_samples(market, device, sb.t_ms, sb.net_mg, sb.flags)
-                    if res.new_sales:
-                        self.sink.write_sales(res.new_sales)
-                except Exception:
-                    log.exception("time-series sink refused a batch")
-        self.stats.received += len(msgs)
-
-    def _store_once(self, batch: list[Incoming], t: int) -> BatchResult:
-        windows = dict(self._windows)
-        with self.store.engine.begin() as conn:
-            res = store_batch(conn, batch, now_ms=t,
-                              unknown_devices=self.settings.unknown_devices,
-                              windows=windows if self.settings.idle_scale_rule else None,
-                              limits=Limits.from_settings(self.settings))
-            devices = {i.parts.device for i in batch if i.parts is not None
-                       and i.parts.channel is wire.Channel.EVENTS}
-            keys = self.acks.keys(conn, devices, t) if devices and self.acknowledge else {}
-            if self.acknowledge:
-                self.acks.mark_declared(conn, batch)
-        self._windows = windows  # only once committed
-        self._keys.update(keys)
-        return res
-
-    def _acknowledge(self, batch: list[Incoming], t: int, checked: set[int],
-                     forged: set[int]) -> None:
-        """After the commit: signed ``stored`` / ``resend`` commands to the devices.
-        ``checked`` / ``forged``: the pipeline's signature verdicts (``BatchResult``)."""
-        if not self.acknowledge:
-            return
-        try:
-            touched = self.acks.observe(batch, self._keys, checked=checked, forged=forged)
-            for topic, payload in self.acks.commands(touched, self._keys, t):
-                self.client.publish(topic, payload, qos=1)
-        except Exception:  # acknowledgement is an optimisation of the edge: never fatal
-            log.exception("cannot send the storage confirmations of a batch")
+        batch = decoded if decoded is not None else [decode(m, t) for m in msgs]
+        self.submitted += len(msgs)
+        self.writer.process([(self, m, inc) for m, inc in zip(msgs, batch, strict=True)])
 
     def _store(self, batch: list[Incoming], t: int) -> list[BatchResult] | None:
-        """Store ``batch``; retry while the database is unreachable; never lose a message.
-
-        A failure that is not the database being away (it persists over
-        ``POISON_RETRIES`` tries) is caused by the data: the batch is split in halves and
-        each stored on its own, down to the single message, which is then kept as a dead
-        letter with the error — so one poisonous message never blocks the ingest and
-        never takes good messages down with it.
-        """
-        failures = 0
-        while True:
-            try:
-                return [self._store_once(batch, t)]
-            except (OperationalError, InterfaceError) as err:
-                if not _is_data_error(err):
-                    self.stats.store_retries += 1
-                    log.warning("database unavailable (%s); retrying in 1 s", err)
-                    if self._stop.wait(1.0):
-                        return None
-                    continue
-                failures += 1
-                error: Exception = err
-            except Exception as err:
-                failures += 1
-                error = err
-            self.stats.store_retries += 1
-            if failures < POISON_RETRIES:
-                log.exception("store failed; retrying the batch")
-                if self._stop.wait(0.2):
-                    return None
-                continue
-            if len(batch) == 1:
-                inc = batch[0]
-                if inc.error is not None and inc.error.startswith("store failed"):
-                    # even its dead letter cannot be stored: say so loudly, keep going
-                    self.stats.unstorable += 1
-                    log.critical("cannot store message on %s even as a dead letter: %s; "
-                                 "payload head %r", inc.topic, error, inc.payload[:200])
-                    return [BatchResult()]
-                poisoned = Incoming(inc.topic, inc.payload, inc.received_ms,
-                                    error=f"store failed: {type(error).__name__}: "
-                                          f"{str(error)[:500]}")
-                log.error("dead-lettering a message the store refuses: %s", poisoned.error)
-                return self._store([poisoned], t)
-            half = len(batch) // 2
-            first = self._store(batch[:half], t)
-            if first is None:
-                return None
-            second = self._store(batch[half:], t)
-            return None if second is None else first + second
+        return self.writer._store(batch, t)
 
     def _account(self, res: BatchResult) -> None:
-        s = self.stats
-        s.batches += 1
-        s.last_batch_ms = now_ms()
-        s.stored_sales += len(res.new_sales)
-        s.stored_events += res.new_events
-        s.duplicates += res.duplicates
-        s.samples += res.samples
-        s.dead_letters += len(res.dead)
-        s.quarantined += res.quarantined
-        s.bad_signatures += res.bad_signatures
-        s.unsigned += res.unsigned
-        s.sequence_gaps += res.gaps
-        for d in res.dead:
-            s.dead_by_reason[d["reason"].split(": ", 1)[-1][:80]] += 1
-            log.warning("dead letter on %s: %s", d["topic"], d["reason"])
-        self.latest.update(res.latest)
+        self.writer._account(res)
 
 
 __all__ = ["IngestStats", "Ingestor", "wire"]

@@ -12,11 +12,14 @@ Rules:
   the same assignment, markets move only when the set of workers changes, and a worker
   gives up a market it no longer should own before the new owner may take it.
 * Each owned market has its own MQTT client with the client id ``gw-market-{market}``
-  and a persistent session (QoS 1). A new owner connects with the *same* client id, so
-  the broker hands it the session: messages queued while nobody owned the market, and
-  messages the dead worker received but never acknowledged, are delivered to the new
-  owner — no loss. The client id also fences: the broker never lets two connections
-  share it. Duplicates from redelivery are absorbed by the (device, seq) uniqueness.
+  and a persistent session (QoS 1); all of a worker's sessions hand their messages to
+  its one writer thread (``gateway_server.ingest.writer``), so a batch mixes the markets
+  and a transaction's cost is shared by all of them. A new owner connects with the
+  *same* client id, so the broker hands it the session: messages queued while nobody
+  owned the market, and messages the dead worker received but never acknowledged, are
+  delivered to the new owner — no loss. The client id also fences: the broker never
+  lets two connections share it. Duplicates from redelivery are absorbed by the
+  (device, seq) uniqueness.
 * Shared state — register, findings, inspections — is in PostgreSQL; API processes
   (``gateway-server api``) are stateless and serve any market.
 """
@@ -29,19 +32,18 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
 from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.ingest.writer import IngestWriter
 from gateway_server.settings import Settings
 from gateway_server.store.bulk import dialect_insert
 from gateway_server.store.database import Store
 from gateway_server.store.tables import markets
 from gateway_server.store.tables_workflow import market_leases, workers_table
-from gateway_server.telemetry.metrics import INGEST_COUNTERS
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,9 @@ class Worker:
     owned: dict[str, Ingestor] = field(default_factory=dict)
     #: the time-series sink every owned market's ingest writes to (None: not configured)
     sink: Any = None
-    #: counters of the ingests of markets this worker owned before, so its /metrics
-    #: counters never go back when a market moves
-    #: (``gateway_server.telemetry.metrics.render_worker``)
-    retired: Counter[str] = field(default_factory=Counter)
+    #: the one writer of all owned markets; its counters never go back when a market
+    #: moves (``gateway_server.telemetry.metrics.render_worker``)
+    writer: IngestWriter | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -114,6 +115,8 @@ class Worker:
             self._thread.join(10)
         for market in list(self.owned):
             self._drop(market)
+        if self.writer is not None:
+            self.writer.stop(10)  # what the sessions handed over is stored, not acknowledged
         with self.store.engine.begin() as c:
             c.execute(workers_table.delete().where(workers_table.c.worker_id == self.worker_id))
 
@@ -149,9 +152,12 @@ class Worker:
                 self._drop(market)
 
     def _own(self, market: str) -> None:
+        if self.writer is None:
+            self.writer = IngestWriter(self.settings, self.store)
+            self.writer.sink = self.sink
+            self.writer.start()
         ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
-                       markets=[market])
-        ing.sink = self.sink
+                       markets=[market], writer=self.writer)
         ing.start()
         self.owned[market] = ing
         log.info("%s: took market %s", self.worker_id, market)
@@ -160,10 +166,6 @@ class Worker:
         ing = self.owned.pop(market, None)
         if ing is not None:
             ing.stop()  # the persistent session stays at the broker for the next owner
-            for key in INGEST_COUNTERS:
-                self.retired[key] += getattr(ing.stats, key)
-            self.retired["_ack_stored"] += ing.acks.stats.stored_sent
-            self.retired["_ack_resend"] += ing.acks.stats.resend_sent
         with self.store.engine.begin() as c:
             release(c, market, self.worker_id)
         log.info("%s: released market %s", self.worker_id, market)

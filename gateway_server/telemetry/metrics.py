@@ -115,33 +115,32 @@ def render(store: Store, ingestor: Any | None, sink: Any | None = None) -> str:
 # -- a sharded worker's own /metrics (issue 17) ------------------------------------------
 
 
-def _ack_backlog(ingestors: Iterable[Any]) -> tuple[int, int, int, int]:
+def _ack_backlog(acks: Any) -> tuple[int, int, int, int]:
     """(stored sent, resend sent, devices whose confirmation is behind, devices with a gap)."""
-    stored = resend = behind = gaps = 0
-    for ing in ingestors:
-        acks = ing.acks
-        stored += acks.stats.stored_sent
-        resend += acks.stats.resend_sent
-        for device, st in list(acks.devices.items()):  # a copy: the writer thread adds to it
-            behind += st.mark > st.sent_mark
-            gaps += acks.gap(device) is not None
-    return stored, resend, behind, gaps
+    if acks is None:
+        return 0, 0, 0, 0
+    behind = gaps = 0
+    for device, st in list(acks.devices.items()):  # a copy: the writer thread adds to it
+        behind += st.mark > st.sent_mark
+        gaps += acks.gap(device) is not None
+    return acks.stats.stored_sent, acks.stats.resend_sent, behind, gaps
 
 
 def render_worker(worker: Any, sink: Any | None = None) -> str:
     """``GET /metrics`` of a ``gateway-server worker``: its own ingest, nothing from the
     database (the API processes serve the system-wide gauges).
 
-    ``worker`` is a :class:`gateway_server.ingest.sharding.Worker`: counters are summed over the
-    markets it owns now and those it owned before (``worker.retired``), so they never go
-    back when a market moves; gauges are per owned market.
+    ``worker`` is a :class:`gateway_server.ingest.sharding.Worker`: counters are its one
+    writer's, over every market it owns or owned (they never go back when a market
+    moves); gauges are per owned market (its MQTT session).
     """
     now = time.time_ns() // 1_000_000
     owned = dict(worker.owned)  # a copy: the coordinator thread changes it
+    writer = worker.writer
     wid = {"worker": worker.worker_id}
     out: list[str] = []
     for key, help_ in INGEST_COUNTERS.items():
-        total = worker.retired.get(key, 0) + sum(getattr(i.stats, key) for i in owned.values())
+        total = getattr(writer.stats, key) if writer is not None else 0
         out += _family(f"ingest_{key}_total", "counter", help_,
                        [_line(f"ingest_{key}_total", total, wid)])
     out += _family("worker_leases_held", "gauge", "market leases this worker holds",
@@ -149,15 +148,14 @@ def render_worker(worker: Any, sink: Any | None = None) -> str:
     per_market: dict[str, list[str]] = {"connected": [], "queue": [], "age": [], "lag": []}
     for market, ing in sorted(owned.items()):
         lab = {**wid, "market": market}
-        st = ing.stats
-        per_market["connected"].append(_line("ingest_connected", int(bool(st.connected)), lab))
+        per_market["connected"].append(_line("ingest_connected", int(bool(ing.connected)),
+                                             lab))
         per_market["queue"].append(_line("ingest_queue_depth", ing.queue_depth(), lab))
-        age = (now - st.last_batch_ms) / 1000 if st.last_batch_ms else 0
+        age = (now - ing.last_batch_ms) / 1000 if ing.last_batch_ms else 0
         per_market["age"].append(_line("ingest_last_batch_age_seconds", round(age, 3), lab))
-        newest = max((t for t, _, _ in list(ing.latest.values())), default=None)
-        if newest is not None:
-            per_market["lag"].append(_line("ingest_lag_seconds", round((now - newest) / 1000, 3),
-                                           lab))
+        if ing.newest_sample_ms:
+            per_market["lag"].append(_line(
+                "ingest_lag_seconds", round((now - ing.newest_sample_ms) / 1000, 3), lab))
     out += _family("ingest_connected", "gauge", "1 when the market's MQTT session is up",
                    per_market["connected"])
     out += _family("ingest_queue_depth", "gauge",
@@ -167,13 +165,11 @@ def render_worker(worker: Any, sink: Any | None = None) -> str:
     out += _family("ingest_lag_seconds", "gauge",
                    "now minus the device time of the newest stored sample (how far the ingest "
                    "is behind the scales, broker queue included)", per_market["lag"])
-    stored, resend, behind, gaps = _ack_backlog(owned.values())
+    stored, resend, behind, gaps = _ack_backlog(writer.acks if writer is not None else None)
     out += _family("ack_stored_sent_total", "counter", "signed 'stored' confirmations sent",
-                   [_line("ack_stored_sent_total", stored + worker.retired.get("_ack_stored", 0),
-                          wid)])
+                   [_line("ack_stored_sent_total", stored, wid)])
     out += _family("ack_resend_sent_total", "counter", "resend requests sent for gaps",
-                   [_line("ack_resend_sent_total", resend + worker.retired.get("_ack_resend", 0),
-                          wid)])
+                   [_line("ack_resend_sent_total", resend, wid)])
     out += _family("ack_devices_behind", "gauge",
                    "devices with stored events not yet confirmed to them",
                    [_line("ack_devices_behind", behind, wid)])

@@ -26,13 +26,11 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from ack_helpers import key_hex, register, sale_counts, sqlite_url
-from paho.mqtt.enums import CallbackAPIVersion
 from rabbitmq_cluster import FailoverProxy, RabbitCluster, rabbit_cluster
 from sqlalchemy import func, select
-from support import BIN, register_keyed_markets, wait_until
+from support import BIN, open_session, publish_qos1, register_keyed_markets, wait_until
 
 from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
@@ -71,23 +69,6 @@ def test_clustered_broker_acknowledgement_and_leases(tmp_path: Path) -> None:
         t2 = time.monotonic()
     print(f"cluster start {up:.1f} s, acknowledgement part {t1 - t0 - up:.1f} s, "
           f"leases part {t2 - t1:.1f} s, stop {time.monotonic() - t2:.1f} s")
-
-
-def open_session(port: int, client_id: str, subscription: str) -> None:
-    """A persistent session with the ingest's subscription, created on the node at
-    ``port``: RabbitMQ 3.10 puts the session's durable queue on that node."""
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                    clean_session=False, protocol=mqtt.MQTTv311)
-    acked: list[int] = []
-    c.on_subscribe = lambda _c, _u, mid, *_: acked.append(mid)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        _, mid = c.subscribe(subscription, qos=1)
-        wait_until(lambda: mid in acked, 60, 0.02, what=f"the session of {client_id}")
-    finally:
-        c.disconnect()
-        c.loop_stop()
 
 
 def queue_homes(cluster: RabbitCluster) -> dict[str, str]:
@@ -242,19 +223,6 @@ def round_messages(round_: int, ms: list[str]) -> list[tuple[str, bytes]]:
     return out
 
 
-def publish(port: int, msgs: list[tuple[str, bytes]]) -> None:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                    client_id=f"sim-{port}", protocol=mqtt.MQTTv311)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    try:
-        for info in [c.publish(t, p, qos=1) for t, p in msgs]:
-            info.wait_for_publish(60)
-    finally:
-        c.disconnect()
-        c.loop_stop()
-
-
 def leases(store: Store) -> dict[str, str]:
     now = time.time_ns() // 1_000_000
     with store.engine.connect() as c:
@@ -295,16 +263,16 @@ def leases_across_nodes(cluster: RabbitCluster, tmp_path: Path) -> None:
             t0 = time.monotonic()
             # every market's sales through both nodes: half the markets each way
             for r in range(rounds // 2):
-                publish(a.mqtt_port, round_messages(r, MARKETS[:2]))
-                publish(b.mqtt_port, round_messages(r, MARKETS[2:]))
+                publish_qos1(a.mqtt_port, round_messages(r, MARKETS[:2]))
+                publish_qos1(b.mqtt_port, round_messages(r, MARKETS[2:]))
             wait_until(lambda: stored_sales(store)[1] >= expected // 2, DEADLINE_S, 0.1,
                        what="first half stored by both workers")
             w1.send_signal(signal.SIGKILL)  # w1 and its sessions on A's listener go away
             w1.wait(60)
             t_kill = time.monotonic()
             for r in range(rounds // 2, rounds):
-                publish(b.mqtt_port, round_messages(r, MARKETS[:2]))
-                publish(a.mqtt_port, round_messages(r, MARKETS[2:]))
+                publish_qos1(b.mqtt_port, round_messages(r, MARKETS[:2]))
+                publish_qos1(a.mqtt_port, round_messages(r, MARKETS[2:]))
             wait_until(lambda: stored_sales(store)[1] >= expected, DEADLINE_S, 0.1,
                        what="everything stored after w2 took w1's markets")
             took = time.monotonic() - t_kill

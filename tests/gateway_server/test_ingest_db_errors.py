@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from gateway_server.ingest.ingestor import _is_data_error
+from gateway_server.ingest.writer import _is_data_error
 from gateway_server.store.database import Store
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.ingest.pipeline import BatchResult, Incoming, decode_message
+from gateway_server.ingest.writer import IngestWriter
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
 from gateway_server.store.tables import dead_letters, sales
@@ -17,7 +17,7 @@ from weighing import wire
 T0 = 1_790_000_000_000
 
 
-class PoisonSensitive(Ingestor):
+class PoisonSensitive(IngestWriter):
     """Fault injection: the store refuses any transaction holding a 'poison' topic."""
 
     def _store_once(self, batch: list[Incoming], t: int) -> BatchResult:

@@ -10,12 +10,19 @@ import subprocess
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from pgutil import fresh_pg_database
 from sqlalchemy import func, select
-from support import BIN, free_port, register_keyed_markets, start_mosquitto, wait_port, wait_until
+from support import (
+    BIN,
+    free_port,
+    open_session,
+    publish_qos1,
+    register_keyed_markets,
+    start_mosquitto,
+    wait_port,
+    wait_until,
+)
 
 from gateway_server.ingest.sharding import client_id_for, rendezvous_owner
 from gateway_server.store.database import Store
@@ -51,34 +58,6 @@ def batches(round_: int) -> list[tuple[str, bytes]]:
             out.append((f"scales/v1/{m}/{d}/events",
                         wire.encode(wire.EventBatch(device=d, events=evs))))
     return out
-
-
-def publish(port: int, msgs: list[tuple[str, bytes]]) -> None:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="sim-pub")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    infos = [c.publish(t, p, qos=1) for t, p in msgs]
-    for i in infos:
-        i.wait_for_publish(60)
-    c.loop_stop()
-    c.disconnect()
-
-
-def open_session(port: int, client_id: str, market: str) -> None:
-    """Create a persistent session (market ``+``: all) with the ingest's subscription, as
-    it exists in production once a market has been ingested: what is published before a
-    worker connects is queued for it, instead of the test guessing when the worker's own
-    SUBSCRIBE has reached the broker."""
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                    clean_session=False, protocol=mqtt.MQTTv311)
-    acked: list[int] = []
-    c.on_subscribe = lambda _c, _u, mid, *_: acked.append(mid)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    _, mid = c.subscribe(wire.subscription(market), qos=1)
-    wait_until(lambda: mid in acked, 60, 0.02, what=f"the session of {client_id}")
-    c.disconnect()
-    c.loop_stop()
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -123,7 +102,7 @@ def test_two_workers_one_api_kill_one_worker(tmp_path: Path) -> None:
         with fresh_pg_database() as url, fresh_pg_database() as single_url:
             store = register(url)
             for m in MARKETS:
-                open_session(broker.port, client_id_for(m), m)
+                open_session(broker.port, client_id_for(m), wire.subscription(m))
             env = dict(os.environ, DATABASE_URL=url, MQTT_URL=broker.url)
             w1 = spawn(["worker", "--worker-id", "w1", "--lease-s", "3"], env,
                        tmp_path / "w1.log")
@@ -138,13 +117,13 @@ def test_two_workers_one_api_kill_one_worker(tmp_path: Path) -> None:
                                          set(ls.values()) == {"w1", "w2"} else None)(
                 leases(store)), 120, what="markets shared by w1 and w2")
             for r in range(rounds // 2):
-                publish(broker.port, batches(r))
+                publish_qos1(broker.port, batches(r))
             wait_until(lambda: stored(store) >= expected // 2, 120, what="first half stored")
             # kill w1 without a goodbye while its markets keep trading
             w1.send_signal(signal.SIGKILL)
             w1.wait(60)
             for r in range(rounds // 2, rounds):
-                publish(broker.port, batches(r))
+                publish_qos1(broker.port, batches(r))
             wait_until(lambda: stored(store) >= expected, 300, what="all stored after takeover")
             time.sleep(1.0)
             assert stored(store) == expected  # nothing lost, nothing twice
@@ -160,14 +139,14 @@ def test_two_workers_one_api_kill_one_worker(tmp_path: Path) -> None:
 
             # the same input through one single-process gateway
             register(single_url).engine.dispose()
-            open_session(broker.port, "single", "+")
+            open_session(broker.port, "single", wire.subscription("+"))
             genv = dict(env, DATABASE_URL=single_url, GATEWAY_MQTT_CLIENT_ID="single",
                         GATEWAY_HTTP_PORT=str(free_port()))
             single = spawn(["serve"], genv, tmp_path / "single.log")
             procs.append(single)
             wait_port(int(genv["GATEWAY_HTTP_PORT"]), 60)
             for r in range(rounds):
-                publish(broker.port, batches(r))
+                publish_qos1(broker.port, batches(r))
             sstore = Store.from_url(single_url)
             wait_until(lambda: stored(sstore) >= expected, 300, what="single run stored")
             assert finding_keys(sstore) == sharded

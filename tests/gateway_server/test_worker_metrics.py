@@ -13,13 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from pgutil import fresh_pg_database
-from support import free_port, start_mosquitto, wait_until
+from support import free_port, open_session, publish_qos1, start_mosquitto, wait_until
 from test_sharding import (
     MARKETS,
     batches,
     leases,
-    open_session,
-    publish,
     register,
     spawn,
     stored,
@@ -27,6 +25,7 @@ from test_sharding import (
 from test_tssink import make_vm
 
 from gateway_server.ingest.sharding import client_id_for
+from weighing import wire
 
 
 def scrape(port: int) -> dict[str, float] | None:
@@ -74,7 +73,7 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
         with fresh_pg_database() as url:
             store = register(url)
             for m in MARKETS:
-                open_session(broker.port, client_id_for(m), m)
+                open_session(broker.port, client_id_for(m), wire.subscription(m))
             base = free_port()
             while any(_busy(base + i) for i in (1,)):
                 base = free_port()
@@ -104,7 +103,7 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
                        and total(s, "worker_leases_held") == len(MARKETS)
                        and set(leases(store).values()) == {"wp-0", "wp-1"}, 120,
                        what="six leases shared by wp-0 and wp-1, seen in /metrics")
-            publish(broker.port, batches(0))
+            publish_qos1(broker.port, batches(0))
             expected = len(MARKETS) * 2 * 2  # two devices a market, two sales each
             wait_until(lambda: total(scrapes() or [], "ingest_stored_sales_total") == expected,
                        120, what="the stored sales counted in /metrics")
@@ -138,7 +137,7 @@ def test_two_worker_processes_share_leases_and_serve_metrics(tmp_path: Path) -> 
             pids = {int(k) for k in kids}
             first = ports()["wp-0"]
             os.kill(_pid_on(first, pids), signal.SIGKILL)  # process 0
-            publish(broker.port, batches(1))
+            publish_qos1(broker.port, batches(1))
             wait_until(lambda: stored(store) == 2 * expected, 120,
                        what="every sale stored across the restart")
             wait_until(lambda: (s := scrapes()) is not None
