@@ -1,6 +1,6 @@
 """Scales per ingest process and per core (issue 17): `gateway-server worker --processes N`.
 
-A private Mosquitto, a fresh PostgreSQL database, ``--markets`` markets (8), and
+A private Mosquitto, a fresh PostgreSQL database, ``--markets`` markets (50), and
 ``--scales`` registered scales with keys; load processes publish what a fleet's agents
 publish most: one signed sample batch (20 readings, 50 ms apart) per scale per second,
 QoS 1. The gateway is ``gateway-server worker --processes N``; what it stored is read
@@ -13,7 +13,7 @@ PostgreSQL, the load and the workers. Results go to docs/benchmarks.md, "## Scal
 worker process" only.
 
     python bench/bench_scaleout.py [--scales 2000,5000,8000] [--processes 1,2] [--seconds 20]
-        [--markets 8]
+        [--markets 50]
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ import sys
 import tempfile
 import time
 import uuid
-from multiprocessing.sharedctypes import SynchronizedArray
-from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 import benchlib
 import httpx
+import loadgen
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
@@ -41,8 +40,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway_server.ingest.sharding import client_id_for
 from gateway_server.store.database import Store
 from gateway_server.store.tables import markets, scales
-from weighing import wire
-from weighing.signing import sign_message
 
 DOC = benchlib.ROOT / "docs" / "benchmarks.md"
 HEADING = "## Scales per worker process"
@@ -51,7 +48,7 @@ ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:54
 MARKETS = [f"so{i}" for i in range(8)]
 KEY = bytes.fromhex("5c" * 16)
 LOADERS = 2
-READINGS = 20
+READINGS = loadgen.READINGS
 
 
 def device(i: int) -> tuple[str, str]:
@@ -68,33 +65,6 @@ def register(url: str, n: int) -> None:
              "role": "trade", "state": "unknown", "max_mg": 15_000_000, "e_mg": 5_000,
              "key_hex": KEY.hex()} for i in range(n)])
     store.engine.dispose()
-
-
-def load(port: int, ids: list[int], stop: MpEvent, counts: SynchronizedArray[int],
-         k: int) -> None:
-    """One signed sample batch per scale per second, spread over the second."""
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"so-load-{k}")
-    c.max_inflight_messages_set(2000)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    seq = 0
-    n = len(ids)
-    while not stop.is_set():
-        t0 = time.time()
-        seq += 1
-        now = int(t0 * 1000)
-        for j, i in enumerate(ids):
-            market, dev = device(i)
-            sb = wire.SampleBatch(device=dev, t_ms=[now - 1000 + 50 * r for r in range(READINGS)],
-                                  net_mg=[0] * READINGS, flags=[1] * READINGS, seq=seq)
-            c.publish(f"scales/v1/{market}/{dev}/samples",
-                      wire.encode(sign_message(KEY, dev, sb)), qos=1)
-            counts[k] += 1
-            if j % 100 == 99:
-                time.sleep(max(0.0, t0 + (j + 1) / n - time.time()))
-        time.sleep(max(0.0, t0 + 1 - time.time()))
-    c.loop_stop()
-    c.disconnect()
 
 
 def scrape(ports: list[int]) -> tuple[float, float, int]:
@@ -146,8 +116,10 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         load_at = f"{os.getloadavg()[0]:.1f}"
         counts = mp.Array("q", LOADERS)
         for k in range(LOADERS):
-            p = mp.Process(target=load, args=(port, list(range(k, n_scales, LOADERS)), stop,
-                                              counts, k))
+            devs = [(f"scales/v1/{m}/{d}/samples", d, KEY) for m, d in
+                    (device(i) for i in range(k, n_scales, LOADERS))]
+            p = mp.Process(target=loadgen.sample_load,
+                           args=(port, devs, stop, counts, k, f"so-load-{k}"))
             p.start()
             loaders.append(p)
         time.sleep(5)  # warm-up
@@ -226,7 +198,7 @@ def main() -> int:
     ap.add_argument("--scales", default="2000,5000,8000")
     ap.add_argument("--processes", default="1,2")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--markets", type=int, default=8)
+    ap.add_argument("--markets", type=int, default=50)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     MARKETS[:] = [f"so{i}" for i in range(args.markets)]  # the load processes fork after
