@@ -64,9 +64,8 @@ from typing import Any
 
 import benchlib
 import httpx
-import paho.mqtt.client as mqtt
+import loadgen
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.registry.accounts import ensure_user
 from gateway_server.store.database import Store
@@ -75,7 +74,6 @@ from simulators.fleet import Simulation
 from simulators.fleet_config import FleetConfig, World, build_world, load_fleet_config
 from simulators.fleet_io import FLEET_GATEWAY_ENV, GatewayClient
 from weighing import wire
-from weighing.signing import sign_message
 
 DOC = benchlib.ROOT / "docs" / "benchmarks.md"
 HEADING = "## Province day"
@@ -86,7 +84,7 @@ PROBE_MARKET = "probe"
 PROBES = 20  # probe scales (unsigned, registered directly)
 USER = "bench-province"
 LOADERS = 2
-READINGS = 20
+READINGS = loadgen.READINGS
 CACHE_VERSION = "province-day-1"  # bump when the day's messages are built differently
 
 
@@ -188,38 +186,6 @@ def day(cfg: FleetConfig, world: World) -> tuple[Path, dict[str, Any]]:
 # -- load processes ----------------------------------------------------------------------
 
 
-def _client(port: int, cid: str, inflight: int = 2000) -> mqtt.Client:
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cid)
-    c.max_inflight_messages_set(inflight)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
-
-
-def samples_load(port: int, devs: list[tuple[str, str, str]], stop: MpEvent,
-                 counts: SynchronizedArray[int], k: int) -> None:
-    """Load A: one signed sample batch per scale per second, spread over the second."""
-    c = _client(port, f"prov-samples-{k}")
-    keyed = [(f"scales/v1/{m}/{d}/samples", d, bytes.fromhex(key)) for m, d, key in devs]
-    seq = 0
-    n = len(keyed)
-    while not stop.is_set():
-        t0 = time.time()
-        seq += 1
-        now = int(t0 * 1000)
-        t_ms = [now - 1000 + 50 * r for r in range(READINGS)]
-        for j, (topic, dev, key) in enumerate(keyed):
-            sb = wire.SampleBatch(device=dev, t_ms=t_ms, net_mg=[0] * READINGS,
-                                  flags=[1] * READINGS, seq=seq)
-            c.publish(topic, wire.encode(sign_message(key, dev, sb)), qos=1)
-            counts[k] += 1
-            if j % 100 == 99:
-                time.sleep(max(0.0, t0 + (j + 1) / n - time.time()))
-        time.sleep(max(0.0, t0 + 1 - time.time()))
-    c.loop_stop()
-    c.disconnect()
-
-
 def day_load(port: int, path: str, seconds: float, ready: MpEvent, go: Synchronized[float],
              counts: SynchronizedArray[int]) -> None:
     """Load B: the births and opening states at once, then (from ``go``, a wall time) the
@@ -228,10 +194,11 @@ def day_load(port: int, path: str, seconds: float, ready: MpEvent, go: Synchroni
         pickle.load(fh)
         opening = pickle.load(fh)
         msgs = pickle.load(fh)
-    c = _client(port, "prov-day", 5000)
+    c = loadgen.RawPublisher(port, "prov-day", window=5000)
     for topic, payload in opening:
-        c.publish(topic, payload, qos=1, retain=True)
+        c.publish(topic, payload, retain=True)
         counts[2] += 1
+    c.flush()
     ready.set()
     while go.value == 0:
         time.sleep(0.01)
@@ -241,11 +208,11 @@ def day_load(port: int, path: str, seconds: float, ready: MpEvent, go: Synchroni
         delay = t0 + i * step - time.time()
         if delay > 0.002:
             time.sleep(delay)
-        c.publish(topic, payload, qos=1, retain=retain)
+        c.publish(topic, payload, retain=retain)
+        c.flush()
         counts[0] += 1
         counts[1] += n_sales
-    c.loop_stop()
-    c.disconnect()
+    c.close()
 
 
 def probe(port: int, http: str, password: str, n: int, interval: float, start: float,
@@ -281,7 +248,7 @@ def probe(port: int, http: str, password: str, n: int, interval: float, start: f
     if not ready.wait(60):
         result.put(("error", "the SSE stream did not open"))
         return
-    c = _client(port, "prov-probe", 100)
+    c = loadgen.RawPublisher(port, "prov-probe", window=100, nodelay=True)
     time.sleep(max(0.0, start - time.time()))
     base = int(time.time() * 1000)
     t0 = time.perf_counter()
@@ -293,11 +260,11 @@ def probe(port: int, http: str, password: str, n: int, interval: float, start: f
                             unsettled_commit=True)
         sent[(dev, ts)] = time.perf_counter()
         c.publish(f"scales/v1/{PROBE_MARKET}/{dev}/events",
-                  wire.encode(wire.EventBatch(device=dev, events=[ev])), qos=1)
+                  wire.encode(wire.EventBatch(device=dev, events=[ev])))
+        c.flush()
         time.sleep(max(0.0, t0 + (k + 1) * interval - time.perf_counter()))
     done.wait(120)
-    c.loop_stop()
-    c.disconnect()
+    c.close()
     lat = sorted((got[k] - sent[k]) * 1000 for k in sent if k in got)
     result.put(("ok", lat, n))
 
@@ -434,9 +401,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while True:
             # process i serves PORT + i, or the next free port if that one is busy: each
             # worker logs where
-            ports = sorted({int(x) for x in re.findall(
-                r"metrics http://127\.0\.0\.1:(\d+)/metrics",
-                (tmp / "worker.log").read_text(errors="replace"))})
+            ports = benchlib.metrics_ports(tmp / "worker.log")
             try:
                 if (len(ports) == args.processes
                         and scrape(ports).get("leases", 0) == n_markets):
@@ -458,10 +423,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         loaders.append(dl)
         if not day_ready.wait(300):
             raise SystemExit("the day's messages did not load in 300 s")
-        devs = [(s.market, d, s.key_hex) for d, s in world.scales.items()]
+        devs = [(f"scales/v1/{s.market}/{d}/samples", d, bytes.fromhex(s.key_hex))
+                for d, s in world.scales.items()]
         s_counts = mp.Array("q", LOADERS)
         for k in range(LOADERS):
-            p = mp.Process(target=samples_load, args=(port, devs[k::LOADERS], stop, s_counts, k))
+            p = mp.Process(target=loadgen.sample_load,
+                           args=(port, devs[k::LOADERS], stop, s_counts, k, f"prov-samples-{k}"))
             p.start()
             loaders.append(p)
         r["load_at"] = f"{os.getloadavg()[0]:.1f}"

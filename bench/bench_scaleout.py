@@ -91,27 +91,30 @@ def run(port: int, tmp: Path, n_scales: int, n_procs: int, seconds: float
         conn.execute(f'CREATE DATABASE "{db}"')
     url = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{db}"
     base = benchlib.free_port()
-    ports = [base + i for i in range(n_procs)]
+    ports: list[int] = []
+    wlog = tmp / f"w-{n_scales}-{n_procs}.log"
     sup = None
     stop = mp.Event()
     loaders: list[mp.Process] = []
     try:
         register(url, n_scales)
         env = dict(os.environ, DATABASE_URL=url, MQTT_URL=f"mqtt://127.0.0.1:{port}")
-        with (tmp / f"w-{n_scales}-{n_procs}.log").open("ab") as log:
+        with wlog.open("ab") as log:
             sup = subprocess.Popen([str(BIN / "gateway-server"), "worker", "--processes",
                                     str(n_procs), "--metrics-listen", f"127.0.0.1:{base}"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
+            ports = benchlib.metrics_ports(wlog)
             try:
-                if scrape(ports)[2] == len(MARKETS):
+                if len(ports) == n_procs and scrape(ports)[2] == len(MARKETS):
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit("the workers did not take every market in 120 s")
+                raise SystemExit("the workers did not take every market in 120 s: "
+                                 + wlog.read_text(errors="replace")[-3000:])
             time.sleep(0.5)
         load_at = f"{os.getloadavg()[0]:.1f}"
         counts = mp.Array("q", LOADERS)

@@ -164,6 +164,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def metrics_ports(log: Path) -> list[int]:
+    """The /metrics ports the workers logging to ``log`` bound (a worker falls forward to
+    the next free port when its own is taken, so the log, not the flag, says which)."""
+    return sorted({int(x) for x in re.findall(r"metrics http://127\.0\.0\.1:(\d+)/metrics",
+                                               log.read_text(errors="replace"))})
+
+
 def publish(text: str, doc: Path, heading: str, *, write: bool) -> None:
     """Print a section and, unless told not to, write it under ``heading`` of ``doc``."""
     print(text)

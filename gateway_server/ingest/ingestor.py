@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.ingest.acks import AckTracker
+from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.pipeline import BatchResult, Incoming
 from gateway_server.ingest.writer import IngestStats, IngestWriter, decode, now_ms
 from gateway_server.settings import Settings
@@ -44,18 +45,21 @@ INFLIGHT = 1000  # messages delivered but not yet acknowledged, a session
 class Ingestor:
     """One MQTT session of the ingest, and the writer it hands its messages to.
 
-    Without ``writer`` it has one of its own (started and stopped with it); a sharded
-    worker passes the process's shared writer instead.
+    Without ``writer`` it has one of its own (started and stopped with it); without
+    ``netloop`` paho's own network thread (``loop_start``). A sharded worker passes the
+    process's shared writer and network loop (``gateway_server.ingest.netloop``).
     """
 
     def __init__(self, settings: Settings, store: Store, *, client_id: str | None = None,
                  markets: list[str] | None = None, acknowledge: bool = True,
-                 writer: IngestWriter | None = None) -> None:
+                 writer: IngestWriter | None = None, netloop: NetLoop | None = None
+                 ) -> None:
         self.settings = settings
         self.store = store
         self.markets = markets or settings.market_list
         self._own_writer = writer is None
         self.writer = writer or IngestWriter(settings, store, acknowledge=acknowledge)
+        self.netloop = netloop
         # what the writer reads and writes of this session (writer.Session)
         self.stopped = False
         self.connected = False
@@ -113,14 +117,20 @@ class Ingestor:
     def start(self) -> None:
         if self._own_writer:
             self.writer.start()
+        if self.netloop is not None:
+            self.netloop.add(self.client, self.host, self.port, KEEPALIVE_S)
+            return
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
 
     def stop(self) -> None:
         """Disconnect; what is queued is still stored (not acknowledged: redelivered)."""
         self.stopped = True
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.netloop is not None:
+            self.netloop.remove(self.client)
+        else:
+            self.client.disconnect()
+            self.client.loop_stop()
         if self._own_writer:
             self.writer.stop(5)
 

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 
 from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.writer import IngestWriter
 from gateway_server.settings import Settings
 from gateway_server.store.bulk import dialect_insert
@@ -94,6 +95,8 @@ class Worker:
     #: the one writer of all owned markets; its counters never go back when a market
     #: moves (``gateway_server.telemetry.metrics.render_worker``)
     writer: IngestWriter | None = None
+    #: the one network thread of all owned markets' MQTT sessions
+    netloop: NetLoop | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -115,6 +118,8 @@ class Worker:
             self._thread.join(10)
         for market in list(self.owned):
             self._drop(market)
+        if self.netloop is not None:
+            self.netloop.stop()
         if self.writer is not None:
             self.writer.stop(10)  # what the sessions handed over is stored, not acknowledged
         with self.store.engine.begin() as c:
@@ -156,8 +161,10 @@ class Worker:
             self.writer = IngestWriter(self.settings, self.store)
             self.writer.sink = self.sink
             self.writer.start()
+        if self.netloop is None:
+            self.netloop = NetLoop()
         ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
-                       markets=[market], writer=self.writer)
+                       markets=[market], writer=self.writer, netloop=self.netloop)
         ing.start()
         self.owned[market] = ing
         log.info("%s: took market %s", self.worker_id, market)

@@ -1,6 +1,7 @@
-"""One writer for several MQTT sessions (a sharded worker's markets, issue 17), with a real
-Mosquitto: every market's messages are stored, and each message is acknowledged on the
-session that delivered it, so none comes back when the sessions reconnect."""
+"""One writer and one network thread for several MQTT sessions (a sharded worker's
+markets, issue 17), with a real Mosquitto: every market's messages are stored, each message
+is acknowledged on the session that delivered it, so none comes back when the sessions
+reconnect, and the sessions come back by themselves after the broker restarts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 from support import open_session, publish_qos1, start_mosquitto, wait_until
 
 from gateway_server.ingest.ingestor import Ingestor
+from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.sharding import client_id_for
 from gateway_server.ingest.writer import IngestWriter
 from gateway_server.settings import Settings
@@ -35,19 +37,26 @@ def sale_messages(seqs: range) -> list[tuple[str, bytes]]:
     return out
 
 
-def sessions(settings: Settings, store: Store) -> tuple[IngestWriter, list[Ingestor]]:
+Sessions = tuple[IngestWriter, NetLoop, list[Ingestor]]
+
+
+def sessions(settings: Settings, store: Store) -> Sessions:
+    """As a worker owning the three markets has them."""
     writer = IngestWriter(settings, store)
     writer.start()
-    ings = [Ingestor(settings, store, client_id=client_id_for(m), markets=[m], writer=writer)
-            for m in MARKETS]
+    net = NetLoop()
+    ings = [Ingestor(settings, store, client_id=client_id_for(m), markets=[m], writer=writer,
+                     netloop=net) for m in MARKETS]
     for ing in ings:
         ing.start()
-    return writer, ings
+    return writer, net, ings
 
 
-def stop(writer: IngestWriter, ings: list[Ingestor]) -> None:
+def stop(s: Sessions) -> None:
+    writer, net, ings = s
     for ing in ings:
         ing.stop()
+    net.stop()
     writer.stop()
 
 
@@ -68,7 +77,8 @@ def test_one_writer_stores_every_market_and_acks_on_the_delivering_session(
             open_session(broker.port, client_id_for(m), wire.subscription(m))
         first = sale_messages(range(1, 41))
         publish_qos1(broker.port, first)  # queued in the three sessions
-        writer, ings = sessions(settings, store)
+        s = sessions(settings, store)
+        writer, _, ings = s
         try:
             wait_until(lambda: writer.stats.stored_sales == len(first), 60,
                        what="every market's sales stored by the one writer")
@@ -78,7 +88,7 @@ def test_one_writer_stores_every_market_and_acks_on_the_delivering_session(
             assert all(ing.queue_depth() == 0 for ing in ings)
             assert writer.stats.dead_letters == 0 and writer.stats.duplicates == 0
         finally:
-            stop(writer, ings)
+            stop(s)
         assert stored(store) == len(first)
 
         # the same sessions again: had a message been acknowledged on another session
@@ -86,15 +96,45 @@ def test_one_writer_stores_every_market_and_acks_on_the_delivering_session(
         # broker would deliver it again now, ahead of the new messages, as a duplicate
         later = sale_messages(range(41, 43))
         publish_qos1(broker.port, later)
-        writer, ings = sessions(settings, store)
+        s = sessions(settings, store)
+        writer, _, ings = s
         try:
             wait_until(lambda: writer.stats.stored_sales == len(later), 60,
                        what="the new sales stored after the reconnection")
             assert writer.stats.duplicates == 0, "a message came back: it was never acknowledged"
             assert writer.stats.received == len(later)
         finally:
-            stop(writer, ings)
+            stop(s)
         assert stored(store) == len(first) + len(later)
     finally:
+        store.engine.dispose()
+        broker.stop()
+
+
+def test_the_sessions_reconnect_by_themselves_after_the_broker_restarts(tmp_path: Path) -> None:
+    broker = start_mosquitto(tmp_path)
+    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
+                        unknown_devices="accept", ingest_max_delay_ms=100)
+    s = sessions(settings, store)
+    writer, _, ings = s
+    try:
+        wait_until(lambda: all(ing.connected for ing in ings), 60, what="three sessions up")
+        first = sale_messages(range(1, 3))
+        publish_qos1(broker.port, first)
+        wait_until(lambda: writer.stats.stored_sales == len(first), 60, what="first sales")
+        broker.stop()  # the broker saves the persistent sessions and goes away
+        wait_until(lambda: not any(ing.connected for ing in ings), 60,
+                   what="every session noticing the broker gone")
+        broker.start()
+        later = sale_messages(range(3, 5))
+        publish_qos1(broker.port, later)  # queued in the sessions until they are back
+        wait_until(lambda: writer.stats.stored_sales == len(first) + len(later), 60,
+                   what="the sales published while the gateway reconnected, stored")
+        assert all(ing.connected for ing in ings)
+        assert writer.stats.dead_letters == 0
+    finally:
+        stop(s)
         store.engine.dispose()
         broker.stop()
