@@ -12,16 +12,17 @@ Rules (architecture.md §6):
   (:class:`gateway_server.ingest.writer.IngestWriter`), so decoding overlaps the writer's
   wait on the database (issue 17). ``serve`` has one session with a writer of its own; a
   sharded worker has one session per market, all handing to one shared writer.
-* The client keeps its connection through a backlog drain: paho's network loop runs in
-  its own thread (``loop_start``) and never waits for the writer (the hand-over queue
-  is unbounded; what is in it is bounded by the broker's in-flight window, ``INFLIGHT``
-  messages delivered but not yet acknowledged a session), and the keep-alive
-  (``KEEPALIVE_S``) leaves room for a writer holding the GIL through a long transaction.
+* The client keeps its connection through a backlog drain: the network loop (paho's
+  thread, or a worker's ``NetLoop``) waits for the writer only while the writer's queue
+  is above its high-water mark (``writer.HIGH_WATER``), so the backlog stays in the
+  broker, not in memory, and the keep-alive (``KEEPALIVE_S``) leaves room for a writer
+  holding the GIL through a long transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -156,6 +157,11 @@ class Ingestor:
             self.writer.stats.connected = up
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        if self.netloop is None:
+            # paho's own thread: hold it (TCP pushes back on the broker) while the writer
+            # is behind; a NetLoop stops reading instead
+            while self.writer.backlogged() and not self.stopped:
+                time.sleep(0.01)
         self.submitted += 1
         self.writer.submit(self, msg, decode(msg, now_ms()))
 

@@ -16,6 +16,9 @@ external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc`
   one socket;
 * a readable socket is read until it is drained (paho reads one packet per call), so a
   burst costs one ``select``, not one each;
+* while ``paused()`` (the writer's backlog above its high-water mark) no socket is read:
+  what the broker has not delivered waits in its session queues, and TCP pushes back,
+  instead of the process holding it in memory; writes (acknowledgements) go on;
 * ``loop_misc`` every second keeps the keep-alive; a lost connection is reconnected with
   a doubling delay (1 s up to 10 s), as ``loop_start`` would, and the persistent
   session's messages come back unacknowledged, so nothing is lost.
@@ -31,6 +34,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +63,8 @@ class _Conn:
 class NetLoop:
     """Drives many paho clients from one thread: see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, paused: Callable[[], bool] = lambda: False) -> None:
+        self.paused = paused
         self._lock = threading.Lock()
         self._conns: dict[mqtt.Client, _Conn] = {}
         self._wake_r, self._wake_w = socket.socketpair()
@@ -145,8 +150,9 @@ class NetLoop:
                 by_sock[sock] = client
                 if client.want_write():
                     wlist.append(sock)
-        rlist = [self._wake_r, *by_sock]
-        readable, writable, _ = select.select(rlist, wlist, [], 0.1)
+        paused = self.paused()
+        rlist = [self._wake_r] if paused else [self._wake_r, *by_sock]
+        readable, writable, _ = select.select(rlist, wlist, [], 0.02 if paused else 0.1)
         if self._wake_r in readable:
             try:
                 while self._wake_r.recv(4096):
@@ -171,6 +177,8 @@ class NetLoop:
         for _ in range(MAX_READS):
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
                 return  # the connection is gone: reconnected on a later turn
+            if self.paused():
+                return
             pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
             if pending is not None and pending():
                 continue

@@ -162,7 +162,7 @@ class Worker:
             self.writer.sink = self.sink
             self.writer.start()
         if self.netloop is None:
-            self.netloop = NetLoop()
+            self.netloop = NetLoop(paused=self.writer.backlogged)
         ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
                        markets=[market], writer=self.writer, netloop=self.netloop)
         ing.start()

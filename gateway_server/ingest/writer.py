@@ -59,6 +59,10 @@ from weighing import wire
 log = logging.getLogger(__name__)
 
 POISON_RETRIES = 3
+#: messages waiting for the writer above which the sessions stop reading from the broker
+#: (issue 17: unbounded, a worker behind a province day held 2.5 GB of decoded messages);
+#: what is not read stays in the broker's session queue, so nothing is lost
+HIGH_WATER = 20_000
 
 #: SQLSTATE classes (PostgreSQL appendix A) of a refusal of what was asked: 22 data
 #: exception, 23 integrity constraint violation, 42 syntax error or access rule violation
@@ -157,13 +161,14 @@ class IngestWriter:
         self.acks = AckTracker()
         self.acknowledge = acknowledge  # False: no stored/resend commands (bench_acks.py)
         self.sink: Any = None  # a gateway_server.telemetry.tssink.TimeSeriesSink, if configured
-        # unbounded: each session's broker in-flight window bounds what it hands over, so
-        # a session's network thread never blocks here
+        # never blocks a session's network thread; the sessions stop reading while
+        # :meth:`backlogged` instead (netloop, ingestor)
         self._q: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._windows: dict[str, int] = {}  # last closed window evaluated, per market
         self._keys: dict[str, bytes | None] = {}  # keys of the batch being stored
+        self.max_depth = 0  # the deepest the queue has been (the high-water mark holds)
 
     def start(self) -> None:
         if self._thread is None:
@@ -179,9 +184,16 @@ class IngestWriter:
     def submit(self, session: Session, msg: mqtt.MQTTMessage, inc: Incoming) -> None:
         """Called in a session's network thread; never blocks."""
         self._q.put((session, msg, inc))
+        depth = self._q.qsize()
+        if depth > self.max_depth:
+            self.max_depth = depth
 
     def queue_depth(self) -> int:
         return self._q.qsize()
+
+    def backlogged(self) -> bool:
+        """True while the queue is above :data:`HIGH_WATER`: stop reading the broker."""
+        return self._q.qsize() >= HIGH_WATER
 
     # -- the thread ---------------------------------------------------------------------
 

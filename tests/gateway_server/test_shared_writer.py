@@ -5,11 +5,14 @@ reconnect, and the sessions come back by themselves after the broker restarts.""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from support import open_session, publish_qos1, start_mosquitto, wait_until
 
+from gateway_server.ingest import writer as writer_mod
 from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.sharding import client_id_for
@@ -40,11 +43,12 @@ def sale_messages(seqs: range) -> list[tuple[str, bytes]]:
 Sessions = tuple[IngestWriter, NetLoop, list[Ingestor]]
 
 
-def sessions(settings: Settings, store: Store) -> Sessions:
+def sessions(settings: Settings, store: Store, *, start_writer: bool = True) -> Sessions:
     """As a worker owning the three markets has them."""
     writer = IngestWriter(settings, store)
-    writer.start()
-    net = NetLoop()
+    if start_writer:
+        writer.start()
+    net = NetLoop(paused=writer.backlogged)
     ings = [Ingestor(settings, store, client_id=client_id_for(m), markets=[m], writer=writer,
                      netloop=net) for m in MARKETS]
     for ing in ings:
@@ -134,6 +138,36 @@ def test_the_sessions_reconnect_by_themselves_after_the_broker_restarts(tmp_path
                    what="the sales published while the gateway reconnected, stored")
         assert all(ing.connected for ing in ings)
         assert writer.stats.dead_letters == 0
+    finally:
+        stop(s)
+        store.engine.dispose()
+        broker.stop()
+
+
+def test_a_writer_behind_stops_the_reading_and_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the writer's high-water mark the sessions stop reading: the backlog stays in
+    the broker (its session queues, TCP), not in the worker's memory."""
+    monkeypatch.setattr(writer_mod, "HIGH_WATER", 10)
+    broker = start_mosquitto(tmp_path, extra="max_inflight_messages 0\n")
+    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
+                        unknown_devices="accept", ingest_max_delay_ms=50)
+    s = sessions(settings, store, start_writer=False)  # the writer is "behind": not running
+    writer, _, ings = s
+    try:
+        wait_until(lambda: all(ing.connected for ing in ings), 60, what="three sessions up")
+        msgs = sale_messages(range(1, 41))  # 240 messages, all sent to the sessions at once
+        publish_qos1(broker.port, msgs)
+        wait_until(lambda: writer.queue_depth() >= 10, 60, what="the high-water mark reached")
+        time.sleep(0.5)  # room for a loop that kept reading to overshoot (it must not)
+        # each session may finish the packet it was reading: the mark plus one a session
+        assert writer.max_depth <= 10 + len(ings), writer.max_depth
+        writer.start()
+        wait_until(lambda: writer.stats.stored_sales == len(msgs), 60,
+                   what="everything held back, stored once the writer runs")
+        assert writer.stats.duplicates == 0 and writer.stats.dead_letters == 0
     finally:
         stop(s)
         store.engine.dispose()
