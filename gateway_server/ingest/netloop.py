@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MISC_S = 1.0
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 10.0
-MAX_READS = 2000  # packets read from one socket before the others get their turn
+MAX_READS = 200  # packets read from one socket before the others get their turn
 
 
 @dataclass
@@ -82,27 +82,31 @@ class NetLoop:
         self._wake()
 
     def remove(self, client: mqtt.Client, timeout_s: float = 5.0) -> None:
-        """Send DISCONNECT (the broker keeps the persistent session) and forget ``client``;
-        waits up to ``timeout_s`` for the DISCONNECT to be written."""
+        """Send DISCONNECT (the broker keeps the persistent session) and stop driving
+        ``client`` once it is written, or after ``timeout_s``. Does not wait: a worker's
+        coordinator drops many markets in a row, and a new owner's CONNECT with the same
+        client id takes the session over at the broker anyway."""
         with self._lock:
             conn = self._conns.get(client)
-            if conn is None:
+            if conn is None or conn.leaving:
                 return
             conn.leaving = True
+            conn.due = time.monotonic() + timeout_s
         if client.socket() is not None:
             client.disconnect()  # queued; written (and the socket closed) by the loop
-            deadline = time.monotonic() + timeout_s
-            while client.socket() is not None and time.monotonic() < deadline \
-                    and self._thread.is_alive():
-                time.sleep(0.01)
-        with self._lock:
-            self._conns.pop(client, None)
         self._wake()
 
     def stop(self) -> None:
+        """Stop the thread; the DISCONNECTs still queued are written here, best effort."""
         self._stop.set()
         self._wake()
         self._thread.join(5)
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for client in conns:
+            if client.socket() is not None and client.want_write():
+                client.loop_write()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -132,7 +136,12 @@ class NetLoop:
         with self._lock:
             conns = list(self._conns.items())
         for client, conn in conns:
-            if client.socket() is not None or conn.leaving:
+            if conn.leaving:
+                if client.socket() is None or now >= conn.due:  # gone, or given up on
+                    with self._lock:
+                        self._conns.pop(client, None)
+                continue
+            if client.socket() is not None:
                 continue
             if conn.up:  # lost since the last turn: wait before reconnecting
                 conn.up = False
