@@ -250,6 +250,10 @@ def test_full_outbox_follows_the_policy_and_says_so(tmp_path: Path) -> None:
         col = Collector(broker.port)  # retained nothing: only the drained outbox
         wait_until(lambda: len(col.sales(DEV)) >= len(loads), 120, what="every sale")
         wait_until(lambda: not agent.outbox.alarm, 60, what="the alarm cleared")
+        # the heartbeat may have been queued after the last sale: wait for it as well
+        wait_until(lambda: any(h.queued > 10 and h.dropped > 0
+                               for h in col.events(DEV, wire.HeartbeatEvent)), 60,
+                   what="the full outbox's heartbeat delivered")
         status = agent.status()
     finally:
         agent.stop()
