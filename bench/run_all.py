@@ -49,7 +49,7 @@ class Bench:
 
 BENCHMARKS_MD = "docs/benchmarks.md"
 # in the order of the sections in docs/benchmarks.md; about 4 minutes in all on 2 cores,
-# plus ~10 for bench_province.py
+# plus ~15 for bench_province.py
 BENCHES: tuple[Bench, ...] = (
     Bench("bench_codecs.py", BENCHMARKS_MD, "## Codec decode throughput"),
     Bench("bench_ingest.py", BENCHMARKS_MD, "## Ingest end to end"),

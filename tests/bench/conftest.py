@@ -27,3 +27,8 @@ def matrix() -> Iterator[ModuleType]:
 @pytest.fixture(scope="module")
 def run_all() -> Iterator[ModuleType]:
     yield from _script("run_all")
+
+
+@pytest.fixture(scope="module")
+def loadgen() -> Iterator[ModuleType]:
+    yield from _script("loadgen")
