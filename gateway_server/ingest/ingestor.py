@@ -107,10 +107,6 @@ class Ingestor:
     def sink(self, value: Any) -> None:
         self.writer.sink = value
 
-    @property
-    def acknowledge(self) -> bool:
-        return self.writer.acknowledge
-
     def queue_depth(self) -> int:
         """Messages of this session received, not yet stored."""
         return self.submitted - self.done

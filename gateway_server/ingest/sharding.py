@@ -92,10 +92,10 @@ class Worker:
     owned: dict[str, Ingestor] = field(default_factory=dict)
     #: the time-series sink every owned market's ingest writes to (None: not configured)
     sink: Any = None
-    #: the one writer of all owned markets; its counters never go back when a market
-    #: moves (``gateway_server.telemetry.metrics.render_worker``)
+    #: the one writer of all owned markets (from :meth:`start`); its counters never go
+    #: back when a market moves (``gateway_server.telemetry.metrics.render_worker``)
     writer: IngestWriter | None = None
-    #: the one network thread of all owned markets' MQTT sessions
+    #: the one network thread of all owned markets' MQTT sessions (from :meth:`start`)
     netloop: NetLoop | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -108,6 +108,10 @@ class Worker:
                 worker_id=self.worker_id, host=socket.gethostname(), started_ms=t,
                 heartbeat_ms=t).on_conflict_do_update(
                 index_elements=["worker_id"], set_={"heartbeat_ms": t, "started_ms": t}))
+        self.writer = IngestWriter(self.settings, self.store)
+        self.writer.sink = self.sink
+        self.writer.start()
+        self.netloop = NetLoop(paused=self.writer.backlogged)
         self._thread = threading.Thread(target=self._loop, name="shard-coordinator",
                                         daemon=True)
         self._thread.start()
@@ -157,12 +161,7 @@ class Worker:
                 self._drop(market)
 
     def _own(self, market: str) -> None:
-        if self.writer is None:
-            self.writer = IngestWriter(self.settings, self.store)
-            self.writer.sink = self.sink
-            self.writer.start()
-        if self.netloop is None:
-            self.netloop = NetLoop(paused=self.writer.backlogged)
+        assert self.writer is not None and self.netloop is not None, "Worker.start() first"
         ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
                        markets=[market], writer=self.writer, netloop=self.netloop)
         ing.start()
