@@ -144,6 +144,62 @@ def test_the_sessions_reconnect_by_themselves_after_the_broker_restarts(tmp_path
         broker.stop()
 
 
+def test_the_sessions_come_back_after_a_broker_sigkill_at_default_settings(
+        tmp_path: Path) -> None:
+    """Killed without warning, a broker at Mosquitto's defaults (no persistence) forgets
+    the sessions: the loop reconnects each, its CONNECT makes a new persistent session
+    and ``on_connect`` subscribes again, and what is published from then on is stored.
+    (What a killed broker held is the edge's to resend: the agents' outboxes keep every
+    sale until the gateway confirms it, tests/e2e/test_end_to_end_ack.py.)"""
+    broker = start_mosquitto(tmp_path, default_config=True)
+    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
+                        unknown_devices="accept", ingest_max_delay_ms=100)
+    s = sessions(settings, store)
+    writer, _, ings = s
+    try:
+        wait_until(lambda: all(ing.connected for ing in ings), 60, what="three sessions up")
+        broker.proc.kill()  # SIGKILL
+        broker.proc.wait(30)
+        wait_until(lambda: not any(ing.connected for ing in ings), 60,
+                   what="every session noticing the broker gone")
+        broker.start()
+        # subscribed again once a probe of each market is stored (one new seq a try)
+        seq = iter(range(1, 10_000))
+
+        def probes_stored() -> bool:
+            stored_markets = {m for m in MARKETS if any(
+                ing.markets == [m] and ing.done > 0 for ing in ings)}
+            missing = [m for m in MARKETS if m not in stored_markets]
+            for m in missing:
+                n = next(seq)
+                ev = wire.SaleEvent(seq=n, ts_ms=T0 + n, net_mg=1_000, settled_mg=1_000,
+                                    peak_mg=1_000, stable_device=True, stable_software=True)
+                publish_qos1(broker.port, [(wire.topic(m, f"{m}-probe", wire.Channel.EVENTS),
+                                            wire.encode(wire.EventBatch(
+                                                device=f"{m}-probe", events=[ev])))])
+            return not missing
+
+        wait_until(probes_stored, 60, 0.2, what="every session subscribed again")
+        later = sale_messages(range(1, 3))
+        publish_qos1(broker.port, later)
+
+        def later_stored() -> int:
+            with store.engine.connect() as c:
+                return int(c.execute(select(func.count()).select_from(sales).where(
+                    sales.c.device.not_like("%-probe"))).scalar_one())
+
+        wait_until(lambda: later_stored() == len(later), 60,
+                   what="what was published after the reconnection, stored")
+        assert all(ing.connected for ing in ings)
+        assert writer.stats.dead_letters == 0
+    finally:
+        stop(s)
+        store.engine.dispose()
+        broker.stop()
+
+
 def test_a_writer_behind_stops_the_reading_and_loses_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the writer's high-water mark the sessions stop reading: the backlog stays in
