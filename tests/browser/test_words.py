@@ -144,6 +144,14 @@ def test_every_page_reads_as_words(browser: Any, gateway: Gateway, pages: Pages,
         got.append("an error message no pattern translated")
     if got:
         failures["csv import"] = got
+    # durations of every size (a finding's evidence shows whichever the data gave)
+    spans = page.evaluate("import('/static/js/format.js').then((m) => "
+                          "[5e3, 3e5, 9e6, 4e8].map((ms) => m.duration(ms)).join(' | '))")
+    got = _problems(spans, lang, raw_values, "#/finding")
+    if lang == "zh" and not all(u in spans for u in ("秒", "分钟", "小时", "天")):
+        got.append(f"durations not in Chinese: {spans}")
+    if got:
+        failures["durations"] = got
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
     assert not pages.errors, pages.errors
 

@@ -1,6 +1,8 @@
 // Legal quantities arrive as integers (mass in mg, money in fen); they are formatted with
 // integer arithmetic only, never through a float. Dates are shown in China Standard Time.
 
+import { L } from "./i18n.js";
+
 function pad(n, width) {
   return String(n).padStart(width, "0");
 }
@@ -109,11 +111,12 @@ export function startOfTodayCst(now = Date.now()) {
   return Math.floor((now + offset) / day) * day - offset;
 }
 
+/** A duration in words of the page's language (秒/分钟/小时/天 or s/min/h/d). */
 export function duration(ms) {
   if (ms === null || ms === undefined) return "—";
   const s = Math.round(Number(ms) / 1000);
-  if (s < 120) return s + " s";
-  if (s < 7200) return Math.round(s / 60) + " min";
-  if (s < 172800) return Math.round(s / 3600) + " h";
-  return Math.round(s / 86400) + " d";
+  if (s < 120) return s + L(" 秒", " s");
+  if (s < 7200) return Math.round(s / 60) + L(" 分钟", " min");
+  if (s < 172800) return Math.round(s / 3600) + L(" 小时", " h");
+  return Math.round(s / 86400) + L(" 天", " d");
 }
