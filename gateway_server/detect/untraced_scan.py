@@ -209,10 +209,15 @@ def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict
         chunk = merchants_[i:i + 500]
         tried += [dict(r._mapping) for r in conn.execute(select(reweighs).where(
             reweighs.c.verdict == PENDING, reweighs.c.merchant_id.in_(chunk)))]
-    due = {market: [dict(r._mapping) for r in conn.execute(select(reweighs).where(
-        reweighs.c.market == market, reweighs.c.verdict == PENDING,
-        reweighs.c.ts_ms <= latest - params.after_ms).order_by(reweighs.c.ts_ms))]
-        for market, latest in sorted(latest_ms.items())}
+    # one query for every market of the batch (a worker's batch mixes dozens of them)
+    due: dict[str, list[dict[str, Any]]] = {market: [] for market in latest_ms}
+    if latest_ms:
+        for r in conn.execute(select(reweighs).where(
+                reweighs.c.market.in_(sorted(latest_ms)), reweighs.c.verdict == PENDING,
+                reweighs.c.ts_ms <= max(latest_ms.values()) - params.after_ms)
+                .order_by(reweighs.c.ts_ms, reweighs.c.id)):
+            if r.ts_ms <= latest_ms[r.market] - params.after_ms:
+                due[r.market].append(dict(r._mapping))
     book = StallBook.load(conn, [*tried, *(rw for rws in due.values() for rw in rws)], params)
     matched: set[int] = set()
     for rw in tried:
