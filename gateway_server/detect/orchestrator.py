@@ -47,6 +47,7 @@ from gateway_server.detect.kfactor_scan import kfactor_findings
 from gateway_server.detect.offline_scan import offline_findings
 from gateway_server.detect.queries import finding_row, reset_ms, scale_contexts
 from gateway_server.detect.rules.stream import DetectorParams, Finding
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables_workflow import reweighs
 
 __all__ = [
@@ -121,7 +122,7 @@ def _devices_with_new_pairs(conn: Connection, new_events: list[dict[str, Any]],
     if not codes:
         return set()
     return {r.sale_device for r in conn.execute(
-        select(reweighs.c.sale_device).where(reweighs.c.trace_code.in_(codes),
+        select(reweighs.c.sale_device).where(any_of(conn, reweighs.c.trace_code, codes),
                                              reweighs.c.sale_device.is_not(None)).distinct())}
 
 

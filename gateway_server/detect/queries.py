@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from gateway_server.detect.rules.stream import Finding, RegisteredPrice, ScaleCtx
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import plu_prices, scales
 from gateway_server.store.tables_workflow import inspection_results, repairs
 
@@ -43,7 +44,7 @@ def scale_contexts(conn: Connection, devices: Iterable[str]) -> dict[str, ScaleC
     out = {}
     for r in conn.execute(select(scales.c.device, scales.c.market, scales.c.e_mg,
                                  scales.c.max_mg, scales.c.accuracy_class, scales.c.role)
-                          .where(scales.c.device.in_(devs))):
+                          .where(any_of(conn, scales.c.device, devs))):
         if r.e_mg and r.max_mg:
             out[r.device] = ScaleCtx(r.device, r.market, int(r.e_mg), int(r.max_mg),
                                      r.accuracy_class or "III", r.role or "trade")
@@ -66,10 +67,10 @@ def reset_ms_many(conn: Connection, devices: Iterable[str]) -> dict[str, int]:
         chunk = devs[i:i + 500]
         q = union_all(
             select(inspection_results.c.device, func.max(inspection_results.c.ts_ms))
-            .where(inspection_results.c.device.in_(chunk))
+            .where(any_of(conn, inspection_results.c.device, chunk))
             .group_by(inspection_results.c.device),
             select(repairs.c.device, func.max(repairs.c.ts_ms))
-            .where(repairs.c.device.in_(chunk)).group_by(repairs.c.device))
+            .where(any_of(conn, repairs.c.device, chunk)).group_by(repairs.c.device))
         for device, ts in conn.execute(q):
             out[device] = max(out[device], int(ts or 0))
     return out
@@ -85,7 +86,7 @@ def prices(conn: Connection, keys: set[tuple[int, str]]) -> dict[tuple[int, str]
     merchants_ = sorted({m for m, _ in keys})
     got: dict[tuple[int, str], list[Any]] = defaultdict(list)
     for i in range(0, len(merchants_), 500):
-        q = (select(plu_prices).where(plu_prices.c.merchant_id.in_(merchants_[i:i + 500]))
+        q = (select(plu_prices).where(any_of(conn, plu_prices.c.merchant_id, merchants_[i:i + 500]))
              .order_by(plu_prices.c.valid_from_ms))
         for r in conn.execute(q):
             if (r.merchant_id, r.plu) in wanted:

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, select
 from gateway_server.detect.queries import price_at, prices, scale_contexts
 from gateway_server.detect.rules.legal import LEGAL_REWEIGH
 from gateway_server.detect.rules.stream import Finding, ScaleCtx
-from gateway_server.store.bulk import update_by_key
+from gateway_server.store.bulk import any_of, update_by_key
 from gateway_server.store.tables import sales
 from gateway_server.store.tables_workflow import reweighs
 from weighing import metrology as mt
@@ -80,7 +80,7 @@ class TraceLinks:
         latest: dict[str, Any] = {}
         for i in range(0, len(wanted), 500):
             for sale in conn.execute(select(sales).where(
-                    sales.c.trace_code.in_(wanted[i:i + 500]))):
+                    any_of(conn, sales.c.trace_code, wanted[i:i + 500]))):
                 had = latest.get(sale.trace_code)
                 if had is None or sale.ts_ms > had.ts_ms:
                     latest[sale.trace_code] = sale
@@ -175,7 +175,7 @@ def link_waiting(conn: Connection, new_sales: list[dict[str, Any]],
     if not codes:
         return []
     waiting = list(conn.execute(select(reweighs).where(
-        reweighs.c.trace_code.in_(codes), reweighs.c.verdict == "unlinked")))
+        any_of(conn, reweighs.c.trace_code, codes), reweighs.c.verdict == "unlinked")))
     if not waiting:
         return []
     links = TraceLinks.load(conn, {w.trace_code for w in waiting}, {w.device for w in waiting},

@@ -31,6 +31,7 @@ from gateway_server.detect.rules.stream import (
     tare_habit,
     tray_history_sales,
 )
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import events, sales
 from gateway_server.store.tables_workflow import repairs
 
@@ -120,13 +121,14 @@ class CounterMemory:
             # the server's memory of each counter (the batch's own reports are stored already)
             for r in conn.execute(select(events.c.device, events.c.ts_ms, events.c.seq,
                                          events.c.payload)
-                                  .where(events.c.device.in_(devices), events.c.kind == "counter")
+                                  .where(any_of(conn, events.c.device, devices),
+                                         events.c.kind == "counter")
                                   .order_by(events.c.ts_ms, events.c.seq)):
                 body = json.loads(r.payload)
                 values[r.device].append((int(r.ts_ms), int(r.seq), body.get("name"),
                                          body.get("new")))
             for rep in conn.execute(select(repairs.c.device, repairs.c.ts_ms)
-                                    .where(repairs.c.device.in_(devices))):
+                                    .where(any_of(conn, repairs.c.device, devices))):
                 repair_times[rep.device].append(int(rep.ts_ms))
         return cls(values, repair_times)
 

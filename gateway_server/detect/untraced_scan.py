@@ -42,6 +42,7 @@ from gateway_server.detect.rules.untraced import (
     tolerance_mg,
 )
 from gateway_server.registry.binding import devices_at
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import events, merchants, sales
 from gateway_server.store.tables_workflow import reweighs
 
@@ -82,7 +83,7 @@ class StallBook:
         ids = sorted({c.sale_id for cs in book._sales.values() for c in cs})
         for i in range(0, len(ids), 500):
             for r in conn.execute(select(reweighs.c.sale_id, reweighs.c.id).where(
-                    reweighs.c.sale_id.in_(ids[i:i + 500]))):
+                    any_of(conn, reweighs.c.sale_id, ids[i:i + 500]))):
                 book._named[int(r.sale_id)].add(int(r.id))
         book._ctx = scale_contexts(conn, {c.device for cs in book._sales.values() for c in cs}
                                    | {str(rw["device"]) for rw in rws})
@@ -208,12 +209,12 @@ def settle(conn: Connection, *, new_sales: list[dict[str, Any]], latest_ms: dict
     for i in range(0, len(merchants_), 500):
         chunk = merchants_[i:i + 500]
         tried += [dict(r._mapping) for r in conn.execute(select(reweighs).where(
-            reweighs.c.verdict == PENDING, reweighs.c.merchant_id.in_(chunk)))]
+            reweighs.c.verdict == PENDING, any_of(conn, reweighs.c.merchant_id, chunk)))]
     # one query for every market of the batch (a worker's batch mixes dozens of them)
     due: dict[str, list[dict[str, Any]]] = {market: [] for market in latest_ms}
     if latest_ms:
         for r in conn.execute(select(reweighs).where(
-                reweighs.c.market.in_(sorted(latest_ms)), reweighs.c.verdict == PENDING,
+                any_of(conn, reweighs.c.market, sorted(latest_ms)), reweighs.c.verdict == PENDING,
                 reweighs.c.ts_ms <= max(latest_ms.values()) - params.after_ms)
                 .order_by(reweighs.c.ts_ms, reweighs.c.id)):
             if r.ts_ms <= latest_ms[r.market] - params.after_ms:

@@ -38,6 +38,7 @@ import msgspec
 from sqlalchemy import Connection, select
 
 from gateway_server.ingest.pipeline import Incoming
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import findings, scales
 from weighing import wire
 from weighing.errors import WireDecodeError
@@ -67,7 +68,7 @@ class AckStats:
 
 def _key_cache_rows(conn: Connection, devices: set[str]) -> dict[str, bytes | None]:
     rows = conn.execute(select(scales.c.device, scales.c.key_hex)
-                        .where(scales.c.device.in_(devices)))
+                        .where(any_of(conn, scales.c.device, devices)))
     return {r.device: bytes.fromhex(r.key_hex) if r.key_hex else None for r in rows}
 
 

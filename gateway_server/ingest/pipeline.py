@@ -71,7 +71,7 @@ from gateway_server.ingest.scale_state import (
     new_scale,
     record_gaps,
 )
-from gateway_server.store.bulk import dialect_insert, pg_insert_unnest, update_by_key
+from gateway_server.store.bulk import any_of, dialect_insert, pg_insert_unnest, update_by_key
 from gateway_server.store.tables import (
     dead_letters,
     events,
@@ -99,7 +99,7 @@ def store_batch(
             scales.c.device, scales.c.market, scales.c.registered, scales.c.key_hex,
             scales.c.last_seq, scales.c.max_mg, scales.c.e_mg, scales.c.last_ts_ms,
             scales.c.samples_seq, scales.c.samples_holes,
-        ).where(scales.c.device.in_(devices)).order_by(scales.c.device)
+        ).where(any_of(conn, scales.c.device, devices)).order_by(scales.c.device)
         if conn.dialect.name == "postgresql":
             # the sequence marks are read, then written: a quarantine release of a device
             # and its ingest must not interleave (rows locked in device order: no deadlock)

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select
 
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import bindings
 
 _CHUNK = 500  # devices per IN list: far below any database's parameter limit
@@ -53,7 +54,7 @@ def merchants_at(conn: Connection, devices: Iterable[str], ts_ms: int) -> dict[s
     out: dict[str, int] = {}
     for i in range(0, len(devs), _CHUNK):
         q = (select(bindings.c.device, bindings.c.merchant_id)
-             .where(bindings.c.device.in_(devs[i:i + _CHUNK]), bound_at(ts_ms))
+             .where(any_of(conn, bindings.c.device, devs[i:i + _CHUNK]), bound_at(ts_ms))
              .order_by(bindings.c.valid_from_ms))
         out.update({r.device: int(r.merchant_id) for r in conn.execute(q)})
     return out
@@ -69,7 +70,7 @@ def merchants_at_times(conn: Connection,
     for i in range(0, len(devs), _CHUNK):
         for b in conn.execute(select(bindings.c.device, bindings.c.merchant_id,
                                      bindings.c.valid_from_ms, bindings.c.valid_to_ms)
-                              .where(bindings.c.device.in_(devs[i:i + _CHUNK]))):
+                              .where(any_of(conn, bindings.c.device, devs[i:i + _CHUNK]))):
             spans[b.device].append(b)
     out: dict[tuple[str, int], int] = {}
     for device, ts in pairs:

