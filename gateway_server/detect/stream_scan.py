@@ -9,7 +9,7 @@ memory of each counter, registered repairs) in a few queries per batch and runs 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from gateway_server.detect.rules.stream import (
     tare_habit,
     tray_history_sales,
 )
-from gateway_server.store.bulk import any_of
+from gateway_server.store.bulk import any_of, newest_in_ranges
 from gateway_server.store.tables import events, sales
 from gateway_server.store.tables_workflow import repairs
 
@@ -79,16 +79,14 @@ def _tare_habits(conn: Connection, new_sales: list[dict[str, Any]],
     for s in cands:
         by_dev[s["device"]].append(s)
     out: dict[tuple[str, int], TareHabit] = {}
+    n_new = Counter(s["device"] for s in new_sales)
+    wants = [(device, min(market_day(int(s["ts_ms"])) for s in mine) * DAY_MS - CST_OFFSET_MS,
+              max(int(s["ts_ms"]) for s in mine), tray_history_sales(params) + n_new[device])
+             for device, mine in by_dev.items()]
+    history = newest_in_ranges(conn, sales, ("ts_ms", "seq", "plu", "tare_mg", "merchant_id"),
+                               key="device", ts="ts_ms", tie="seq", wants=wants)
     for device, mine in by_dev.items():
-        last = max(int(s["ts_ms"]) for s in mine)
-        day0 = min(market_day(int(s["ts_ms"])) for s in mine) * DAY_MS - CST_OFFSET_MS
-        n_new = sum(1 for s in new_sales if s["device"] == device)
-        rows = list(conn.execute(
-            select(sales.c.ts_ms, sales.c.seq, sales.c.plu, sales.c.tare_mg, sales.c.merchant_id)
-            .where(sales.c.device == device, sales.c.ts_ms >= day0, sales.c.ts_ms <= last)
-            .order_by(sales.c.ts_ms.desc(), sales.c.seq.desc())
-            .limit(tray_history_sales(params) + n_new)))
-        rows.reverse()  # oldest first
+        rows = history[device]  # oldest first
         missing = {(r.merchant_id, r.plu) for r in rows
                    if r.merchant_id is not None and r.plu} - set(prices_)
         prices_.update(prices(conn, missing))

@@ -35,10 +35,12 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
+    select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import NullType
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 
@@ -93,10 +95,59 @@ def any_of(conn: Connection, column: Any, values: Iterable[Any]) -> ColumnElemen
     vals = list(values)
     if conn.dialect.name != "postgresql":
         return column.in_(vals)  # type: ignore[no-any-return]
-    lit = _literal(vals, column.type)
-    param = bindparam(None, lit, type_=String() if isinstance(lit, str)
-                      else postgresql.ARRAY(column.type))
-    return column == any_(cast(param, postgresql.ARRAY(column.type)))  # type: ignore[no-any-return]
+    # the parameter goes untyped (no ``::VARCHAR`` bind cast: NullType), so PostgreSQL
+    # gives it the array type itself and parses it once; with a cast from VARCHAR the
+    # conversion is redone for every row a sequential scan filters (measured: 154 ms
+    # against 1.4 ms for 200 trace codes over 3,000 re-weighs)
+    element = String() if isinstance(column.type, String) else column.type
+    param = bindparam(None, _literal(vals, column.type), type_=NullType())
+    return column == any_(cast(param, postgresql.ARRAY(element)))  # type: ignore[no-any-return]
+
+
+def newest_in_ranges(conn: Connection, table: Table, cols: Sequence[str], *, key: str,
+                     ts: str, tie: str, wants: Sequence[tuple[Any, int, int, int]]
+                     ) -> dict[Any, list[Any]]:
+    """For each ``(value, lo, hi, limit)`` of ``wants``: the ``limit`` newest rows (by
+    ``ts``, then ``tie``) with ``key = value`` and ``lo <= ts <= hi``, returned oldest
+    first under ``value``; each row has ``cols``.
+
+    One statement on PostgreSQL (a ``LATERAL`` subquery per key over ``unnest`` of the
+    wants: one index range scan each, one round trip), one per want elsewhere.
+    """
+    out: dict[Any, list[Any]] = {w[0]: [] for w in wants}
+    if not wants:
+        return out
+    if conn.dialect.name == "postgresql":
+        names = ", ".join(f"r.{c}" for c in cols)
+        src, params = _arrays_of(
+            [(table.c[key].type, [w[0] for w in wants]),
+             (table.c[ts].type, [w[1] for w in wants]),
+             (table.c[ts].type, [w[2] for w in wants]),
+             (Integer(), [w[3] for w in wants])])
+        rows = conn.execute(text(
+            f"SELECT w.k AS want_key, {names} FROM {src} AS w(k, lo, hi, n) "
+            f"CROSS JOIN LATERAL (SELECT {', '.join(cols)} FROM {table.name} "
+            f"WHERE {key} = w.k AND {ts} >= w.lo AND {ts} <= w.hi "
+            f"ORDER BY {ts} DESC, {tie} DESC LIMIT w.n) AS r"), params)
+        for r in rows:
+            out[r.want_key].append(r)
+    else:
+        for value, lo, hi, n in wants:
+            out[value] = list(conn.execute(
+                select(*(table.c[c] for c in cols))
+                .where(table.c[key] == value, table.c[ts] >= lo, table.c[ts] <= hi)
+                .order_by(table.c[ts].desc(), table.c[tie].desc()).limit(n)))
+    for got in out.values():
+        got.reverse()  # oldest first
+    return out
+
+
+def _arrays_of(columns: Sequence[tuple[Any, list[Any]]]) -> tuple[str, dict[str, Any]]:
+    """``unnest(CAST(:u0 AS T0[]), …)`` of free-standing arrays (type, values)."""
+    params = {f"u{i}": _literal(values, sqltype) for i, (sqltype, values) in enumerate(columns)}
+    args = ", ".join(f"CAST(:u{i} AS {sqltype.compile(dialect=_PG)}[])"
+                     for i, (sqltype, _) in enumerate(columns))
+    return f"unnest({args})", params
 
 
 def _arrays(table: Table, cols: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[
@@ -156,4 +207,4 @@ def update_by_key(conn: Connection, table: Table, key: str,
                                 for r in rows])
 
 
-__all__ = ["any_of", "pg_insert_unnest", "update_by_key"]
+__all__ = ["any_of", "newest_in_ranges", "pg_insert_unnest", "update_by_key"]

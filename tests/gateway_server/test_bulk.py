@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from gateway_server.store.bulk import any_of, pg_insert_unnest, update_by_key
+from gateway_server.store.bulk import any_of, newest_in_ranges, pg_insert_unnest, update_by_key
 from gateway_server.store.database import Store
 from gateway_server.store.tables import events, markets, scales
 
@@ -94,3 +94,22 @@ def test_any_of_matches_exactly_the_values_given(store: Store) -> None:
                      .compile(c)) for v in (["x"], ["x", "y", "z"])}
     if store.engine.dialect.name == "postgresql":
         assert len(texts) == 1 and "ANY" in texts.pop()
+
+
+def test_newest_in_ranges_gives_each_key_its_newest_rows_oldest_first(store: Store) -> None:
+    """Per (device, lo, hi, limit): the newest ``limit`` rows in [lo, hi], ties broken by
+    seq, returned oldest first; a device with nothing in range gets an empty list."""
+    _scales(store, 3)
+    rows = [{"device": "d0", "market": "m1", "seq": s, "kind": "zero", "ts_ms": ts,
+             "received_ms": 1, "payload": "{}"}
+            for s, ts in [(1, 100), (2, 200), (3, 200), (4, 300), (5, 400)]]
+    rows += [{"device": "d1", "market": "m1", "seq": 1, "kind": "zero", "ts_ms": 250,
+              "received_ms": 1, "payload": "{}"}]
+    with store.engine.begin() as c:
+        c.execute(insert(events), rows)
+    with store.engine.connect() as c:
+        got = newest_in_ranges(c, events, ("seq", "ts_ms"), key="device", ts="ts_ms", tie="seq",
+                               wants=[("d0", 150, 350, 2), ("d1", 0, 200, 5), ("d2", 0, 999, 3),
+                                      ("d0x", 0, 999, 1)])
+    assert {k: [(r.seq, r.ts_ms) for r in v] for k, v in got.items()} == {
+        "d0": [(3, 200), (4, 300)], "d1": [], "d2": [], "d0x": []}
