@@ -45,7 +45,7 @@ from gateway_server.detect import (
 from gateway_server.detect.idle_scan import idle_scale_findings
 from gateway_server.detect.kfactor_scan import kfactor_findings
 from gateway_server.detect.offline_scan import offline_findings
-from gateway_server.detect.queries import finding_row, reset_ms, scale_contexts
+from gateway_server.detect.queries import finding_row, reset_ms_many, scale_contexts
 from gateway_server.detect.rules.stream import DetectorParams, Finding
 from gateway_server.store.bulk import any_of
 from gateway_server.store.tables_workflow import reweighs
@@ -131,4 +131,5 @@ def residual_findings(conn: Connection, devices: set[str], *, now_ms: int) -> li
     :mod:`gateway_server.detect.residual_scan`: the loads of the inspection that opened the
     evidence period and every re-weigh linked by trace code since; a bad pair is left out
     alone, and what is left out (or a scale it cannot judge) is a ``not-judged`` finding."""
-    return residual_scan.residual_findings(conn, devices, now_ms=now_ms, reset_of=reset_ms)
+    return residual_scan.residual_findings(conn, devices, now_ms=now_ms,
+                                           resets_of=reset_ms_many)

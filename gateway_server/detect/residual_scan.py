@@ -36,6 +36,7 @@ from gateway_server.detect.queries import finding_row, scale_contexts
 from gateway_server.detect.rules import residual as rd
 from gateway_server.detect.rules.legal import LEGAL_NOT_JUDGED, LEGAL_RESIDUAL
 from gateway_server.detect.rules.stream import Finding, ScaleCtx
+from gateway_server.store.bulk import any_of
 from gateway_server.store.tables import findings, scales
 from gateway_server.store.tables_workflow import inspection_results, reweighs
 
@@ -70,36 +71,49 @@ def pairs_since(conn: Connection, device: str, selling: ScaleCtx | None,
                 reset_ms: int) -> list[Pair]:
     """The scale's pairs of the current evidence period, in time order (an inspection's
     loads first at its own time, in the order the inspector took them)."""
-    out: list[tuple[tuple[int, int, int, int], Pair]] = []
+    return pairs_of(conn, {device: reset_ms}, {device: selling} if selling else {})[device]
+
+
+def pairs_of(conn: Connection, resets: dict[str, int],
+             selling: dict[str, ScaleCtx]) -> dict[str, list[Pair]]:
+    """:func:`pairs_since` of every device of ``resets`` (device → its reset), read in
+    three statements whatever the number of devices."""
+    out: dict[str, list[tuple[tuple[int, int, int, int], Pair]]] = {d: [] for d in resets}
+    if not resets:
+        return {}
+    oldest = min(resets.values())
     for r in conn.execute(select(inspection_results).where(
-            inspection_results.c.device == device, inspection_results.c.ts_ms >= reset_ms)):
+            any_of(conn, inspection_results.c.device, resets),
+            inspection_results.c.ts_ms >= oldest)):
+        if r.ts_ms < resets[r.device]:
+            continue
         try:
             loads = json.loads(r.loads)
         except ValueError:
             loads = [None]
         for i, load in enumerate(loads if isinstance(loads, list) else [None]):
             ok = isinstance(load, dict)
-            out.append(((int(r.ts_ms), 0, int(r.id), i), Pair(
+            out[r.device].append(((int(r.ts_ms), 0, int(r.id), i), Pair(
                 int(r.ts_ms), "inspection", f"inspection #{r.id}",
                 _int(load.get("indication_mg")) if ok else None,
                 _int(load.get("load_mg")) if ok else None, None, "III", r.merchant_id)))
-    rows = list(conn.execute(
+    rows = [r for r in conn.execute(
         select(reweighs.c.id, reweighs.c.settled_mg, reweighs.c.reference_mg, reweighs.c.device,
-               reweighs.c.seq, reweighs.c.ts_ms, reweighs.c.merchant_id)
-        .where(reweighs.c.sale_device == device, reweighs.c.settled_mg.is_not(None),
+               reweighs.c.seq, reweighs.c.ts_ms, reweighs.c.merchant_id, reweighs.c.sale_device)
+        .where(any_of(conn, reweighs.c.sale_device, resets), reweighs.c.settled_mg.is_not(None),
                reweighs.c.trace_code.is_not(None),  # stall-named: linked by weight only
-               reweighs.c.ts_ms > reset_ms)))
+               reweighs.c.ts_ms > oldest)) if r.ts_ms > resets[r.sale_device]]
     fair = scale_contexts(conn, {r.device for r in rows})
     for r in rows:
-        f = fair.get(r.device)
+        f, sc = fair.get(r.device), selling.get(r.sale_device)
         # a fair scale the register does not describe: taken as equal to the selling scale
         # (the re-weigh verdict assumes the same, Art. 6 "equal accuracy")
-        e_r = f.e_mg if f else (selling.e_mg if selling else None)
-        cls_r = f.accuracy_class if f else (selling.accuracy_class if selling else "III")
-        out.append(((int(r.ts_ms), 1, int(r.id), 0), Pair(
+        e_r = f.e_mg if f else (sc.e_mg if sc else None)
+        cls_r = f.accuracy_class if f else (sc.accuracy_class if sc else "III")
+        out[r.sale_device].append(((int(r.ts_ms), 1, int(r.id), 0), Pair(
             int(r.ts_ms), "reweigh", f"{r.device} #{r.seq}", int(r.settled_mg),
             int(r.reference_mg), e_r, cls_r, r.merchant_id, reference_assumed=f is None)))
-    return [p for _, p in sorted(out, key=lambda x: x[0])]
+    return {d: [p for _, p in sorted(got, key=lambda x: x[0])] for d, got in out.items()}
 
 
 def _int(v: Any) -> int | None:
@@ -138,20 +152,27 @@ def judge_pairs(pairs: Iterable[Pair], selling: ScaleCtx) -> Judged:
 
 
 def residual_findings(conn: Connection, devices: set[str], *, now_ms: int,
-                      reset_of: Callable[[Connection, str], int],
+                      resets_of: Callable[[Connection, Iterable[str]], dict[str, int]],
                       params: rd.ResidualParams = rd.DEFAULT_PARAMS) -> list[Finding]:
-    """Residual findings (and ``not-judged`` observations) for ``devices``."""
+    """Residual findings (and ``not-judged`` observations) for ``devices``; what they
+    need is read for all of them at once (a batch of a province day names hundreds)."""
     out: list[Finding] = []
     ctx = scale_contexts(conn, devices)
+    resets = resets_of(conn, devices)
+    pairs_by = pairs_of(conn, resets, ctx)
+    noted = {r.dedup_key: r for r in conn.execute(
+        select(findings.c.id, findings.c.status, findings.c.dedup_key).where(any_of(
+            conn, findings.c.dedup_key, [_not_judged_key(d, resets[d]) for d in devices])))}
     for device in sorted(devices):
-        sc, reset = ctx.get(device), reset_of(conn, device)
-        pairs = pairs_since(conn, device, sc, reset)
+        sc, reset, pairs = ctx.get(device), resets[device], pairs_by[device]
+        row = noted.get(_not_judged_key(device, reset))
         if sc is None:
-            out += _observe(conn, device, None, reset, pairs, None, now_ms=now_ms,
+            out += _observe(conn, device, None, reset, pairs, None, row, now_ms=now_ms,
                             params=params)
             continue
         judged = judge_pairs(pairs, sc)
-        out += _observe(conn, device, sc, reset, pairs, judged, now_ms=now_ms, params=params)
+        out += _observe(conn, device, sc, reset, pairs, judged, row, now_ms=now_ms,
+                        params=params)
         if judged.state.n < params.min_pairs:
             continue
         f = _finding(device, sc, reset, judged, params)
@@ -187,8 +208,12 @@ def _finding(device: str, sc: ScaleCtx, reset: int, judged: Judged,
         at.merchant_id, ev)
 
 
+def _not_judged_key(device: str, reset: int) -> str:
+    return f"{NOT_JUDGED}:residual:{device}:{reset}"
+
+
 def _observe(conn: Connection, device: str, sc: ScaleCtx | None, reset: int,
-             pairs: list[Pair], judged: Judged | None, *, now_ms: int,
+             pairs: list[Pair], judged: Judged | None, row: Any, *, now_ms: int,
              params: rd.ResidualParams) -> list[Finding]:
     """Keep the scale's ``not-judged`` observation of this evidence period up to date.
 
@@ -198,9 +223,7 @@ def _observe(conn: Connection, device: str, sc: ScaleCtx | None, reset: int,
     """
     if not pairs:
         return []  # nothing to judge: nothing left out
-    key = f"{NOT_JUDGED}:residual:{device}:{reset}"
-    row = conn.execute(select(findings.c.id, findings.c.status)
-                       .where(findings.c.dedup_key == key)).first()
+    key = _not_judged_key(device, reset)  # ``row``: its finding, if one exists
     left_out = judged.left_out if judged is not None else []
     if sc is not None and not left_out:
         if row is not None and row.status == "open":
