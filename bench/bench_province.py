@@ -531,10 +531,11 @@ def command(args: argparse.Namespace) -> str:
         parts.append(f"--scales {args.scales}")
     parts += [f"--processes {args.processes}", f"--seconds {args.seconds:g}",
               f"--findings {args.findings}"]
-    if args.day_hours:
-        parts.append(f"--day-hours {args.day_hours:g}")
+    parts.append(f"--day-hours {args.day_hours:g}")  # 0: the whole day (default 2)
     if args.probe_interval:
         parts.append(f"--probe-interval {args.probe_interval:g}")
+    if args.heading != HEADING:
+        parts.append(f"--heading '{args.heading}'")
     return " ".join(parts)
 
 
@@ -607,7 +608,11 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"| over the window | {c['workers']:.2f} | {c['api']:.2f} | {c['postgres']:.2f} | "
         f"{c['broker']:.2f} | {c['load']:.2f} | {r['machine']:.2f} |",
         "",
-        "What ≥ 1× real time means here: the samples are offered in real time and the day's "
+        ("At 1× the day's sales come at the pace of a real day, beside the real-time "
+         "samples: the load a deployment carries, under which issue 17 asks for sale → "
+         "finding p99 < 250 ms. "
+         if factor < 1.5 else "")
+        + "What ≥ 1× real time means here: the samples are offered in real time and the day's "
         f"sales {factor:,.0f}× compressed, on top of them. The gateway keeps up when "
         "stored / offered stays ≈ 100 % and the lag stays bounded through the window (it "
         "would grow without bound if the ingest fell behind): then it stores the day "
@@ -620,10 +625,13 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{d['sales']:,} sales stored after a drain of {r['drain_s']:.0f} s), and sale → "
         f"finding p99 was {pct(lat, 99):.0f} ms ("
         + ("under" if fast else "**not** under") + " the 250 ms of issue 17). "
-        + ("" if not (args.scales or args.day_hours) else
-           "This run is smaller than issue 17's goal (a shrunk fleet or a shortened day: see "
-           "the command); the goal is measured by the command without `--scales` and "
-           "`--day-hours`. ")
+        + ("This run is smaller than issue 17's goal (a shrunk fleet: see the command); "
+           "the goal is measured without `--scales`. " if args.scales else
+           "The day is shortened to fit the window at its real pace; the whole day's "
+           f"throughput is measured in \"{HEADING[3:]}\". " if args.day_hours and factor < 1.5
+           else "This run is smaller than issue 17's goal (a shortened day: see the "
+           "command); the goal is the whole day, `--day-hours 0`. " if args.day_hours
+           else "")
         + ("" if r["day_published_in_window"] >= r["day_messages"] else
            f"Only {r['day_published_in_window']:,} of the day's {r['day_messages']:,} "
            "messages were published inside the window (the load could not keep its pace). ")
@@ -652,6 +660,8 @@ def main() -> int:
                     help="shorten the trading day (0: the fleet's own, 12 h)")
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--heading", default=HEADING,
+                    help=f"the section of docs/benchmarks.md to write (default {HEADING!r})")
     args = ap.parse_args()
     # a SIGTERM (run_all's time limit) unwinds like an error: the finally blocks stop the
     # gateway's processes (sessions of their own), the broker, and drop the database
@@ -663,7 +673,7 @@ def main() -> int:
         print(f"logs kept in {tmp}", file=sys.stderr)
         raise
     shutil.rmtree(tmp, ignore_errors=True)
-    benchlib.publish(section(r, args), DOC, HEADING, write=not args.no_write)
+    benchlib.publish(section(r, args), DOC, args.heading, write=not args.no_write)
     return 0
 
 
