@@ -53,6 +53,7 @@ import os
 import pickle
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -535,7 +536,7 @@ def command(args: argparse.Namespace) -> str:
     if args.probe_interval:
         parts.append(f"--probe-interval {args.probe_interval:g}")
     if args.heading != HEADING:
-        parts.append(f"--heading '{args.heading}'")
+        parts.append(f"--heading {shlex.quote(args.heading)}")
     return " ".join(parts)
 
 

@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway_server.ingest.acks import AckTracker
 from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.pipeline import BatchResult, Incoming
-from gateway_server.ingest.writer import IngestStats, IngestWriter, decode, now_ms
+from gateway_server.ingest.writer import AckOrder, IngestStats, IngestWriter, decode, now_ms
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
 from weighing import wire
@@ -62,6 +62,7 @@ class Ingestor:
         self.writer = writer or IngestWriter(settings, store, acknowledge=acknowledge)
         self.netloop = netloop
         # what the writer reads and writes of this session (writer.Session)
+        self.order = AckOrder()  # the broker's acknowledgements, in arrival order
         self.stopped = False
         self.connected = False
         self.submitted = 0  # messages handed to the writer (this session's network thread)
@@ -137,6 +138,7 @@ class Ingestor:
         if reason_code.is_failure:
             log.error("broker refused the ingest connection: %s", reason_code)
             return
+        self.order.reset()  # a new connection: what the old one delivered is redelivered
         self._set_connected(True)
         subs = [(wire.subscription(m), 1) for m in self.markets]
         client.subscribe(subs)
@@ -159,6 +161,7 @@ class Ingestor:
             while self.writer.backlogged() and not self.stopped:
                 time.sleep(0.01)
         self.submitted += 1
+        self.order.received(msg)
         self.writer.submit(self, msg, decode(msg, now_ms()))
 
     # -- direct use (tests, benches): store without the broker's delivery ---------------

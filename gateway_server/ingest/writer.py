@@ -17,6 +17,13 @@ Rules (architecture.md §6, issue 17):
 * A payload that fails validation is kept in ``dead_letters`` with its reason and
   counted; a message the store refuses for its content is isolated by splitting the
   batch and dead-lettered alone; the database being away is waited out. Nothing is lost.
+* **Events before samples.** What the detectors judge (events, births, states) is stored
+  ahead of the sample batches waiting beside it, in a transaction of its own, and never
+  waits for a batch of samples to fill: sale → finding is the wait for the transaction
+  in progress plus its own, not for the samples queued before it (issue 17). The
+  broker's acknowledgements stay in the order the messages arrived on their connection
+  (:class:`AckOrder`, MQTT 3.1.1 §4.6): an event stored early is acknowledged once the
+  samples received before it are stored too.
 * End-to-end acknowledgement (``gateway_server.ingest.acks``): after a batch commits, each
   keyed device with events in it gets one signed ``stored`` command with the seq up to
   which everything of it is settled here, and a ``resend`` command for a gap; declared
@@ -30,7 +37,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,11 +143,61 @@ class IngestStats:
         return d
 
 
+class AckOrder:
+    """The QoS 1 messages of one MQTT connection, acknowledged in the order they arrived.
+
+    MQTT 3.1.1 §4.6: a client sends PUBACKs in the order the PUBLISHes were received. The
+    writer stores events ahead of older samples, so it reports what it stored
+    (:meth:`stored`) and gets back what may be acknowledged now: the stored prefix of the
+    arrival order. A new connection starts a new order (:meth:`reset`); a message of an
+    older connection is never acknowledged on it (its id meant something only on its own
+    connection): the broker redelivers it, a counted duplicate. Thread-safe: the network
+    thread calls :meth:`received` and :meth:`reset`, the writer :meth:`stored`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fifo: deque[mqtt.MQTTMessage] = deque()
+        self._pending: dict[int, mqtt.MQTTMessage] = {}  # id() → message, of the fifo
+        self._done: set[int] = set()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._fifo.clear()
+            self._pending.clear()
+            self._done.clear()
+
+    def received(self, m: mqtt.MQTTMessage) -> None:
+        if m.qos:
+            with self._lock:
+                self._fifo.append(m)
+                self._pending[id(m)] = m
+
+    def stored(self, msgs: list[mqtt.MQTTMessage]) -> list[mqtt.MQTTMessage]:
+        """Note ``msgs`` as stored; return the messages to acknowledge now, in order."""
+        out = []
+        with self._lock:
+            for m in msgs:
+                if self._pending.get(id(m)) is m:
+                    self._done.add(id(m))
+            while self._fifo and id(self._fifo[0]) in self._done:
+                m = self._fifo.popleft()
+                self._done.discard(id(m))
+                del self._pending[id(m)]
+                out.append(m)
+        return out
+
+    def waiting(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._fifo)
+
+
 class Session(Protocol):
     """What the writer needs of the MQTT session a message came from
     (``gateway_server.ingest.ingestor.Ingestor``)."""
 
     client: mqtt.Client
+    order: AckOrder  # its connection's acknowledgements, in arrival order
     stopped: bool
     done: int  # messages stored (written by the writer thread only)
     last_batch_ms: int  # when a batch holding its messages last committed
@@ -164,6 +221,9 @@ class IngestWriter:
         # never blocks a session's network thread; the sessions stop reading while
         # :meth:`backlogged` instead (netloop, ingestor)
         self._q: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        # taken from ``_q`` by the writer thread, not stored yet: events first
+        self._urgent: deque[Item] = deque()
+        self._samples: deque[Item] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._windows: dict[str, int] = {}  # last closed window evaluated, per market
@@ -189,32 +249,52 @@ class IngestWriter:
             self.max_depth = depth
 
     def queue_depth(self) -> int:
-        return self._q.qsize()
+        return self._q.qsize() + len(self._urgent) + len(self._samples)
 
     def backlogged(self) -> bool:
         """True while the queue is above :data:`HIGH_WATER`: stop reading the broker."""
-        return self._q.qsize() >= HIGH_WATER
+        return self.queue_depth() >= HIGH_WATER
 
     # -- the thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
+        while (not self._stop.is_set() or not self._q.empty() or self._urgent
+               or self._samples):
+            items = self._next_batch()
+            if items:
+                self.process(items)
+
+    def _take(self, item: Item) -> None:
+        inc = item[2]
+        is_samples = inc.parts is not None and inc.parts.channel is wire.Channel.SAMPLES
+        (self._samples if is_samples else self._urgent).append(item)
+
+    def _next_batch(self) -> list[Item]:
+        """The next transaction's messages: the events waiting (at once, up to
+        ``ingest_batch``), else samples (up to ``ingest_batch``, gathered for at most
+        ``ingest_max_delay_ms``, cut short by an event)."""
         max_n = self.settings.ingest_batch
-        delay = self.settings.ingest_max_delay_ms / 1000
-        while not self._stop.is_set() or not self._q.empty():
+        try:  # everything that has arrived, sorted into events and samples
+            while True:
+                self._take(self._q.get_nowait())
+        except queue.Empty:
+            pass
+        if not self._urgent and not self._samples:
             try:
-                first = self._q.get(timeout=0.2)
+                self._take(self._q.get(timeout=0.2))
             except queue.Empty:
-                continue
-            items = [first]
-            deadline = time.monotonic() + delay
-            while len(items) < max_n:
+                return []
+        if not self._urgent:
+            deadline = time.monotonic() + self.settings.ingest_max_delay_ms / 1000
+            while len(self._samples) < max_n and not self._urgent:
                 remaining = deadline - time.monotonic()
                 try:
-                    items.append(self._q.get(timeout=remaining) if remaining > 0
-                                 else self._q.get_nowait())
+                    self._take(self._q.get(timeout=remaining) if remaining > 0
+                               else self._q.get_nowait())
                 except queue.Empty:
                     break
-            self.process(items)
+        source = self._urgent or self._samples
+        return [source.popleft() for _ in range(min(max_n, len(source)))]
 
     def process(self, items: list[Item]) -> None:
         """Store ``items`` in one transaction, then acknowledge each message on its own
@@ -226,13 +306,18 @@ class IngestWriter:
         if results is None:
             return  # stopping: nothing acknowledged, the broker redelivers
         by_market: dict[str, Session] = {}
+        by_session: dict[int, tuple[Session, list[mqtt.MQTTMessage]]] = {}
         for session, m, inc in items:
-            if not session.stopped and m.qos:
-                session.client.ack(m.mid, m.qos)
+            by_session.setdefault(id(session), (session, []))[1].append(m)
             session.done += 1
             session.last_batch_ms = t
             if inc.parts is not None:
                 by_market[inc.parts.market] = session
+        for session, msgs in by_session.values():
+            ready = session.order.stored(msgs)  # in arrival order (MQTT 3.1.1 §4.6)
+            if not session.stopped:
+                for m in ready:
+                    session.client.ack(m.mid, m.qos)
         checked: set[int] = set()
         forged: set[int] = set()
         for res in results:
@@ -363,4 +448,4 @@ def _market_of(topic: str) -> str:
     return parts[2] if len(parts) > 2 else ""
 
 
-__all__ = ["IngestStats", "IngestWriter", "Session", "decode", "now_ms"]
+__all__ = ["AckOrder", "IngestStats", "IngestWriter", "Session", "decode", "now_ms"]

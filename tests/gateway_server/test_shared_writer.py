@@ -228,3 +228,79 @@ def test_a_writer_behind_stops_the_reading_and_loses_nothing(
         stop(s)
         store.engine.dispose()
         broker.stop()
+
+
+def test_an_event_is_stored_ahead_of_queued_samples_and_acknowledged_after_them(
+        tmp_path: Path) -> None:
+    """Issue 17 (sale → finding under a province's sample streams): a sale waits for no
+    sample batch queued before it, yet the broker's acknowledgements keep the order the
+    messages arrived in (MQTT 3.1.1 §4.6), so the samples before it are not acknowledged
+    by its PUBACK and none comes back once all are stored."""
+    broker = start_mosquitto(tmp_path)
+    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
+                        unknown_devices="accept", ingest_max_delay_ms=100)
+    device = "wa-s0"
+    samples = [(wire.topic("wa", device, wire.Channel.SAMPLES), wire.encode(wire.SampleBatch(
+        device=device, t_ms=[T0 + k * 1000 + i * 50 for i in range(20)],
+        net_mg=[100_000] * 20, flags=[1] * 20))) for k in range(5)]
+    sale = sale_messages(range(1, 2))[0]
+    assert sale[0].startswith("scales/v1/wa/")
+    s = sessions(settings, store, start_writer=False)
+    writer, _, ings = s
+    wa = ings[0]
+    try:
+        wait_until(lambda: all(ing.connected for ing in ings), 60, what="three sessions up")
+        publish_qos1(broker.port, [*samples, sale])
+        wait_until(lambda: writer.queue_depth() == 6, 60, what="all six messages received")
+        assert wa.order.waiting() == 6
+        first = writer._next_batch()
+        assert [m.topic for _, m, _ in first] == [sale[0]], "the sale goes first"
+        writer.process(first)
+        assert stored(store) == 1
+        assert wa.order.waiting() == 6, "acknowledged before the samples received before it"
+        rest = writer._next_batch()
+        assert [m.topic for _, m, _ in rest] == [t for t, _ in samples]
+        writer.process(rest)
+        assert wa.order.waiting() == 0 and writer.stats.samples == 100
+        assert writer.stats.dead_letters == 0
+    finally:
+        stop(s)
+    # everything was acknowledged: the same sessions get nothing again
+    s = sessions(settings, store)
+    writer, _, ings = s
+    try:
+        wait_until(lambda: all(ing.connected for ing in ings), 60, what="sessions back")
+        publish_qos1(broker.port, sale_messages(range(2, 3))[:1])
+        wait_until(lambda: writer.stats.stored_sales == 1, 60, what="a new sale stored")
+        assert writer.stats.received == 1 and writer.stats.duplicates == 0
+    finally:
+        stop(s)
+        store.engine.dispose()
+        broker.stop()
+
+
+def test_ack_order_releases_the_stored_prefix_and_forgets_an_old_connection() -> None:
+    import paho.mqtt.client as mqtt
+
+    def msg(mid: int, qos: int = 1) -> mqtt.MQTTMessage:
+        m = mqtt.MQTTMessage(mid, b"t")
+        m.qos = qos
+        return m
+
+    order = writer_mod.AckOrder()
+    a, b, c, zero = msg(1), msg(2), msg(3), msg(4, qos=0)
+    for m in (a, zero, b, c):
+        order.received(m)
+    assert order.waiting() == 3  # QoS 0 is never acknowledged
+    assert order.stored([c, zero]) == []
+    assert order.stored([a]) == [a]
+    assert order.stored([b]) == [b, c]
+    old = msg(5)
+    order.received(old)
+    order.reset()  # reconnected: the old connection's message is never acknowledged
+    new = msg(5)
+    order.received(new)
+    assert order.stored([old]) == [] and order.waiting() == 1
+    assert order.stored([new]) == [new] and order.waiting() == 0
