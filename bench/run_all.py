@@ -49,7 +49,7 @@ class Bench:
 
 BENCHMARKS_MD = "docs/benchmarks.md"
 # in the order of the sections in docs/benchmarks.md; about 4 minutes in all on 2 cores,
-# plus ~15 for bench_province.py
+# plus ~35 for bench_province.py's two runs
 BENCHES: tuple[Bench, ...] = (
     Bench("bench_codecs.py", BENCHMARKS_MD, "## Codec decode throughput"),
     Bench("bench_ingest.py", BENCHMARKS_MD, "## Ingest end to end"),
@@ -64,8 +64,12 @@ BENCHES: tuple[Bench, ...] = (
     Bench("bench_fleet.py", BENCHMARKS_MD, "## Fleet simulation", ("--hours", "2")),
     Bench("bench_edge.py", BENCHMARKS_MD, "## Edge agent footprint",
           ("--scales", "8", "--seconds", "60"), timeout_s=180.0),
-    # the 5,067-scale fleet's day and real-time samples (issue 17): ~10 minutes on its own
+    # the 5,067-scale fleet's whole day at 48x beside real-time samples (issue 17), ~20
+    # minutes; then a day at its real pace, for sale → finding, ~14 minutes
     Bench("bench_province.py", BENCHMARKS_MD, "## Province day", timeout_s=1800.0),
+    Bench("bench_province.py", BENCHMARKS_MD, "## Province day at its real pace: sale to finding",
+          ("--seconds", "600", "--day-hours", "0.16667", "--heading",
+           "## Province day at its real pace: sale to finding"), timeout_s=1500.0),
     # seeded, so its figures change only with the detector; it writes between markers
     Bench("eval_residual.py", "docs/detection.md", "### Measured operating characteristics",
           anchor="<!-- residual-eval:start -->"),
