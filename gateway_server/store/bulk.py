@@ -119,11 +119,10 @@ def newest_in_ranges(conn: Connection, table: Table, cols: Sequence[str], *, key
         return out
     if conn.dialect.name == "postgresql":
         names = ", ".join(f"r.{c}" for c in cols)
-        src, params = _arrays_of(
-            [(table.c[key].type, [w[0] for w in wants]),
-             (table.c[ts].type, [w[1] for w in wants]),
-             (table.c[ts].type, [w[2] for w in wants]),
-             (Integer(), [w[3] for w in wants])])
+        src, params = _unnest([(_pg_type(table, key), table.c[key].type, [w[0] for w in wants]),
+                               (_pg_type(table, ts), table.c[ts].type, [w[1] for w in wants]),
+                               (_pg_type(table, ts), table.c[ts].type, [w[2] for w in wants]),
+                               ("INTEGER[]", Integer(), [w[3] for w in wants])])
         rows = conn.execute(text(
             f"SELECT w.k AS want_key, {names} FROM {src} AS w(k, lo, hi, n) "
             f"CROSS JOIN LATERAL (SELECT {', '.join(cols)} FROM {table.name} "
@@ -142,21 +141,18 @@ def newest_in_ranges(conn: Connection, table: Table, cols: Sequence[str], *, key
     return out
 
 
-def _arrays_of(columns: Sequence[tuple[Any, list[Any]]]) -> tuple[str, dict[str, Any]]:
-    """``unnest(CAST(:u0 AS T0[]), …)`` of free-standing arrays (type, values)."""
-    params = {f"u{i}": _literal(values, sqltype) for i, (sqltype, values) in enumerate(columns)}
-    args = ", ".join(f"CAST(:u{i} AS {sqltype.compile(dialect=_PG)}[])"
-                     for i, (sqltype, _) in enumerate(columns))
+def _unnest(columns: Sequence[tuple[str, Any, list[Any]]]) -> tuple[str, dict[str, Any]]:
+    """``unnest(CAST(:a0 AS T0[]), …)`` and its parameters, one array literal per column
+    (array type, column type, values)."""
+    params = {f"a{i}": _literal(values, sqltype) for i, (_, sqltype, values) in enumerate(columns)}
+    args = ", ".join(f"CAST(:a{i} AS {array_type})" for i, (array_type, _, _) in enumerate(columns))
     return f"unnest({args})", params
 
 
 def _arrays(table: Table, cols: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[
         str, dict[str, Any]]:
-    """``unnest(CAST(:a0 AS T0[]), …)`` and its parameters, one array per column."""
-    params = {f"a{i}": _literal([r[c] for r in rows], table.c[c].type)
-              for i, c in enumerate(cols)}
-    args = ", ".join(f"CAST(:a{i} AS {_pg_type(table, c)})" for i, c in enumerate(cols))
-    return f"unnest({args})", params
+    """:func:`_unnest` of ``rows``, one array per column of ``table``."""
+    return _unnest([(_pg_type(table, c), table.c[c].type, [r[c] for r in rows]) for c in cols])
 
 
 def pg_insert_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,

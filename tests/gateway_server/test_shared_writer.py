@@ -64,6 +64,14 @@ def stop(s: Sessions) -> None:
     writer.stop()
 
 
+def store_and_settings(tmp_path: Path, mqtt_url: str) -> tuple[Store, Settings]:
+    """A fresh SQLite store, and the settings of an ingest that accepts unknown scales."""
+    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
+    store.create_all()
+    return store, Settings(database_url="sqlite://", mqtt_url=mqtt_url,
+                           unknown_devices="accept", ingest_max_delay_ms=100)
+
+
 def stored(store: Store) -> int:
     with store.engine.connect() as c:
         return int(c.execute(select(func.count()).select_from(sales)).scalar_one())
@@ -72,10 +80,7 @@ def stored(store: Store) -> int:
 def test_one_writer_stores_every_market_and_acks_on_the_delivering_session(
         tmp_path: Path) -> None:
     broker = start_mosquitto(tmp_path)
-    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-    store.create_all()
-    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
-                        unknown_devices="accept", ingest_max_delay_ms=100)
+    store, settings = store_and_settings(tmp_path, broker.url)
     try:
         for m in MARKETS:
             open_session(broker.port, client_id_for(m), wire.subscription(m))
@@ -117,10 +122,7 @@ def test_one_writer_stores_every_market_and_acks_on_the_delivering_session(
 
 def test_the_sessions_reconnect_by_themselves_after_the_broker_restarts(tmp_path: Path) -> None:
     broker = start_mosquitto(tmp_path)
-    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-    store.create_all()
-    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
-                        unknown_devices="accept", ingest_max_delay_ms=100)
+    store, settings = store_and_settings(tmp_path, broker.url)
     s = sessions(settings, store)
     writer, _, ings = s
     try:
@@ -152,10 +154,7 @@ def test_the_sessions_come_back_after_a_broker_sigkill_at_default_settings(
     (What a killed broker held is the edge's to resend: the agents' outboxes keep every
     sale until the gateway confirms it, tests/e2e/test_end_to_end_ack.py.)"""
     broker = start_mosquitto(tmp_path, default_config=True)
-    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-    store.create_all()
-    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
-                        unknown_devices="accept", ingest_max_delay_ms=100)
+    store, settings = store_and_settings(tmp_path, broker.url)
     s = sessions(settings, store)
     writer, _, ings = s
     try:
@@ -237,10 +236,7 @@ def test_an_event_is_stored_ahead_of_queued_samples_and_acknowledged_after_them(
     messages arrived in (MQTT 3.1.1 §4.6), so the samples before it are not acknowledged
     by its PUBACK and none comes back once all are stored."""
     broker = start_mosquitto(tmp_path)
-    store = Store.from_url(f"sqlite:///{tmp_path}/gw.db")
-    store.create_all()
-    settings = Settings(database_url="sqlite://", mqtt_url=broker.url,
-                        unknown_devices="accept", ingest_max_delay_ms=100)
+    store, settings = store_and_settings(tmp_path, broker.url)
     device = "wa-s0"
     samples = [(wire.topic("wa", device, wire.Channel.SAMPLES), wire.encode(wire.SampleBatch(
         device=device, t_ms=[T0 + k * 1000 + i * 50 for i in range(20)],
