@@ -239,3 +239,15 @@ def test_cli_create_user(store: Store, monkeypatch, capsys) -> None:  # type: ig
     with store.engine.connect() as conn:
         u = auth.authenticate(conn, "ops", PASSWORD + "2")
     assert u is not None and u.role is auth.Role.INSPECTOR
+
+
+def test_a_token_never_begins_with_a_dash() -> None:
+    """A bearer token is pasted after command-line options (``scale-sim evaluate --token``),
+    where one beginning with "-" is refused as an option. 2,000 tokens: with a leading dash
+    allowed (one in 64), all would pass with probability 2e-14."""
+    from gateway_server.registry.accounts import TOKEN_BYTES, new_token
+
+    tokens = [new_token() for _ in range(2000)]
+    assert not [t for t in tokens if t.startswith("-")]
+    assert len(set(tokens)) == len(tokens)
+    assert all(len(t) == len(tokens[0]) >= TOKEN_BYTES for t in tokens)
