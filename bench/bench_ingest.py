@@ -136,7 +136,7 @@ def run_ceiling(port: int, msgs: list[tuple[str, bytes]]) -> float:
 def run_gateway(port: int, msgs: list[tuple[str, bytes]], db_url: str, expect: str,
                 n: int) -> tuple[float, dict[str, object]]:
     store = Store.from_url(db_url)
-    store.create_all()
+    store.migrate()  # the production schema (on PostgreSQL: partitioned sales and events)
     with store.engine.begin() as c:
         c.execute(insert(markets).values(id="bm", name="bench", created_ms=T0))
         c.execute(insert(scales), [

@@ -71,7 +71,7 @@ from gateway_server.ingest.scale_state import (
     new_scale,
     record_gaps,
 )
-from gateway_server.store.bulk import any_of, dialect_insert, pg_insert_unnest, update_by_key
+from gateway_server.store.bulk import any_of, dialect_insert, insert_once, update_by_key
 from gateway_server.store.tables import (
     dead_letters,
     events,
@@ -221,16 +221,8 @@ def store_batch(
 
     link_merchants(conn, sale_rows)
     new_seqs: dict[str, list[int]] = defaultdict(list)
-    pg = conn.dialect.name == "postgresql"
-    if sale_rows:
-        if pg:  # one prepared statement whatever the batch size (gateway_server.store.bulk)
-            got_rows = pg_insert_unnest(conn, sales, sale_rows, conflict=("device", "seq"),
-                                        returning=("device", "seq", "id"))
-        else:
-            stmt = (dialect_insert(conn, sales)
-                    .on_conflict_do_nothing(index_elements=["device", "seq"])
-                    .returning(sales.c.device, sales.c.seq, sales.c.id))
-            got_rows = list(conn.execute(stmt, sale_rows))
+    if sale_rows:  # one prepared statement whatever the batch size (gateway_server.store.bulk)
+        got_rows = insert_once(conn, sales, sale_rows, returning=("device", "seq", "id"))
         got = {(r.device, r.seq): r.id for r in got_rows}
         for r in sale_rows:
             # pop: a seq twice in one batch (a redelivery) is one new sale, not two
@@ -241,14 +233,7 @@ def store_batch(
                 new_seqs[r["device"]].append(r["seq"])
         res.duplicates += len(sale_rows) - len(res.new_sales)
     if event_rows:
-        if pg:
-            ev_rows = pg_insert_unnest(conn, events, event_rows, conflict=("device", "seq"),
-                                       returning=("device", "seq"))
-        else:
-            stmt = (dialect_insert(conn, events)
-                    .on_conflict_do_nothing(index_elements=["device", "seq"])
-                    .returning(events.c.device, events.c.seq))
-            ev_rows = list(conn.execute(stmt, event_rows))
+        ev_rows = insert_once(conn, events, event_rows, returning=("device", "seq"))
         got_ev = {(r.device, r.seq) for r in ev_rows}
         res.new_events = len(got_ev)
         res.duplicates += len(event_rows) - len(got_ev)

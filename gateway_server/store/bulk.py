@@ -178,6 +178,43 @@ def pg_insert_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, An
     return []
 
 
+def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,
+                returning: Sequence[str]) -> list[Any]:
+    """Insert the rows whose ``(device, seq)`` is new; the ``returning`` columns of those.
+
+    The ingest's exactly-once write of ``sales`` and ``events`` on every schema: a
+    redelivered row (a key stored before, or twice in ``rows``) is not stored again.
+
+    - PostgreSQL, partitioned (migration 0007): the keys go into the table's key table
+      ``ON CONFLICT DO NOTHING``, and only the rows whose key it took into the table, one
+      statement (``gateway_server.store.partitions``);
+    - PostgreSQL, not partitioned: ``INSERT … SELECT FROM unnest … ON CONFLICT (device, seq)
+      DO NOTHING``;
+    - SQLite: a multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name != "postgresql":
+        stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["device", "seq"])
+                .returning(*(table.c[c] for c in returning)))
+        return list(conn.execute(stmt, list(rows)))
+    from gateway_server.store.partitions import exactly_once_gate
+
+    gate = exactly_once_gate(conn, table.name)
+    if gate is None:
+        return pg_insert_unnest(conn, table, rows, conflict=("device", "seq"),
+                                returning=returning)
+    cols = list(rows[0])
+    src, params = _arrays(table, cols, rows)
+    names = ", ".join(cols)
+    sql = (f"WITH src AS (SELECT DISTINCT ON (device, seq) * FROM {src} AS s({names})), "
+           f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
+           f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
+           f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
+           f"USING (device, seq) RETURNING {', '.join(returning)}")
+    return list(conn.execute(text(sql), params))
+
+
 def update_by_key(conn: Connection, table: Table, key: str,
                   changes: dict[Any, dict[str, Any]]) -> None:
     """Set, for every key value in ``changes``, the columns given for it (and only those).

@@ -8,12 +8,21 @@ table's time column: ``ts_ms`` (device time) for ``sales`` and ``events``, ``min
 ``rollups``. ``month_bounds("2025-01")`` is [2025-01-01 00:00 CST, 2025-02-01 00:00 CST) in ms.
 
 On PostgreSQL a table may be declaratively partitioned by range of that column (migration 0006
-does it for ``rollups``): one partition per month, ``scalegw_partitions.{table}_pYYYYMM``, and
+does it for ``rollups``, 0007 for ``sales`` and ``events``): one partition per month,
+``scalegw_partitions.{table}_pYYYYMM``, and
 a ``{table}_default`` partition that catches rows of months without one (a late or
 future-dated row is stored, never refused). Partitions live in their own schema so Alembic's
 autogenerate, which compares the default schema with the code, never proposes to drop them.
 :func:`ensure_partitions` creates the months ahead (the retention thread calls it), moving any
 rows the default partition holds for a new month into it.
+
+Exactly-once on a partitioned ``sales`` or ``events``: PostgreSQL allows no unique
+constraint without the partition key, so the ingest's key ``(device, seq)`` lives in a small
+unpartitioned *key table* beside it, ``scalegw_partitions.{table}_keys (device, seq, ts_ms)``.
+The ingest inserts the batch's keys there ``ON CONFLICT DO NOTHING`` and stores only the rows
+whose key was new, in one statement (``gateway_server.store.bulk.insert_once``); a key
+outlives its row until the row is retired and ``event_max_age_s`` refuses a redelivery of it
+(:func:`prune_keys`).
 
 Retiring a period past its retention (:func:`retire_period`) is: export the period's rows as
 gzip JSON lines with a ``sha256sum``-format checksum file (:func:`export_period`), verify the
@@ -39,8 +48,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Column, Connection, Engine, MetaData, Table, and_, func, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    UniqueConstraint,
+    and_,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.schema import CreateIndex
 
 from gateway_server.store.tables import events, rollups, sales
 
@@ -55,6 +77,9 @@ TABLES: dict[str, tuple[Table, str, tuple[str, ...]]] = {
     "events": (events, "ts_ms", ("id",)),
     "rollups": (rollups, "minute_ms", ("device", "minute_ms")),
 }
+
+#: tables whose exactly-once key ``(device, seq)`` moves to a key table when partitioned
+KEYED = ("sales", "events")
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -166,44 +191,146 @@ def ensure_partitions(conn: Connection, table: str, months: Iterable[str]) -> li
     return made
 
 
+def keys_table(table: str) -> str:
+    """The qualified name of a partitioned table's key table (``KEYED`` tables only)."""
+    return f'"{SCHEMA}"."{table}_keys"'
+
+
+_GATES: WeakKeyDictionary[Engine, dict[str, str | None]] = WeakKeyDictionary()
+
+
+def exactly_once_gate(conn: Connection, table: str) -> str | None:
+    """The key table guarding ``table``'s ``(device, seq)``, or ``None`` where the table's
+    own unique constraint does (SQLite; PostgreSQL before migration 0007 or made by
+    ``create_all``). Looked up once per engine; :func:`forget_gates` after a schema change."""
+    if conn.dialect.name != "postgresql":
+        return None
+    known = _GATES.setdefault(conn.engine, {})
+    if table not in known:
+        name = keys_table(table)
+        found = conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+        known[table] = name if found is not None else None
+    return known[table]
+
+
+def forget_gates(engine: Engine) -> None:
+    _GATES.pop(engine, None)
+
+
+def autogenerate_filter(conn: Connection) -> Any:
+    """Alembic's ``include_object`` for this database: the ``(device, seq)`` unique
+    constraint of a table whose key table guards it instead is not missing."""
+    guarded = {t for t in KEYED if exactly_once_gate(conn, t)}
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool,
+                compare_to: Any) -> bool:
+        return not (type_ == "unique_constraint" and obj.table.name in guarded
+                    and name == f"uq_{obj.table.name}_device_seq")
+    return include
+
+
 def partition_table(conn: Connection, table: str, *, months_ahead: int, now_ms: int) -> None:
     """Turn ``table`` into a table partitioned by month (PostgreSQL), keeping every row.
 
-    The old table is renamed, a partitioned one with the same columns, defaults and primary
-    key takes its name, the rows are copied (first into the default partition, then moved
-    into a partition per month they span, up to ``months_ahead`` after the current one) and
-    the old table is dropped — all in the caller's transaction. Only for tables whose
-    unique constraints include the time column (``rollups``: its primary key is
-    ``(device, minute_ms)``); indexes other than the primary key are not carried over.
+    All in the caller's transaction: the old table is renamed; a partitioned one with the
+    same columns and defaults takes its name, with the primary key widened by the time
+    column where it lacks it (``sales``, ``events``: ``(id, ts_ms)``; their ``id`` sequence
+    moves to it) and the code's indexes; the partitions of every month the rows span (up to
+    ``months_ahead`` after the current one) and a default one are created; the rows are
+    copied; the old table is dropped. ``KEYED`` tables get their key table, filled from
+    the rows, in place of their ``(device, seq)`` unique constraint.
     """
-    _, col, key = _spec(table)
+    tbl, col, key = _spec(table)
     old = f"{table}_unpartitioned"
+    pk = key if col in key else (*key, col)
     conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     conn.exec_driver_sql(f"ALTER TABLE {table} RENAME TO {old}")
     conn.exec_driver_sql(f"ALTER TABLE {old} RENAME CONSTRAINT {table}_pkey TO {old}_pkey")
     conn.exec_driver_sql(f"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) "
                          f"PARTITION BY RANGE ({col})")
     conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey "
-                         f"PRIMARY KEY ({', '.join(key)})")
+                         f"PRIMARY KEY ({', '.join(pk)})")
     conn.exec_driver_sql(f'CREATE TABLE "{SCHEMA}"."{table}_default" PARTITION OF {table} DEFAULT')
-    conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM {old}")
     lo = conn.exec_driver_sql(f"SELECT min({col}) FROM {old}").scalar()
-    conn.exec_driver_sql(f"DROP TABLE {old}")
     current = month_of(now_ms)
     first = month_of(lo) if lo is not None and month_of(lo) < current else current
     ensure_partitions(conn, table, _months(first, add_months(current, months_ahead)))
+    conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM {old}")
+    if table in KEYED:
+        keys = keys_table(table)
+        conn.exec_driver_sql(f"CREATE TABLE {keys} (device VARCHAR(64) NOT NULL, "
+                             "seq BIGINT NOT NULL, ts_ms BIGINT NOT NULL, "
+                             "PRIMARY KEY (device, seq))")
+        conn.exec_driver_sql(f"CREATE INDEX {table}_keys_ts ON {keys} (ts_ms)")
+        conn.exec_driver_sql(f"INSERT INTO {keys} SELECT device, seq, ts_ms FROM {old}")
+    _adopt_sequence(conn, old, table)
+    conn.exec_driver_sql(f"DROP TABLE {old}")
+    for index in tbl.indexes:  # on the parent: every partition gets its own
+        conn.execute(CreateIndex(index))
+    forget_gates(conn.engine)
+
+
+def _adopt_sequence(conn: Connection, old: str, new: str) -> None:
+    """``new.id`` takes over the sequence of ``old.id`` (so dropping ``old`` keeps it)."""
+    has_id = conn.execute(text(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = :t AND column_name = 'id'"), {"t": old}).first()
+    seq = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"),
+                       {"t": old}).scalar() if has_id else None
+    if seq:
+        conn.exec_driver_sql(f"ALTER SEQUENCE {seq} OWNED BY {new}.id")
 
 
 def unpartition_table(conn: Connection, table: str) -> None:
-    """The reverse of :func:`partition_table` (a migration's downgrade)."""
-    _, _, key = _spec(table)
+    """The reverse of :func:`partition_table` (a migration's downgrade): a plain table with
+    the code's primary key, unique constraints and indexes; the key table dropped."""
+    tbl, _, key = _spec(table)
     tmp = f"{table}_plain"
     conn.exec_driver_sql(f"CREATE TABLE {tmp} (LIKE {table} INCLUDING DEFAULTS)")
     conn.exec_driver_sql(f"INSERT INTO {tmp} SELECT * FROM {table}")
+    _adopt_sequence(conn, table, tmp)
     conn.exec_driver_sql(f"DROP TABLE {table}")  # its partitions go with it
     conn.exec_driver_sql(f"ALTER TABLE {tmp} RENAME TO {table}")
     conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey "
                          f"PRIMARY KEY ({', '.join(key)})")
+    for c in tbl.constraints:
+        if isinstance(c, UniqueConstraint):
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {c.name} "
+                                 f"UNIQUE ({', '.join(col.name for col in c.columns)})")
+    for index in tbl.indexes:
+        conn.execute(CreateIndex(index))
+    if table in KEYED:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {keys_table(table)}")
+    forget_gates(conn.engine)
+
+
+def prune_keys(engine: Engine, table: str, *, before_ms: int) -> int:
+    """Delete the exactly-once keys of rows that are gone (retired), older than
+    ``before_ms``; the keys deleted. Month by month, from the oldest key: a month whose
+    table still holds a row (its retirement failed, or is still to come) keeps every key,
+    so a redelivery of a stored row is never taken for new."""
+    deleted = 0
+    with engine.begin() as conn:
+        keys = exactly_once_gate(conn, table)
+        if keys is None:
+            return 0
+        _, col, _ = _spec(table)
+        at = conn.exec_driver_sql(f"SELECT min(ts_ms) FROM {keys}").scalar()
+        while at is not None and at < before_ms:
+            month = month_of(at)
+            lo, hi = month_bounds(month)
+            hi = min(hi, before_ms)
+            held = conn.exec_driver_sql(
+                f"SELECT 1 FROM {table} WHERE {col} >= {lo} AND {col} < {hi} LIMIT 1").first()
+            if held is None:
+                n = conn.exec_driver_sql(
+                    f"DELETE FROM {keys} WHERE ts_ms >= {lo} AND ts_ms < {hi}").rowcount
+                deleted += n
+                if n:
+                    log.info("%s: %d exactly-once key(s) of %s pruned", table, n, month)
+            at = conn.exec_driver_sql(
+                f"SELECT min(ts_ms) FROM {keys} WHERE ts_ms >= {hi}").scalar()
+    return deleted
 
 
 def _months(first: str, last: str) -> Iterator[str]:
@@ -365,24 +492,30 @@ def _digest(lines: Iterable[bytes]) -> tuple[int, str]:
 def drop_period(engine: Engine, table: str, month: str, export: str | Path) -> int:
     """Drop the period's rows if ``export`` verifies and holds exactly them; the rows dropped.
 
-    One transaction. Partitioned (PostgreSQL): the month's partition is detached (which
-    locks the table against writers until the commit), compared row for row with the
-    export, and dropped. Otherwise: the month's rows are compared and deleted under one
-    snapshot (REPEATABLE READ on PostgreSQL; SQLite's single writer), so a row inserted
-    meanwhile is neither compared nor deleted: it stays for the next run.
+    One transaction. Partitioned (PostgreSQL): the month's partition is locked against
+    writers (``SHARE``: only writers of that month wait; the rest of the table is free),
+    compared row for row with the export, then detached and dropped; the table itself is
+    locked only for the DETACH and DROP, given up after ``lock_timeout`` (10 s) rather than
+    stall the ingest behind a long query (the next run tries again). Otherwise: the month's
+    rows are compared and deleted under one snapshot (REPEATABLE READ on PostgreSQL;
+    SQLite's single writer), so a row inserted meanwhile is neither compared nor deleted: it
+    stays for the next run.
     """
     tbl, col, _ = _spec(table)
     exp = verify_export(export)
     lo, hi = month_bounds(month)
+    with engine.connect() as probe:
+        part = partitions(probe, table).get(month)
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql" and part is None:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             if conn.dialect.name == "sqlite":  # a write first: the lock, then one snapshot
                 conn.exec_driver_sql(f"DELETE FROM {table} WHERE {col} < {lo} AND {col} >= {hi}")
-            part = partitions(conn, table).get(month)
             if part is not None:
-                conn.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {part}")
+                # READ COMMITTED: the compare, after the lock, sees every committed row of
+                # the month, and none can come or change until the commit
+                conn.exec_driver_sql(f"LOCK TABLE {part} IN SHARE MODE")
                 schema, name = (s.strip('"') for s in part.split("."))
                 src = Table(name, MetaData(), *(Column(c.name, c.type) for c in tbl.columns),
                             schema=schema)
@@ -390,6 +523,8 @@ def drop_period(engine: Engine, table: str, month: str, export: str | Path) -> i
                 if (n, digest) != (exp.rows, exp.content_sha256):
                     raise ExportMismatch(f"{exp.path}: {exp.rows} row(s) exported, partition "
                                          f"{part} holds {n}, or they differ: not dropped")
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+                conn.exec_driver_sql(f"ALTER TABLE {table} DETACH PARTITION {part}")
                 conn.exec_driver_sql(f"DROP TABLE {part}")
                 log.info("dropped partition %s (%d row(s), export %s)", part, n, exp.path)
                 return n

@@ -9,7 +9,8 @@ purge-dead-letters`` does the same once, e.g. from cron.
 The same thread keeps the big tables from drowning the database (issue 17,
 ``gateway_server/store/partitions.py``): it creates the PostgreSQL partitions of the coming
 months, and retires every CST month of ``sales``, ``events`` and ``rollups`` past the
-table's ``*_retention_months``: export to ``retention_export_dir``, verify, then drop. A
+table's ``*_retention_months``: export to ``retention_export_dir``, verify, then drop (and
+prunes the exactly-once keys of retired sales and events). A
 period whose export fails or does not verify is not dropped (and is tried again next time);
 without an export directory nothing is dropped at all.
 """
@@ -58,8 +59,12 @@ def retire_once(store: Store, settings: Settings, *, now_ms: int | None = None) 
 def _retire(store: Store, settings: Settings, now: int) -> dict[str, int]:
     from gateway_server.store.partitions import (
         ExportMismatch,
+        add_months,
         expired_months,
         manage_partitions,
+        month_bounds,
+        month_of,
+        prune_keys,
         retire_period,
     )
 
@@ -77,6 +82,13 @@ def _retire(store: Store, settings: Settings, now: int) -> dict[str, int]:
                 log.error("retention: %s %s kept: %s", table, month, err)
                 continue
             dropped[table] = dropped.get(table, 0) + exp.rows
+        if months > 0 and table != "rollups":
+            # the exactly-once keys of retired rows go once the retention has passed them
+            # and a redelivery of them would be dead-lettered anyway (event_max_age_s)
+            before, _ = month_bounds(add_months(month_of(now), -months))
+            if settings.event_max_age_s:
+                before = min(before, now - settings.event_max_age_s * 1000)
+            prune_keys(store.engine, table, before_ms=before)
     return dropped
 
 

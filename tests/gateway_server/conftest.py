@@ -28,6 +28,7 @@ from gateway_server.api import auth
 from gateway_server.api.app import create_app
 from gateway_server.settings import Settings
 from gateway_server.store.database import Store
+from gateway_server.store.partitions import KEYED, keys_table
 from gateway_server.store.tables import metadata
 
 PG_HOST = os.environ.get("PGHOST_TEST", "127.0.0.1:5432")
@@ -61,7 +62,7 @@ def pg_url() -> Iterator[str]:
         c.execute(f'CREATE DATABASE "{name}"')
     url = admin.rsplit("/", 1)[0] + "/" + name
     engine_store = Store.from_url(url)
-    engine_store.create_all()
+    engine_store.migrate()  # the production schema: sales and events partitioned (0007)
     engine_store.engine.dispose()
     yield url
     with psycopg.connect(admin, autocommit=True) as c:
@@ -75,7 +76,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s.create_all()
     else:
         s = Store.from_url(request.getfixturevalue("pg_url"))
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        names = ", ".join([*(f'"{t.name}"' for t in metadata.sorted_tables),
+                           *(keys_table(t) for t in KEYED)])
         with s.engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     yield s

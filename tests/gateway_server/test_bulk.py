@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
-from gateway_server.store.bulk import any_of, newest_in_ranges, pg_insert_unnest, update_by_key
+from gateway_server.store.bulk import any_of, insert_once, newest_in_ranges, update_by_key
 from gateway_server.store.database import Store
 from gateway_server.store.tables import events, markets, scales
 
@@ -33,26 +33,26 @@ def test_update_by_key_sets_only_the_columns_given_per_row(store: Store) -> None
                    "d2": (None, 7, 3, None), "d3": (None, 7, None, "[[1, 2]]")}
 
 
-def test_unnest_insert_returns_only_new_rows(store: Store) -> None:
-    if store.engine.dialect.name != "postgresql":
-        return  # PostgreSQL only; SQLite keeps SQLAlchemy's insert (test_pipeline covers it)
+def test_insert_once_returns_only_new_rows(store: Store) -> None:
+    """Exactly once per (device, seq): by the key table beside the partitioned ``events`` on
+    PostgreSQL (migration 0007), by the table's unique key on SQLite; a redelivery at
+    another time is still the same event."""
     _scales(store, 1)
     row = {"device": "d0", "market": "m1", "seq": 1, "kind": "zero", "ts_ms": 5,
            "received_ms": 6, "payload": "{\"a\": \"\u00e9\"}"}
     with store.engine.begin() as c:
-        first = pg_insert_unnest(c, events, [row, row | {"seq": 2}], conflict=("device", "seq"),
-                                 returning=("device", "seq"))
-        again = pg_insert_unnest(c, events, [row, row | {"seq": 3}, row | {"seq": 3}],
-                                 conflict=("device", "seq"), returning=("seq",))
+        first = insert_once(c, events, [row, row | {"seq": 2}], returning=("device", "seq"))
+        again = insert_once(c, events, [row | {"ts_ms": 10**12}, row | {"seq": 3},
+                                        row | {"seq": 3}], returning=("seq",))
     assert sorted(r.seq for r in first) == [1, 2]
     assert [r.seq for r in again] == [3]  # a seq twice in one call is one row
+    with store.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(events)).scalar_one() == 3
 
 
 def test_unnest_insert_keeps_every_text_and_null_exactly(store: Store) -> None:
     """The columns travel as array literals written by bulk.py: quotes, backslashes, commas,
     braces, blanks, the word NULL, an empty string and None must come back as they went."""
-    if store.engine.dialect.name != "postgresql":
-        return  # PostgreSQL only, as above
     _scales(store, 1)
     texts = ['{"a": "\\u00e9"}', 'back\\slash "quoted" {braced}, comma', "  spaced  ", "NULL",
              "", "中文 ✓", "\\", '"', "{}", "a,b"]
@@ -60,7 +60,7 @@ def test_unnest_insert_keeps_every_text_and_null_exactly(store: Store) -> None:
              "ts_ms": -5 if i == 0 else 2**62 + i, "received_ms": 6,
              "payload": t} for i, t in enumerate(texts)]
     with store.engine.begin() as c:
-        pg_insert_unnest(c, events, rows, conflict=("device", "seq"))
+        insert_once(c, events, rows, returning=("seq",))
     with store.engine.connect() as c:
         got = {r.seq: (r.payload, r.ts_ms) for r in c.execute(select(events))}
     assert got == {r["seq"]: (r["payload"], r["ts_ms"]) for r in rows}

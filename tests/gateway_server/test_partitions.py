@@ -1,7 +1,8 @@
 """Monthly periods past retention: exported, verified, then dropped (issue 17).
 
-On a real PostgreSQL (``rollups`` partitioned by migration 0006; ``sales`` and ``events``
-not) and on SQLite (nothing partitioned, the month's rows are deleted). A period is dropped
+On a real PostgreSQL (``rollups`` partitioned by migration 0006, ``sales`` and ``events`` by
+0007, their exactly-once keys in key tables) and on SQLite (nothing partitioned, the month's
+rows are deleted). A period is dropped
 only if its export verifies against its checksum and holds exactly the rows that go; rows of
 every other month are untouched; a tampered export, a row that arrives after the export, or
 an export that cannot be written leave the period in place.
@@ -24,6 +25,7 @@ from sqlalchemy import select, text
 from gateway_server.cli import main as cli_main
 from gateway_server.settings import Settings
 from gateway_server.store import partitions as P
+from gateway_server.store.bulk import insert_once
 from gateway_server.store.database import Store
 from gateway_server.store.retention import retire_once
 from gateway_server.store.tables import events, rollups, sales
@@ -54,6 +56,21 @@ def _sale(seq: int, ts: int) -> dict[str, object]:
             "amount_fen": 1200, "plu": "白菜", "trace_code": f"T-{seq}", "signed": True}
 
 
+def _event(seq: int, ts: int) -> dict[str, object]:
+    return {"device": "s-1", "market": "m1", "seq": seq, "kind": "zero", "ts_ms": ts,
+            "received_ms": ts, "payload": '{"zero_mg": 0}'}
+
+
+def _key_months(store: Store, table: str) -> dict[str, int]:
+    """month → exactly-once keys held for it (PostgreSQL's key table)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT ts_ms FROM {P.keys_table(table)}")).scalars().all()
+    out: dict[str, int] = {}
+    for ts in rows:
+        out[P.month_of(ts)] = out.get(P.month_of(ts), 0) + 1
+    return out
+
+
 def _rollup(device: str, minute: int) -> dict[str, object]:
     return {"device": device, "minute_ms": minute, "market": "m1", "n": 60, "min_mg": 0,
             "max_mg": 5000, "sum_mg": 60 * 2500, "stable_n": 50}
@@ -72,10 +89,11 @@ def _fill(store: Store) -> None:
             lo, hi = P.month_bounds(month)
             for i in range(n):
                 seq += 1  # the month's first and last millisecond are in it
-                conn.execute(sales.insert().values(**_sale(seq, lo if i == 0 else hi - i)))
-                conn.execute(events.insert().values(
-                    device="s-1", market="m1", seq=1000 + seq, kind="zero", ts_ms=lo + i,
-                    received_ms=lo + i, payload='{"zero_mg": 0}'))
+                # as the ingest writes them (on PostgreSQL: through the key tables)
+                assert insert_once(conn, sales, [_sale(seq, lo if i == 0 else hi - i)],
+                                   returning=("seq",))
+                assert insert_once(conn, events, [_event(1000 + seq, lo + i)],
+                                   returning=("seq",))
         for month, n in ROLLUP_MONTHS.items():
             lo, hi = P.month_bounds(month)
             for i in range(n):
@@ -112,16 +130,21 @@ def test_a_period_past_retention_is_exported_verified_and_dropped(
         store: Store, tmp_path: Path) -> None:
     pg = store.engine.dialect.name == "postgresql"
     _fill(store)
-    if pg:  # the old months' rollups went to the default partition; give them theirs
+    if pg:  # the old months' rows went to the default partitions; give them theirs
         with store.engine.begin() as conn:
-            assert P.is_partitioned(conn, "rollups")
-            assert not P.is_partitioned(conn, "sales")
+            assert all(P.is_partitioned(conn, t) for t in ("rollups", "sales", "events"))
             assert P.ensure_partitions(conn, "rollups", ["2022-01", "2024-11", "2024-12"]) == [
                 "2022-01", "2024-11", "2024-12"]
+            # sales: 2023-11 stays in the default partition (dropped by DELETE, not DETACH)
+            assert P.ensure_partitions(conn, "sales", ["2022-01", "2023-12"]) == [
+                "2022-01", "2023-12"]
             assert conn.execute(text(
                 f'SELECT count(*) FROM "{P.SCHEMA}".rollups_default')).scalar_one() == 0
             assert conn.execute(text(
                 f'SELECT count(*) FROM "{P.SCHEMA}".rollups_p202201')).scalar_one() == 4
+            assert conn.execute(text(
+                f'SELECT count(*) FROM "{P.SCHEMA}".sales_default')).scalar_one() == 2
+        assert _key_months(store, "sales") == SALES_MONTHS
     before = {t: _rows(store, t) for t in ("sales", "events", "rollups")}
     out = tmp_path / "exports"
     settings = Settings(database_url="sqlite://", retention_export_dir=str(out),
@@ -149,8 +172,17 @@ def test_a_period_past_retention_is_exported_verified_and_dropped(
     if pg:
         with store.engine.connect() as conn:
             parts = P.partitions(conn, "rollups")
+            sale_parts = P.partitions(conn, "sales")
         assert "2022-01" not in parts and "2024-11" not in parts
         assert {"2024-12", "2026-12", "2027-01", "2027-02", "2027-03"} <= set(parts)
+        assert "2022-01" not in sale_parts and "2023-12" in sale_parts
+        # the keys of the retired months went with them; the others guard their rows
+        kept = {m: n for m, n in SALES_MONTHS.items() if m not in expect_gone["sales"]}
+        assert _key_months(store, "sales") == kept
+        assert sum(_key_months(store, "events").values()) == sum(kept.values())
+        with store.engine.begin() as conn:  # a redelivery of a kept sale is no new sale
+            lo, _ = P.month_bounds("2023-12")
+            assert insert_once(conn, sales, [_sale(6, lo)], returning=("seq",)) == []
     # a second run finds nothing more to do and writes nothing
     files = sorted(out.iterdir())
     assert retire_once(store, settings, now_ms=NOW) == {}
@@ -166,10 +198,10 @@ def _tamper(path: Path) -> None:
 def test_a_tampered_export_fails_and_nothing_is_dropped(store: Store, tmp_path: Path) -> None:
     pg = store.engine.dialect.name == "postgresql"
     _fill(store)
-    table = "rollups" if pg else "sales"
+    table = "sales"
     if pg:
         with store.engine.begin() as conn:
-            P.ensure_partitions(conn, "rollups", ["2022-01"])
+            P.ensure_partitions(conn, "sales", ["2022-01"])
     before = _rows(store, table)
     exp = P.export_period(store.engine, table, "2022-01", tmp_path)
     assert P.verify_export(exp.path).rows == len(before["2022-01"])
@@ -185,7 +217,7 @@ def test_a_tampered_export_fails_and_nothing_is_dropped(store: Store, tmp_path: 
     # not what the database holds
     rows = before["2022-01"]
     forged = [dict(r) for r in rows]
-    forged[0]["sum_mg" if pg else "net_mg"] = 1
+    forged[0]["net_mg"] = 1
     body = "".join(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                    + "\n" for r in forged).encode()
     exp.path.write_bytes(gzip.compress(body))
@@ -197,7 +229,7 @@ def test_a_tampered_export_fails_and_nothing_is_dropped(store: Store, tmp_path: 
     assert _rows(store, table) == before
     if pg:
         with store.engine.connect() as conn:
-            assert "2022-01" in P.partitions(conn, "rollups")  # the DETACH was rolled back
+            assert "2022-01" in P.partitions(conn, "sales")  # the DETACH was rolled back
 
 
 def test_a_row_that_arrives_after_the_export_keeps_the_period(
@@ -267,7 +299,7 @@ def test_the_retention_thread_retires_expired_months(store: Store, tmp_path: Pat
     assert P.verify_export(tmp_path / "sales-2022-01.jsonl.gz").rows == 3
 
 
-def test_migration_0006_keeps_every_rollup_and_downgrades(tmp_path: Path) -> None:
+def test_migrations_0006_0007_keep_every_row_and_downgrade(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config
 
@@ -283,9 +315,20 @@ def test_migration_0006_keeps_every_rollup_and_downgrades(tmp_path: Path) -> Non
                 getattr(command, verb)(cfg, rev)
 
         alembic("upgrade", "0005")
-        _fill(store)
+        _fill(store)  # insert_once: the table's own (device, seq) constraint guards it here
         before = _rows(store, "rollups")
+        before_sales, before_events = _rows(store, "sales"), _rows(store, "events")
         alembic("upgrade", "head")
+        assert _rows(store, "sales") == before_sales and _rows(store, "events") == before_events
+        assert _key_months(store, "sales") == SALES_MONTHS
+        with store.engine.begin() as conn:
+            assert P.is_partitioned(conn, "sales") and P.is_partitioned(conn, "events")
+            assert set(SALES_MONTHS) <= set(P.partitions(conn, "sales"))
+            top = conn.execute(text("SELECT max(id) FROM sales")).scalar_one()
+            lo, _ = P.month_bounds("2023-12")
+            assert insert_once(conn, sales, [_sale(6, lo)], returning=("id",)) == []
+            new = insert_once(conn, sales, [_sale(50, lo + 9)] * 2, returning=("id",))
+            assert [r.id for r in new] == [top + 1]  # once, numbered by the adopted sequence
         with store.engine.connect() as conn:
             assert P.is_partitioned(conn, "rollups")
             parts = P.partitions(conn, "rollups")
@@ -304,7 +347,41 @@ def test_migration_0006_keeps_every_rollup_and_downgrades(tmp_path: Path) -> Non
         alembic("downgrade", "0005")
         with store.engine.connect() as conn:
             assert not P.is_partitioned(conn, "rollups")
+            assert not P.is_partitioned(conn, "sales")
+            assert conn.execute(text("SELECT to_regclass(:n)"),
+                                {"n": P.keys_table("sales")}).scalar() is None
+        assert sum(map(len, _rows(store, "sales").values())) == sum(SALES_MONTHS.values()) + 1
+        with store.engine.begin() as conn:  # the unique constraint guards again
+            assert insert_once(conn, sales, [_sale(50, lo + 9)], returning=("id",)) == []
+            # (ON CONFLICT burns a sequence number on the refused row: ids only grow)
+            (again,) = insert_once(conn, sales, [_sale(51, lo)], returning=("id",))
+            assert again.id > top + 1
         after = _rows(store, "rollups")
         after["2022-01"][0]["n"] = 60
         assert after == before
+        store.engine.dispose()
+
+
+def test_keys_of_rows_still_held_are_never_pruned(tmp_path: Path) -> None:
+    """A month whose retirement failed keeps every key: a redelivery stays a duplicate."""
+    with fresh_pg_database() as url:
+        store = Store.from_url(url)
+        store.migrate()
+        _fill(store)
+        before = _key_months(store, "sales")
+        end = P.month_bounds("2026-12")[0]
+        with store.engine.begin() as conn:  # 2022-01 retired by hand: rows gone, keys left
+            lo, hi = P.month_bounds("2022-01")
+            conn.execute(sales.delete().where(sales.c.ts_ms >= lo, sales.c.ts_ms < hi))
+        assert P.prune_keys(store.engine, "sales", before_ms=end) == SALES_MONTHS["2022-01"]
+        assert _key_months(store, "sales") == {m: n for m, n in before.items() if m != "2022-01"}
+        with store.engine.begin() as conn:
+            lo, _ = P.month_bounds("2023-11")
+            assert insert_once(conn, sales, [_sale(4, lo)], returning=("seq",)) == []
+            # a key whose row is gone is free again: that is why pruning waits for
+            # event_max_age_s to refuse such a redelivery first
+            lo, _ = P.month_bounds("2022-01")
+            assert len(insert_once(conn, sales, [_sale(1, lo)], returning=("seq",))) == 1
+        # keys are pruned only before the bound given
+        assert P.prune_keys(store.engine, "sales", before_ms=P.month_bounds("2022-01")[0]) == 0
         store.engine.dispose()

@@ -11,6 +11,7 @@ import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from gateway_server.store.partitions import autogenerate_filter
 from gateway_server.store.tables import metadata
 
 config = context.config
@@ -29,7 +30,7 @@ def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True)
+                          render_as_batch=True, include_object=autogenerate_filter(connection))
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -40,7 +41,7 @@ def run_migrations_online() -> None:
                                 poolclass=pool.NullPool)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=target_metadata,
-                          render_as_batch=True)
+                          render_as_batch=True, include_object=autogenerate_filter(conn))
         with context.begin_transaction():
             context.run_migrations()
 
