@@ -72,6 +72,7 @@ import benchlib
 import httpx
 import loadgen
 import psycopg
+from sqlalchemy import text
 
 from gateway_server.registry.accounts import ensure_user
 from gateway_server.store.database import Store
@@ -226,9 +227,11 @@ def day_load(port: int, path: str, seconds: float, ready: MpEvent, go: Synchroni
 def probe(port: int, http: str, password: str, n: int, interval: float, start: float,
           result: Any) -> None:
     """``n`` short-weight sales from the probe scales from wall time ``start``, one every
-    ``interval`` s; puts the sorted latencies (ms) of their findings through SSE."""
+    ``interval`` s; puts the sorted latencies (ms) of their findings through SSE, and each
+    probe's (device, ts_ms, wall ms published, wall ms its finding arrived)."""
     sent: dict[tuple[str, int], float] = {}
     got: dict[tuple[str, int], float] = {}
+    wall: dict[tuple[str, int], tuple[float, float]] = {}  # perf_counter → wall offsets
     ready = threading.Event()
     done = threading.Event()
     r = httpx.post(f"{http}/api/v1/auth/token", json={"username": USER, "password": password})
@@ -247,7 +250,10 @@ def probe(port: int, http: str, password: str, n: int, interval: float, start: f
                 elif line.startswith("data: ") and kind == "finding":
                     f = json.loads(line[6:])
                     if f["kind"] == "impact":
-                        got.setdefault((f["device"], f["ts_ms"]), time.perf_counter())
+                        k = (f["device"], f["ts_ms"])
+                        if k not in got:
+                            got[k] = time.perf_counter()
+                            wall[k] = (time.time(), got[k])
                         if len(got) >= n:
                             done.set()
                             return
@@ -274,7 +280,10 @@ def probe(port: int, http: str, password: str, n: int, interval: float, start: f
     done.wait(120)
     c.close()
     lat = sorted((got[k] - sent[k]) * 1000 for k in sent if k in got)
-    result.put(("ok", lat, n))
+    # wall clock of publish and arrival (the gateway stamps its stages in wall ms)
+    marks = [(k[0], k[1], (wall[k][0] - (got[k] - sent[k])) * 1000, wall[k][0] * 1000)
+             for k in sent if k in got]
+    result.put(("ok", lat, n, marks))
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -318,6 +327,33 @@ def pg_pids(db: str) -> list[int]:
     with psycopg.connect(ADMIN, autocommit=True) as c:
         return [r[0] for r in c.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s OR datname IS NULL", (db,))]
+
+
+def stages(url: str, marks: list[tuple[str, int, float, float]]) -> dict[str, list[float]]:
+    """Where each probe's latency went, from the gateway's own wall-clock stamps: *to the
+    worker* (publish → the worker's paho thread decoded it: broker, network thread),
+    *to its transaction* (→ the storing transaction started: the writer's queue, a
+    transaction in progress), *stored and pushed* (→ the SSE client read it: detection,
+    commit, acknowledgement, NOTIFY, the API's stream). Sorted ms per stage."""
+    store = Store.from_url(url)
+    try:
+        with store.engine.connect() as c:
+            rows = {(d, ts): (rec, made) for d, ts, rec, made in c.execute(text(
+                "SELECT s.device, s.ts_ms, s.received_ms, min(f.created_ms) FROM sales s "
+                "JOIN findings f ON f.device = s.device AND f.ts_ms = s.ts_ms "
+                "WHERE s.market = :m GROUP BY s.device, s.ts_ms, s.received_ms"),
+                {"m": PROBE_MARKET})}
+    finally:
+        store.engine.dispose()
+    out: dict[str, list[float]] = {"to the worker": [], "to its transaction": [],
+                                   "stored and pushed": []}
+    for dev, ts, sent_ms, got_ms in marks:
+        if (dev, ts) in rows:
+            rec, made = rows[(dev, ts)]
+            out["to the worker"].append(rec - sent_ms)
+            out["to its transaction"].append(made - rec)
+            out["stored and pushed"].append(got_ms - made)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -509,6 +545,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if got[0] != "ok":
             raise SystemExit(f"probe: {got[1]}")
         r["latency"], r["findings"] = got[1], got[2]
+        r["stages"] = stages(url, got[3])
         return r
     finally:
         stop.set()
@@ -577,7 +614,12 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"time. *Probe*: {r['findings']} short-weight sales (each an `impact` finding), one "
         f"every {r['probe_interval_s']:.1f} s inside the window, and an SSE client of "
         "`/api/v1/stream` (a process of its own) noting each finding's arrival; latency is "
-        "arrival − publish. *Offered* is what the load processes published in the window, "
+        "arrival − publish, split by the gateway's own stamps: *to the worker* (the broker "
+        "and the worker's network thread, to the sale's `received_ms`), *to its "
+        "transaction* (the writer's queue and any transaction in progress, to the "
+        "finding's `created_ms`), *stored and pushed* (detection, commit, acknowledgement, "
+        "NOTIFY, the API's stream, the SSE client). *Offered* is what the load processes "
+        "published in the window, "
         "*stored* what the workers' `/metrics` count over the same window (all messages: "
         "`received_total`, taken from the broker; after "
         f"{args.warmup:g} s of samples alone); *lag* is `scalegw_ingest_lag_seconds` (now − "
@@ -605,6 +647,11 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{d['sales']:,} | {t['dead_letters'] + t['bad_signatures'] + t['quarantined']:,} | "
         f"{pct(lat, 50):.0f} | {pct(lat, 95):.0f} | {pct(lat, 99):.0f} | "
         f"{lat[-1] if lat else math.nan:.0f} | {r['load_at']}–{r['load_end']} |",
+        "",
+        "| sale → finding, by stage (ms) | p50 | p95 | p99 | max |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {name} | {pct(v, 50):.0f} | {pct(v, 95):.0f} | {pct(v, 99):.0f} | "
+          f"{v[-1] if v else math.nan:.0f} |" for name, v in r["stages"].items()),
         "",
         "| CPU, cores | workers | api | PostgreSQL | Mosquitto | load processes | "
         "machine (all processes) |",
