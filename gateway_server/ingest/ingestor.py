@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway_server.ingest.acks import AckTracker
-from gateway_server.ingest.netloop import NetLoop
+from gateway_server.ingest.netloop import IngestClient, NetLoop
 from gateway_server.ingest.pipeline import BatchResult, Incoming
 from gateway_server.ingest.writer import AckOrder, IngestStats, IngestWriter, decode, now_ms
 from gateway_server.settings import Settings
@@ -71,7 +71,7 @@ class Ingestor:
         self.newest_sample_ms = 0
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
-        self.client = mqtt.Client(
+        self.client: mqtt.Client = IngestClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id or settings.mqtt_client_id,
             clean_session=False,

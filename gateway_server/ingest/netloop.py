@@ -25,6 +25,16 @@ external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc`
 
 A connection attempt blocks the thread for at most paho's connect timeout (5 s): the
 sessions share one broker address, so when one cannot connect none can.
+
+:class:`IngestClient` is the paho client of every ingest session (``NetLoop`` or
+``loop_start``): paho reads a packet in three to six ``recv`` calls (its first byte, each
+byte of its length, the rest), each a system call that gives up the GIL and must win it
+back from the writer thread. Measured in a worker under 5,000 sample streams (py-spy,
+bench_province.py): the network thread was 55 % of the process's busy samples, the
+``recv`` calls and a ``select`` per packet to see whether another one waited about a
+third of that. Its socket is wrapped in :class:`BufferedSocket`, which takes what the
+kernel holds in one ``recv`` and serves paho's small reads from memory; ``pending()``
+tells both loops that a packet is already in hand, so no ``select`` is needed for it.
 """
 
 from __future__ import annotations
@@ -46,6 +56,54 @@ MISC_S = 1.0
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 10.0
 MAX_READS = 200  # packets read from one socket before the others get their turn
+RECV_BYTES = 65_536  # one read from the kernel, at most
+
+
+class BufferedSocket:
+    """A connected socket whose ``recv`` is served from one large read of the kernel's.
+
+    Only ``recv`` and ``pending`` differ from the socket's own; everything else (``send``,
+    ``fileno``, ``close``, ``setblocking``, TLS's ``do_handshake``…) is the socket's.
+    ``recv`` raises what the socket raises (``BlockingIOError``, ``SSLWantReadError``)
+    only when nothing is buffered, and returns ``b""`` at the end of the stream, as the
+    socket does.
+    """
+
+    __slots__ = ("_buf", "_pos", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            data: bytes = self._sock.recv(max(n, RECV_BYTES))
+            if not data:
+                return data
+            if len(data) <= n:
+                return data
+            self._buf, self._pos = data, 0
+        end = self._pos + n
+        out = self._buf[self._pos:end]
+        self._pos = min(end, len(self._buf))
+        return out
+
+    def pending(self) -> int:
+        """Bytes that a ``recv`` returns without the kernel: buffered here, or decrypted
+        by TLS and not read yet."""
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buf) - self._pos + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class IngestClient(mqtt.Client):
+    """paho's client reading through a :class:`BufferedSocket`."""
+
+    def _create_socket(self) -> Any:
+        return BufferedSocket(super()._create_socket())
 
 
 @dataclass

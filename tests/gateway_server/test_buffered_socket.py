@@ -1,0 +1,102 @@
+"""The ingest's buffered socket (``netloop.BufferedSocket``, ``IngestClient``).
+
+paho reads a packet a byte at a time; the wrapper serves those reads from one read of the
+kernel's. Checked on real sockets: a stream cut anywhere comes back byte for byte, the end
+of the stream and "nothing yet" are reported as the socket reports them, and a burst of
+messages that arrives in one read is delivered in full by both of the ingest's loops
+(paho's own ``loop_start`` and the worker's ``NetLoop``), which learn from ``pending()``
+that packets are already in hand (otherwise they would wait for the next byte from the
+broker to read them).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from support import Mosquitto, publish_qos1, wait_until
+
+from gateway_server.ingest.netloop import BufferedSocket, IngestClient, NetLoop
+
+
+def test_reads_come_back_byte_for_byte_whatever_the_sizes_asked() -> None:
+    a, b = socket.socketpair()
+    rnd = random.Random(7)
+    data = bytes(rnd.randrange(256) for _ in range(300_000))
+    sender = threading.Thread(target=a.sendall, args=(data,))
+    sender.start()
+    buf = BufferedSocket(b)
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = buf.recv(rnd.choice([1, 1, 2, 4, 100, 2048, 70_000]))
+        assert chunk, "the stream ended early"
+        got += chunk
+    sender.join()
+    assert bytes(got) == data
+    assert buf.pending() == 0
+    a.close()
+    assert buf.recv(1) == b""  # the end of the stream, as the socket says it
+    b.close()
+
+
+def test_pending_counts_what_is_buffered_and_nothing_waiting_raises() -> None:
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    buf = BufferedSocket(b)
+    with pytest.raises(BlockingIOError):
+        buf.recv(1)
+    a.sendall(b"\x30\x05hello")
+    wait_until(lambda: _readable(b), 10, what="the bytes to arrive")
+    assert buf.recv(1) == b"\x30"
+    assert buf.pending() == 6  # the rest came with the first byte
+    assert buf.recv(1) == b"\x05" and buf.recv(5) == b"hello"
+    assert buf.pending() == 0
+    with pytest.raises(BlockingIOError):
+        buf.recv(1)
+    assert buf.fileno() == b.fileno()  # the rest is the socket's
+    a.close()
+    b.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+@pytest.mark.parametrize("loop", ["paho", "netloop"])
+def test_a_burst_in_one_read_is_delivered_in_full(mosquitto: Mosquitto, loop: str) -> None:
+    n = 2000
+    got: list[bytes] = []
+    c = IngestClient(callback_api_version=CallbackAPIVersion.VERSION2,
+                     client_id=f"burst-{loop}", clean_session=True)
+    subscribed = threading.Event()
+    c.on_connect = lambda cl, *_: cl.subscribe("burst/#", qos=1)
+    c.on_subscribe = lambda *_: subscribed.set()
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    net = None
+    if loop == "paho":
+        c.connect("127.0.0.1", mosquitto.port)
+        c.loop_start()
+    else:
+        net = NetLoop()
+        net.add(c, "127.0.0.1", mosquitto.port, 60)
+    try:
+        assert subscribed.wait(30)
+        # small messages, published as fast as the broker takes them: many reach the
+        # subscriber in one TCP segment
+        publish_qos1(mosquitto.port, [(f"burst/{i % 7}", i.to_bytes(4, "big"))
+                                      for i in range(n)])
+        wait_until(lambda: len(got) >= n, 60, what=f"{n} messages ({len(got)} so far)")
+        assert sorted(int.from_bytes(p, "big") for p in got) == list(range(n))
+        assert isinstance(c.socket(), BufferedSocket)
+    finally:
+        if net is not None:
+            net.remove(c)
+            net.stop()
+        else:
+            c.disconnect()
+            c.loop_stop()
