@@ -219,7 +219,12 @@ class NetLoop:
                     wlist.append(sock)
         paused = self.paused()
         rlist = [self._wake_r] if paused else [self._wake_r, *by_sock]
-        readable, writable, _ = select.select(rlist, wlist, [], 0.02 if paused else 0.1)
+        # packets already read from the kernel (BufferedSocket, TLS) make no socket
+        # readable: they are read now, without waiting for the next byte to come
+        in_hand = [] if paused else [s for s in by_sock if _pending(s)]
+        readable, writable, _ = select.select(rlist, wlist, [],
+                                              0 if in_hand else 0.02 if paused else 0.1)
+        readable = [*readable, *(s for s in in_hand if s not in readable)]
         if self._wake_r in readable:
             try:
                 while self._wake_r.recv(4096):
@@ -240,14 +245,15 @@ class NetLoop:
         return last_misc
 
     def _drain(self, client: mqtt.Client, sock: Any) -> None:
+        """Read ``client``'s packets until none is waiting, ``MAX_READS`` of them, or the
+        writer is backlogged (what is left is read on a later turn: ``_pending``)."""
         fd: int = sock.fileno()
         for _ in range(MAX_READS):
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
                 return  # the connection is gone: reconnected on a later turn
             if self.paused():
                 return
-            pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted
-            if pending is not None and pending():
+            if _pending(sock):
                 continue
             ready, _, _ = select.select([fd], [], [], 0)
             if not ready:
@@ -269,4 +275,10 @@ class NetLoop:
             conn.delay = min(conn.delay * 2, RECONNECT_MAX_S)
 
 
-__all__ = ["NetLoop"]
+def _pending(sock: Any) -> int:
+    """Bytes of ``sock`` read from the kernel and not yet by paho (BufferedSocket, TLS)."""
+    pending = getattr(sock, "pending", None)
+    return int(pending()) if pending is not None else 0
+
+
+__all__ = ["BufferedSocket", "IngestClient", "NetLoop"]

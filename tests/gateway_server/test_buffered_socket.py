@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+from typing import Any
 
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -100,3 +101,52 @@ def test_a_burst_in_one_read_is_delivered_in_full(mosquitto: Mosquitto, loop: st
         else:
             c.disconnect()
             c.loop_stop()
+
+
+def test_packets_in_hand_when_the_writer_backs_up_are_read_after_it(
+        mosquitto: Mosquitto) -> None:
+    """The worker's loop stops reading while the writer is backlogged. Packets it had
+    already taken from the kernel must be read once that ends, although the socket is not
+    readable: the broker (default settings: 20 messages in flight) sends nothing more
+    until those are acknowledged, so waiting for the socket would stall the session."""
+    n = 300
+    got: list[Any] = []
+    acked = 0
+    pause = threading.Event()
+    c = IngestClient(callback_api_version=CallbackAPIVersion.VERSION2, client_id="backlog",
+                     clean_session=True, manual_ack=True)
+    subscribed = threading.Event()
+    c.on_connect = lambda cl, *_: cl.subscribe("backlog/#", qos=1)
+    c.on_subscribe = lambda *_: subscribed.set()
+
+    def on_message(_c: Any, _u: Any, m: Any) -> None:
+        got.append(m)
+        if len(got) % 50 == 5:  # the writer backs up now and then, mid-burst
+            pause.set()
+            threading.Timer(0.2, pause.clear).start()
+
+    c.on_message = on_message
+    net = NetLoop(paused=pause.is_set)
+    net.add(c, "127.0.0.1", mosquitto.port, 60)
+    stop = threading.Event()
+
+    def acker() -> None:  # the writer: acknowledges what it has stored
+        nonlocal acked
+        while not stop.wait(0.01):
+            for m in got[acked:]:
+                c.ack(m.mid, m.qos)
+                acked += 1
+
+    t = threading.Thread(target=acker, daemon=True)
+    t.start()
+    try:
+        assert subscribed.wait(30)
+        publish_qos1(mosquitto.port, [(f"backlog/{i % 5}", i.to_bytes(4, "big"))
+                                      for i in range(n)])
+        wait_until(lambda: len(got) >= n, 30, what=f"{n} messages ({len(got)} so far)")
+        assert sorted(int.from_bytes(m.payload, "big") for m in got) == list(range(n))
+    finally:
+        stop.set()
+        t.join(5)
+        net.remove(c)
+        net.stop()
