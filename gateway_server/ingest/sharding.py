@@ -41,7 +41,7 @@ from gateway_server.ingest.ingestor import Ingestor
 from gateway_server.ingest.netloop import NetLoop
 from gateway_server.ingest.writer import IngestWriter
 from gateway_server.settings import Settings
-from gateway_server.store.bulk import dialect_insert
+from gateway_server.store.bulk import any_of, dialect_insert
 from gateway_server.store.database import Store
 from gateway_server.store.tables import markets
 from gateway_server.store.tables_workflow import market_leases, workers_table
@@ -63,16 +63,29 @@ def rendezvous_owner(market: str, workers: list[str]) -> str | None:
     return max(workers, key=lambda w: hashlib.sha256(f"{w}|{market}".encode()).digest())
 
 
-def try_take(conn: Connection, market: str, worker_id: str, *, now: int, lease_ms: int) -> bool:
-    """Take or renew the lease of ``market``; True when ``worker_id`` holds it now."""
-    conn.execute(dialect_insert(conn, market_leases).values(
-        market=market, worker_id=worker_id, expires_ms=now + lease_ms, taken_ms=now,
-    ).on_conflict_do_nothing(index_elements=["market"]))
+def take_many(conn: Connection, wanted: list[str], worker_id: str, *, now: int,
+              lease_ms: int) -> set[str]:
+    """Take or renew the leases of ``wanted``; the markets ``worker_id`` holds now (a lease
+    is taken when it is free, expired or already its own).
+
+    Three statements, whatever the count (a worker renews its 25 leases every few seconds:
+    one transaction each was 5 % of its busy samples under load). The leases are locked in
+    market order first, so two workers whose sets overlap while a market moves never
+    deadlock."""
+    if not wanted:
+        return set()
+    wanted = sorted(set(wanted))
+    conn.execute(dialect_insert(conn, market_leases).on_conflict_do_nothing(
+        index_elements=["market"]), [
+        {"market": m, "worker_id": worker_id, "expires_ms": now + lease_ms, "taken_ms": now}
+        for m in wanted])
+    mine = any_of(conn, market_leases.c.market, wanted)
+    conn.execute(select(market_leases.c.market).where(mine)
+                 .order_by(market_leases.c.market).with_for_update()).all()
     res = conn.execute(update(market_leases).where(
-        market_leases.c.market == market,
-        or_(market_leases.c.worker_id == worker_id, market_leases.c.expires_ms < now),
-    ).values(worker_id=worker_id, expires_ms=now + lease_ms))
-    return bool(res.rowcount)
+        mine, or_(market_leases.c.worker_id == worker_id, market_leases.c.expires_ms < now),
+    ).values(worker_id=worker_id, expires_ms=now + lease_ms).returning(market_leases.c.market))
+    return {r.market for r in res}
 
 
 def release(conn: Connection, market: str, worker_id: str) -> None:
@@ -152,9 +165,10 @@ class Worker:
         for market in list(self.owned):
             if market not in mine:
                 self._drop(market)
+        with self.store.engine.begin() as c:
+            held = take_many(c, sorted(mine), self.worker_id, now=t, lease_ms=self.lease_ms)
         for market in sorted(mine):
-            with self.store.engine.begin() as c:
-                ok = try_take(c, market, self.worker_id, now=t, lease_ms=self.lease_ms)
+            ok = market in held
             if ok and market not in self.owned:
                 self._own(market)
             elif not ok and market in self.owned:  # someone else holds it: fence ourselves

@@ -24,7 +24,7 @@ from support import (
     wait_until,
 )
 
-from gateway_server.ingest.sharding import client_id_for, rendezvous_owner
+from gateway_server.ingest.sharding import client_id_for, rendezvous_owner, take_many
 from gateway_server.store.database import Store
 from gateway_server.store.tables import findings, sales
 from gateway_server.store.tables_workflow import market_leases
@@ -93,6 +93,24 @@ def test_rendezvous_spreads_and_moves_little() -> None:
 
 
 @pytest.mark.slow
+def test_leases_are_taken_when_free_expired_or_own_and_never_from_a_live_holder(
+        store: Store) -> None:
+    """``take_many``: one statement set for all of a worker's markets, the rule of a lease
+    unchanged (on SQLite and PostgreSQL)."""
+    with store.engine.begin() as c:
+        assert take_many(c, ["m1", "m2"], "w-a", now=1000, lease_ms=100) == {"m1", "m2"}
+    with store.engine.begin() as c:  # m1, m2 live with w-a; m3 free
+        assert take_many(c, ["m1", "m2", "m3"], "w-b", now=1050, lease_ms=100) == {"m3"}
+    with store.engine.begin() as c:  # w-a renews its own, not w-b's live m3
+        assert take_many(c, ["m1", "m3"], "w-a", now=1060, lease_ms=100) == {"m1"}
+    with store.engine.begin() as c:  # m2 expired at 1100: anyone may take it; m1 is live
+        assert take_many(c, ["m1", "m2"], "w-b", now=1101, lease_ms=100) == {"m2"}
+        assert take_many(c, [], "w-b", now=1101, lease_ms=100) == set()
+    with store.engine.connect() as c:
+        rows = {r.market: (r.worker_id, r.expires_ms) for r in c.execute(select(market_leases))}
+    assert rows == {"m1": ("w-a", 1160), "m2": ("w-b", 1201), "m3": ("w-b", 1150)}
+
+
 def test_two_workers_one_api_kill_one_worker(tmp_path: Path) -> None:
     broker = start_mosquitto(tmp_path)
     rounds = 8
