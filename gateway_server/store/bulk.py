@@ -204,10 +204,13 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     if gate is None:
         return pg_insert_unnest(conn, table, rows, conflict=("device", "seq"),
                                 returning=returning)
+    once: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in rows:  # a key twice in the batch: the first (the database need not sort)
+        once.setdefault((r["device"], r["seq"]), r)
     cols = list(rows[0])
-    src, params = _arrays(table, cols, rows)
+    src, params = _arrays(table, cols, list(once.values()))
     names = ", ".join(cols)
-    sql = (f"WITH src AS (SELECT DISTINCT ON (device, seq) * FROM {src} AS s({names})), "
+    sql = (f"WITH src AS (SELECT * FROM {src} AS s({names})), "
            f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
            f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
            f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
