@@ -42,6 +42,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
+from gateway_server.store.partitions import exactly_once_gate
+
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # unannotated in SQLAlchemy
 
 
@@ -198,8 +200,6 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(*(table.c[c] for c in returning)))
         return list(conn.execute(stmt, list(rows)))
-    from gateway_server.store.partitions import exactly_once_gate
-
     gate = exactly_once_gate(conn, table.name)
     if gate is None:
         return pg_insert_unnest(conn, table, rows, conflict=("device", "seq"),

@@ -117,6 +117,13 @@ def month_of(ms: int) -> str:
     return f"{d.year:04d}-{d.month:02d}"
 
 
+def retention_start(now_ms: int, retention_months: int) -> tuple[str, int]:
+    """The first month a retention of ``retention_months`` keeps (the current CST month
+    and that many before it), and its start in ms: older rows may be retired."""
+    keep_from = add_months(month_of(now_ms), -retention_months)
+    return keep_from, month_bounds(keep_from)[0]
+
+
 def partition_name(table: str, month: str) -> str:
     y, m = parse_month(month)
     return f"{table}_p{y:04d}{m:02d}"
@@ -557,8 +564,7 @@ def expired_months(engine: Engine, table: str, *, retention_months: int,
     if retention_months <= 0:
         return []
     tbl, col, _ = _spec(table)
-    keep_from = add_months(month_of(now_ms), -retention_months)
-    cutoff, _ = month_bounds(keep_from)
+    keep_from, cutoff = retention_start(now_ms, retention_months)
     with engine.connect() as conn:
         parts = partitions(conn, table)
         months = {m for m in parts if m < keep_from}

@@ -58,13 +58,12 @@ def retire_once(store: Store, settings: Settings, *, now_ms: int | None = None) 
 
 def _retire(store: Store, settings: Settings, now: int) -> dict[str, int]:
     from gateway_server.store.partitions import (
+        KEYED,
         ExportMismatch,
-        add_months,
         expired_months,
         manage_partitions,
-        month_bounds,
-        month_of,
         prune_keys,
+        retention_start,
         retire_period,
     )
 
@@ -82,10 +81,10 @@ def _retire(store: Store, settings: Settings, now: int) -> dict[str, int]:
                 log.error("retention: %s %s kept: %s", table, month, err)
                 continue
             dropped[table] = dropped.get(table, 0) + exp.rows
-        if months > 0 and table != "rollups":
+        if months > 0 and table in KEYED:
             # the exactly-once keys of retired rows go once the retention has passed them
             # and a redelivery of them would be dead-lettered anyway (event_max_age_s)
-            before, _ = month_bounds(add_months(month_of(now), -months))
+            _, before = retention_start(now, months)
             if settings.event_max_age_s:
                 before = min(before, now - settings.event_max_age_s * 1000)
             prune_keys(store.engine, table, before_ms=before)
