@@ -17,6 +17,17 @@ Rules (architecture.md §6):
   is above its high-water mark (``writer.HIGH_WATER``), so the backlog stays in the
   broker, not in memory, and the keep-alive (``KEEPALIVE_S``) leaves room for a writer
   holding the GIL through a long transaction.
+* **Lanes** (issue 17). A session takes every channel of its markets (``lane=None``,
+  ``serve``), or one lane of them: a sharded worker holds two sessions a market, one for
+  what the detectors judge (``"events"``: births, states, events) and one for the
+  sample batches (``"samples"``), so a sale never waits at the broker, in the kernel's
+  socket buffer or in the network loop behind the samples received before it (measured
+  at 5,000 sample streams: that wait was most of sale → finding's p99). A samples
+  session that still holds the catch-all subscription of an older version drops it
+  (:meth:`Ingestor.retire_catch_all`) only once the events session's subscription is
+  confirmed (its SUBACK): from then on the broker queues every event for the events
+  session, and what it queued under the catch-all before is still delivered, so no event
+  is ever without a session to wait in.
 """
 
 from __future__ import annotations
@@ -41,6 +52,11 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 60
 INFLIGHT = 1000  # messages delivered but not yet acknowledged, a session
+#: the channels of each lane (``Ingestor(lane=...)``); ``None``: all of them
+LANES: dict[str, tuple[wire.Channel, ...]] = {
+    "events": (wire.Channel.BIRTH, wire.Channel.STATE, wire.Channel.EVENTS),
+    "samples": (wire.Channel.SAMPLES,),
+}
 
 
 class Ingestor:
@@ -53,9 +69,19 @@ class Ingestor:
 
     def __init__(self, settings: Settings, store: Store, *, client_id: str | None = None,
                  markets: list[str] | None = None, acknowledge: bool = True,
-                 writer: IngestWriter | None = None, netloop: NetLoop | None = None
-                 ) -> None:
+                 writer: IngestWriter | None = None, netloop: NetLoop | None = None,
+                 lane: str | None = None) -> None:
+        if lane is not None and lane not in LANES:
+            raise ValueError(f"unknown ingest lane {lane!r}; known: {', '.join(LANES)}")
         self.settings = settings
+        self.lane = lane
+        #: set once the events session of the same markets has its subscription: the
+        #: catch-all of an older version may go (samples lane only)
+        self._retire_catch_all = False
+        #: called once the broker confirmed this session's subscription
+        self.on_subscribed: Any = None
+        #: the broker confirmed that the catch-all is gone (its UNSUBACK)
+        self.catch_all_retired = False
         self.store = store
         self.markets = markets or settings.market_list
         self._own_writer = writer is None
@@ -71,9 +97,10 @@ class Ingestor:
         self.newest_sample_ms = 0
         u = urlsplit(settings.mqtt_url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
+        self.client_id = client_id or settings.mqtt_client_id
         self.client: mqtt.Client = IngestClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or settings.mqtt_client_id,
+            client_id=self.client_id,
             clean_session=False,
             protocol=mqtt.MQTTv311,
             manual_ack=True,
@@ -85,6 +112,8 @@ class Ingestor:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
 
     # -- the writer's state, as seen from the session (API, metrics, tests) ------------
 
@@ -116,7 +145,8 @@ class Ingestor:
         if self._own_writer:
             self.writer.start()
         if self.netloop is not None:
-            self.netloop.add(self.client, self.host, self.port, KEEPALIVE_S)
+            self.netloop.add(self.client, self.host, self.port, KEEPALIVE_S,
+                             urgent=self.lane == "events")
             return
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
@@ -140,10 +170,44 @@ class Ingestor:
             return
         self.order.reset()  # a new connection: what the old one delivered is redelivered
         self._set_connected(True)
-        subs = [(wire.subscription(m), 1) for m in self.markets]
+        subs = [(s, 1) for s in self.subscriptions()]
         client.subscribe(subs)
+        if self._retire_catch_all:
+            self._unsubscribe_catch_all()
         log.info("ingest connected to %s:%s, subscribed to %s", self.host, self.port,
                  ", ".join(s for s, _ in subs))
+
+    def subscriptions(self) -> list[str]:
+        """The topic filters of this session: its markets, its lane's channels."""
+        if self.lane is None:
+            return [wire.subscription(m) for m in self.markets]
+        return [wire.subscription(m, c) for m in self.markets for c in LANES[self.lane]]
+
+    def retire_catch_all(self) -> None:
+        """Drop the all-channel subscription an older version left on this (samples)
+        session; call it once the events session of the same markets is subscribed.
+        Done now if connected, else on (every) connect."""
+        self._retire_catch_all = True
+        if self.connected:
+            self._unsubscribe_catch_all()
+
+    def _unsubscribe_catch_all(self) -> None:
+        self.client.unsubscribe([wire.subscription(m) for m in self.markets])
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+        if not self.catch_all_retired:
+            log.info("ingest session %s: the all-channel subscription is gone, the events "
+                     "go to the events lane", self.client_id)
+        self.catch_all_retired = True
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused the ingest subscription of %s: %s",
+                      ", ".join(self.subscriptions()), refused[0])
+            return
+        if self.on_subscribed is not None:
+            self.on_subscribed()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         self._set_connected(False)

@@ -19,6 +19,11 @@ external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc`
 * while ``paused()`` (the writer's backlog above its high-water mark) no socket is read:
   what the broker has not delivered waits in its session queues, and TCP pushes back,
   instead of the process holding it in memory; writes (acknowledgements) go on;
+* an *urgent* client (``add(urgent=True)``: a market's events lane,
+  ``gateway_server.ingest.ingestor``) is read first in every turn and again between
+  the other sockets' drains, and is paused only by ``urgent_paused()`` (its own
+  high-water mark), so a sale is read as soon as it arrives, however many sample
+  batches wait on the other sockets;
 * ``loop_misc`` every second keeps the keep-alive; a lost connection is reconnected with
   a doubling delay (1 s up to 10 s), as ``loop_start`` would, and the persistent
   session's messages come back unacknowledged, so nothing is lost.
@@ -116,13 +121,16 @@ class _Conn:
     due: float = 0.0  # when to try (re)connecting
     delay: float = RECONNECT_MIN_S
     leaving: bool = False
+    urgent: bool = False
 
 
 class NetLoop:
     """Drives many paho clients from one thread: see the module docstring."""
 
-    def __init__(self, paused: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, paused: Callable[[], bool] = lambda: False,
+                 urgent_paused: Callable[[], bool] = lambda: False) -> None:
         self.paused = paused
+        self.urgent_paused = urgent_paused
         self._lock = threading.Lock()
         self._conns: dict[mqtt.Client, _Conn] = {}
         self._wake_r, self._wake_w = socket.socketpair()
@@ -132,11 +140,13 @@ class NetLoop:
         self._thread = threading.Thread(target=self._run, name="mqtt-netloop", daemon=True)
         self._thread.start()
 
-    def add(self, client: mqtt.Client, host: str, port: int, keepalive: int) -> None:
-        """Connect ``client`` (its callbacks set) and drive it until :meth:`remove`."""
+    def add(self, client: mqtt.Client, host: str, port: int, keepalive: int, *,
+            urgent: bool = False) -> None:
+        """Connect ``client`` (its callbacks set) and drive it until :meth:`remove`;
+        ``urgent``: read it first, paused only by ``urgent_paused``."""
         client.on_socket_register_write = self._on_register_write
         with self._lock:
-            self._conns[client] = _Conn(host, port, keepalive)
+            self._conns[client] = _Conn(host, port, keepalive, urgent=urgent)
         self._wake()
 
     def remove(self, client: mqtt.Client, timeout_s: float = 5.0) -> None:
@@ -210,30 +220,42 @@ class NetLoop:
             elif now >= conn.due:
                 self._connect(client, conn)
         by_sock: dict[Any, mqtt.Client] = {}  # paho's socket (plain or TLS) → its client
+        urgent: list[Any] = []  # the sockets of urgent clients, read first
         wlist: list[Any] = []
-        for client, _ in conns:
+        for client, conn in conns:
             sock = client.socket()
             if sock is not None:
                 by_sock[sock] = client
+                if conn.urgent:
+                    urgent.append(sock)
                 if client.want_write():
                     wlist.append(sock)
-        paused = self.paused()
-        rlist = [self._wake_r] if paused else [self._wake_r, *by_sock]
+        paused, urgent_paused = self.paused(), self.urgent_paused()
+        urgent_set = set(urgent)
+        readers = [sk for sk in by_sock
+                   if not (urgent_paused if sk in urgent_set else paused)]
         # packets already read from the kernel (BufferedSocket, TLS) make no socket
         # readable: they are read now, without waiting for the next byte to come
-        in_hand = [] if paused else [s for s in by_sock if _pending(s)]
-        readable, writable, _ = select.select(rlist, wlist, [],
+        in_hand = [sk for sk in readers if _pending(sk)]
+        readable, writable, _ = select.select([self._wake_r, *readers], wlist, [],
                                               0 if in_hand else 0.02 if paused else 0.1)
-        readable = [*readable, *(s for s in in_hand if s not in readable)]
+        readable = [*readable, *(sk for sk in in_hand if sk not in readable)]
         if self._wake_r in readable:
             try:
                 while self._wake_r.recv(4096):
                     pass
             except BlockingIOError:
                 pass
+        first = [r for r in readable if r in urgent_set]
+        for r in first:
+            self._drain(by_sock[r], r, self.urgent_paused)
         for r in readable:
-            if (reader := by_sock.get(r)) is not None:
-                self._drain(reader, r)
+            if r in urgent_set or (reader := by_sock.get(r)) is None:
+                continue
+            self._drain(reader, r, self.paused)
+            if urgent and not urgent_paused:  # an event arrived meanwhile: it goes first
+                for u in _ready(urgent):
+                    self._drain(by_sock[u], u, self.urgent_paused)
         for w in writable:
             if (writer := by_sock.get(w)) is not None and writer.socket() is w:
                 writer.loop_write()
@@ -244,14 +266,14 @@ class NetLoop:
             last_misc = now
         return last_misc
 
-    def _drain(self, client: mqtt.Client, sock: Any) -> None:
-        """Read ``client``'s packets until none is waiting, ``MAX_READS`` of them, or the
-        writer is backlogged (what is left is read on a later turn: ``_pending``)."""
+    def _drain(self, client: mqtt.Client, sock: Any, paused: Callable[[], bool]) -> None:
+        """Read ``client``'s packets until none is waiting, ``MAX_READS`` of them, or
+        ``paused()`` (what is left is read on a later turn: ``_pending``)."""
         fd: int = sock.fileno()
         for _ in range(MAX_READS):
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
                 return  # the connection is gone: reconnected on a later turn
-            if self.paused():
+            if paused():
                 return
             if _pending(sock):
                 continue
@@ -273,6 +295,16 @@ class NetLoop:
                         conn.host, conn.port, err, conn.delay)
             conn.due = time.monotonic() + conn.delay
             conn.delay = min(conn.delay * 2, RECONNECT_MAX_S)
+
+
+def _ready(socks: list[Any]) -> list[Any]:
+    """Those of ``socks`` with a packet to read now (in hand, or in the kernel)."""
+    ready = [sk for sk in socks if _pending(sk)]
+    try:
+        more, _, _ = select.select([sk for sk in socks if sk not in ready], [], [], 0)
+    except (OSError, ValueError):  # a socket closed meanwhile: read on the next turn
+        return ready
+    return [*ready, *more]
 
 
 def _pending(sock: Any) -> int:

@@ -11,15 +11,17 @@ Rules:
   hashing over the workers that heartbeat in ``gateway_workers`` — every worker computes
   the same assignment, markets move only when the set of workers changes, and a worker
   gives up a market it no longer should own before the new owner may take it.
-* Each owned market has its own MQTT client with the client id ``gw-market-{market}``
-  and a persistent session (QoS 1); all of a worker's sessions hand their messages to
-  its one writer thread (``gateway_server.ingest.writer``), so a batch mixes the markets
-  and a transaction's cost is shared by all of them. A new owner connects with the
-  *same* client id, so the broker hands it the session: messages queued while nobody
-  owned the market, and messages the dead worker received but never acknowledged, are
-  delivered to the new owner — no loss. The client id also fences: the broker never
-  lets two connections share it. Duplicates from redelivery are absorbed by the
-  (device, seq) uniqueness.
+* Each owned market has two MQTT clients with persistent sessions (QoS 1), one a lane
+  (``gateway_server.ingest.ingestor``): ``gw-market-{market}`` takes the sample
+  batches, ``gw-market-{market}:events`` the births, states and events (``:`` is not a
+  market id's character, so no market's client id is another's lane). All of a
+  worker's sessions hand their messages to its one writer thread
+  (``gateway_server.ingest.writer``), so a batch mixes the markets and a transaction's
+  cost is shared by all of them. A new owner connects with the *same* client ids, so
+  the broker hands it the sessions: messages queued while nobody owned the market, and
+  messages the dead worker received but never acknowledged, are delivered to the new
+  owner — no loss. The client id also fences: the broker never lets two connections
+  share it. Duplicates from redelivery are absorbed by the (device, seq) uniqueness.
 * Shared state — register, findings, inspections — is in PostgreSQL; API processes
   (``gateway-server api``) are stateless and serve any market.
 """
@@ -52,8 +54,47 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def client_id_for(market: str) -> str:
-    return f"gw-market-{market}"
+def client_id_for(market: str, lane: str = "samples") -> str:
+    """The MQTT client id of ``market``'s session of ``lane`` (``samples`` keeps the id
+    of the one all-channel session a market had before lanes, and so its queue)."""
+    return f"gw-market-{market}" if lane == "samples" else f"gw-market-{market}:{lane}"
+
+
+class MarketSessions:
+    """The two sessions of an owned market: its events lane and its samples lane."""
+
+    def __init__(self, settings: Settings, store: Store, market: str, *,
+                 writer: IngestWriter, netloop: NetLoop) -> None:
+        self.events, self.samples = (
+            Ingestor(settings, store, client_id=client_id_for(market, lane),
+                     markets=[market], writer=writer, netloop=netloop, lane=lane)
+            for lane in ("events", "samples"))
+        # the events lane subscribed: an all-channel subscription of an older version on
+        # the samples session may go, no event is left without a session to queue in
+        self.events.on_subscribed = self.samples.retire_catch_all
+
+    def start(self) -> None:
+        self.events.start()
+        self.samples.start()
+
+    def stop(self) -> None:
+        self.events.stop()
+        self.samples.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self.events.connected and self.samples.connected
+
+    def queue_depth(self) -> int:
+        return self.events.queue_depth() + self.samples.queue_depth()
+
+    @property
+    def last_batch_ms(self) -> int:
+        return max(self.events.last_batch_ms, self.samples.last_batch_ms)
+
+    @property
+    def newest_sample_ms(self) -> int:
+        return self.samples.newest_sample_ms
 
 
 def rendezvous_owner(market: str, workers: list[str]) -> str | None:
@@ -96,13 +137,14 @@ def release(conn: Connection, market: str, worker_id: str) -> None:
 
 @dataclass
 class Worker:
-    """One ingest worker: owns a share of the markets, one MQTT session per market."""
+    """One ingest worker: owns a share of the markets, two MQTT sessions per market (its
+    lanes: :class:`MarketSessions`)."""
 
     settings: Settings
     store: Store
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     lease_ms: int = 10_000
-    owned: dict[str, Ingestor] = field(default_factory=dict)
+    owned: dict[str, MarketSessions] = field(default_factory=dict)
     #: the time-series sink every owned market's ingest writes to (None: not configured)
     sink: Any = None
     #: the one writer of all owned markets (from :meth:`start`); its counters never go
@@ -124,7 +166,8 @@ class Worker:
         self.writer = IngestWriter(self.settings, self.store)
         self.writer.sink = self.sink
         self.writer.start()
-        self.netloop = NetLoop(paused=self.writer.backlogged)
+        self.netloop = NetLoop(paused=self.writer.backlogged,
+                               urgent_paused=self.writer.events_backlogged)
         self._thread = threading.Thread(target=self._loop, name="shard-coordinator",
                                         daemon=True)
         self._thread.start()
@@ -176,8 +219,8 @@ class Worker:
 
     def _own(self, market: str) -> None:
         assert self.writer is not None and self.netloop is not None, "Worker.start() first"
-        ing = Ingestor(self.settings, self.store, client_id=client_id_for(market),
-                       markets=[market], writer=self.writer, netloop=self.netloop)
+        ing = MarketSessions(self.settings, self.store, market, writer=self.writer,
+                             netloop=self.netloop)
         ing.start()
         self.owned[market] = ing
         log.info("%s: took market %s", self.worker_id, market)

@@ -70,6 +70,9 @@ POISON_RETRIES = 3
 #: (issue 17: unbounded, a worker behind a province day held 2.5 GB of decoded messages);
 #: what is not read stays in the broker's session queue, so nothing is lost
 HIGH_WATER = 20_000
+#: the same for the events lane's sessions (births, states, events: what the detectors
+#: judge), counted apart: they are read while the samples wait, up to this many
+EVENTS_HIGH_WATER = 5_000
 
 #: SQLSTATE classes (PostgreSQL appendix A) of a refusal of what was asked: 22 data
 #: exception, 23 integrity constraint violation, 42 syntax error or access rule violation
@@ -229,6 +232,10 @@ class IngestWriter:
         self._windows: dict[str, int] = {}  # last closed window evaluated, per market
         self._keys: dict[str, bytes | None] = {}  # keys of the batch being stored
         self.max_depth = 0  # the deepest the queue has been (the high-water mark holds)
+        # messages other than sample batches handed over (by the network threads) and
+        # stored (by the writer thread): each counter has one writer
+        self._events_in = 0
+        self._events_out = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -244,6 +251,8 @@ class IngestWriter:
     def submit(self, session: Session, msg: mqtt.MQTTMessage, inc: Incoming) -> None:
         """Called in a session's network thread; never blocks."""
         self._q.put((session, msg, inc))
+        if not _is_samples(inc):
+            self._events_in += 1
         depth = self._q.qsize()
         if depth > self.max_depth:
             self.max_depth = depth
@@ -255,6 +264,11 @@ class IngestWriter:
         """True while the queue is above :data:`HIGH_WATER`: stop reading the broker."""
         return self.queue_depth() >= HIGH_WATER
 
+    def events_backlogged(self) -> bool:
+        """True while more than :data:`EVENTS_HIGH_WATER` messages other than sample
+        batches wait: stop reading the events lane too."""
+        return self._events_in - self._events_out >= EVENTS_HIGH_WATER
+
     # -- the thread ---------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -265,9 +279,7 @@ class IngestWriter:
                 self.process(items)
 
     def _take(self, item: Item) -> None:
-        inc = item[2]
-        is_samples = inc.parts is not None and inc.parts.channel is wire.Channel.SAMPLES
-        (self._samples if is_samples else self._urgent).append(item)
+        (self._samples if _is_samples(item[2]) else self._urgent).append(item)
 
     def _next_batch(self) -> list[Item]:
         """The next transaction's messages: the events waiting (at once, up to
@@ -339,6 +351,7 @@ class IngestWriter:
                 except Exception:
                     log.exception("time-series sink refused a batch")
         self.stats.received += len(items)
+        self._events_out += sum(not _is_samples(inc) for inc in batch)
 
     def _store_once(self, batch: list[Incoming], t: int) -> BatchResult:
         windows = dict(self._windows)
@@ -440,6 +453,10 @@ class IngestWriter:
             s.dead_by_reason[d["reason"].split(": ", 1)[-1][:80]] += 1
             log.warning("dead letter on %s: %s", d["topic"], d["reason"])
         self.latest.update(res.latest)
+
+
+def _is_samples(inc: Incoming) -> bool:
+    return inc.parts is not None and inc.parts.channel is wire.Channel.SAMPLES
 
 
 def _market_of(topic: str) -> str:
