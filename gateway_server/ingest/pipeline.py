@@ -223,7 +223,9 @@ def store_batch(
     new_seqs: dict[str, list[int]] = defaultdict(list)
     if sale_rows:  # one prepared statement whatever the batch size (gateway_server.store.bulk)
         got_rows = insert_once(conn, sales, sale_rows, returning=("device", "seq", "id"))
-        got = {(r.device, r.seq): r.id for r in got_rows}
+        # unpacked, not by attribute: a Row's attribute lookup was a tenth of the writer's
+        # busy time on a 10,000-sale batch
+        got = {(device, seq): id_ for device, seq, id_ in got_rows}
         for r in sale_rows:
             # pop: a seq twice in one batch (a redelivery) is one new sale, not two
             new_id = got.pop((r["device"], r["seq"]), None)
@@ -234,7 +236,7 @@ def store_batch(
         res.duplicates += len(sale_rows) - len(res.new_sales)
     if event_rows:
         ev_rows = insert_once(conn, events, event_rows, returning=("device", "seq"))
-        got_ev = {(r.device, r.seq) for r in ev_rows}
+        got_ev = {(device, seq) for device, seq in ev_rows}
         res.new_events = len(got_ev)
         res.duplicates += len(event_rows) - len(got_ev)
         for d, s in got_ev:
