@@ -692,6 +692,19 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
         "The sales are the events the detectors judge (every event is HMAC-checked); the "
         "day's other events (zero reports, heartbeats, re-weighs) travel in the same "
         f"messages ({d['events'] - d['sales']:,} of them).",
+        None if factor >= 1.5 else "",
+        None if factor >= 1.5 else (
+            "Before the lanes (issue 17: a worker held one MQTT session per market, so a "
+            "sale waited behind the sample batches queued before it at the broker, in the "
+            "socket and in the network loop; docs/operations.md, \"Sharding\"): the same "
+            "command on the same machine the same hour, at commit d342798, gave sale → "
+            "finding p50 79 / p95 408 / p99 492 ms (stage p99: to the worker 255, to its "
+            "transaction 352, stored and pushed 200 ms), workers 0.98 cores, the machine "
+            "1.52 busy; with the lanes, in a run just before, p50 26 / p95 129 / p99 159 ms "
+            "(stages 118, 72, 61), workers 0.88 cores. On a day this machine ran ~1.8× "
+            "slower, without the lanes: p99 1,487 ms, workers 1.29 cores, the machine 1.88 "
+            "of 2 busy. The lanes take the wait behind samples away; what is left grows "
+            "with how busy the machine is."),
     ]
     return "\n".join(x for x in lines if x is not None)
 

@@ -11,14 +11,14 @@ here touches the database.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gateway_server.detect.rules.legal import LEGAL_TECHNICAL
 from weighing import wire
 from weighing.errors import WireDecodeError
 from weighing.metrology import indication_limit_mg
-from weighing.signing import check_message
+from weighing.signing import check_event, check_message
 
 if TYPE_CHECKING:
     from gateway_server.settings import Settings
@@ -61,6 +61,26 @@ class Incoming:
     error: str | None = None
     #: events of the message that fail the contract alone (the others are in ``msg``)
     bad_events: tuple[wire.BadEvent, ...] = ()
+    #: the signature verdicts of ``msg``'s events (``weighing.signing.check_event``, in
+    #: order) checked in the network thread with the device key then known
+    #: (:func:`precheck`): the key they were checked with, and the verdicts
+    prechecked: tuple[bytes, tuple[str | None, ...]] | None = None
+
+
+def precheck(inc: Incoming, keys: dict[str, bytes]) -> Incoming:
+    """``inc`` with its events' signatures checked with the key ``keys`` has for its
+    device, if any (issue 17). Called in the network thread as a message arrives, so the
+    HMACs are computed while the writer waits on the database; the pipeline takes the
+    verdicts only if the key it reads in its transaction is the same, else checks again."""
+    msg = inc.msg
+    if not isinstance(msg, wire.EventBatch) or inc.parts is None:
+        return inc
+    key = keys.get(inc.parts.device)
+    if key is None:
+        return inc
+    device = inc.parts.device
+    return replace(inc, prechecked=(key, tuple(check_event(key, device, ev)
+                                               for ev in msg.events)))
 
 
 def decode_message(topic: str, payload: bytes, received_ms: int) -> Incoming:
@@ -90,6 +110,8 @@ class BatchResult:
     #: key, and of the events among them whose signature failed: the end-to-end
     #: acknowledgement settles on this verdict instead of checking each HMAC again
     checked_messages: set[int] = field(default_factory=set)
+    #: the device keys read in the transaction (for :func:`precheck` of later messages)
+    keys: dict[str, bytes] = field(default_factory=dict)
     forged_events: set[int] = field(default_factory=set)
 
 

@@ -52,6 +52,7 @@ from sqlalchemy.exc import (
 )
 
 from gateway_server.ingest.acks import AckTracker
+from gateway_server.ingest.checks import precheck
 from gateway_server.ingest.pipeline import (
     BatchResult,
     Incoming,
@@ -232,6 +233,9 @@ class IngestWriter:
         self._windows: dict[str, int] = {}  # last closed window evaluated, per market
         self._keys: dict[str, bytes | None] = {}  # keys of the batch being stored
         self.max_depth = 0  # the deepest the queue has been (the high-water mark holds)
+        #: device → key, as the last transaction read it: the network threads check the
+        #: events' signatures with it before the writer takes them (``checks.precheck``)
+        self.keys: dict[str, bytes] = {}
         # messages other than sample batches handed over (by the network threads) and
         # stored (by the writer thread): each counter has one writer
         self._events_in = 0
@@ -249,7 +253,9 @@ class IngestWriter:
             self._thread.join(timeout)
 
     def submit(self, session: Session, msg: mqtt.MQTTMessage, inc: Incoming) -> None:
-        """Called in a session's network thread; never blocks."""
+        """Called in a session's network thread; never blocks. The events' signatures are
+        checked here when the device's key is known (``checks.precheck``)."""
+        inc = precheck(inc, self.keys)
         self._q.put((session, msg, inc))
         if not _is_samples(inc):
             self._events_in += 1
@@ -341,6 +347,7 @@ class IngestWriter:
                     s.newest_sample_ms = sb.t_ms[-1]
         self._acknowledge(batch, t, checked, forged, by_market)
         for res in results:
+            self.keys.update(res.keys)
             self._account(res)
             if self.sink is not None:
                 try:  # the time-series store is optional: it never stops the ingest

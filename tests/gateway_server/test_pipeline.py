@@ -7,6 +7,7 @@ import json
 
 from sqlalchemy import insert, select
 
+from gateway_server.ingest.checks import precheck
 from gateway_server.ingest.pipeline import Incoming, decode_message, store_batch
 from gateway_server.store.database import Store
 from gateway_server.store.tables import (
@@ -88,6 +89,28 @@ def test_forged_signature_rejected_alone(store: Store) -> None:
     assert any("seq=3" in r and "missing signature" in r for r in reasons)
     kinds = [f["kind"] for f in rows(store, findings)]
     assert kinds.count("bad-signature") == 2
+
+
+def test_signatures_checked_ahead_count_only_with_the_key_the_transaction_reads(
+        store: Store) -> None:
+    """The network thread checks the events' signatures with the key it last saw
+    (``checks.precheck``); the pipeline takes those verdicts only under the same key."""
+    register(store)
+    old_key = bytes.fromhex("ff" * 16)
+    forged = sale(2, key=b"not-the-device-key")
+    ahead = precheck(msg([sale(1), forged]), {"s-1": KEY})
+    assert ahead.prechecked == (KEY, (None, "invalid signature"))
+    res = run(store, [ahead])
+    assert res.bad_signatures == 1 and [r["seq"] for r in rows(store, sales)] == [1]
+    assert res.keys == {"s-1": KEY}  # what the next messages are checked with
+    # checked ahead with a key the device no longer has (rotated meanwhile): "valid" under
+    # the old key counts for nothing, the transaction checks again with the current one
+    stale = precheck(msg([sale(3, key=old_key)]), {"s-1": old_key})
+    assert stale.prechecked == (old_key, (None,))
+    res = run(store, [stale])
+    assert res.bad_signatures == 1 and [r["seq"] for r in rows(store, sales)] == [1]
+    # no key known yet: nothing checked ahead, the transaction checks
+    assert precheck(msg([sale(4)]), {}).prechecked is None
 
 
 def test_malformed_and_oversized_payloads_dead_lettered_good_kept(store: Store) -> None:
