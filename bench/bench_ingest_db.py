@@ -58,7 +58,9 @@ def _pg_drop(name: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-Row = tuple[str, int, int, float, float, float, str]
+#: workload, items, per message, medians of ceiling / SQLite / PostgreSQL, loads,
+#: and each round's (PostgreSQL / SQLite, PostgreSQL / ceiling)
+Row = tuple[str, int, int, float, float, float, str, list[tuple[float, float]]]
 
 
 def section(rows: list[Row]) -> str:
@@ -77,7 +79,7 @@ def section(rows: list[Row]) -> str:
         "PostgreSQL items/s | PostgreSQL / SQLite | PostgreSQL / ceiling | load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for kind, n, per, ceil, lite, pg, load in rows:
+    for kind, n, per, ceil, lite, pg, load, _rounds in rows:
         lines.append(f"| {kind} | {n:,} | {per} | {ceil:,.0f} | {lite:,.0f} | {pg:,.0f} | "
                      f"{pg / lite:.2f} | {pg / ceil:.0%} | {load} |")
     lines += [
@@ -144,14 +146,19 @@ def section(rows: list[Row]) -> str:
 def goals(rows: list[Row]) -> str:
     """Issue 17's two goals, as this run's figures have them."""
     out = []
-    for kind, _n, _per, ceil, lite, pg, _load in rows:
+    for kind, _n, _per, ceil, lite, pg, _load, _rounds in rows:
         if kind == "sales":
             held = "holds" if pg >= lite else "does **not** hold"
             out.append(f"PostgreSQL ≥ SQLite on sales {held} in this run ({pg / lite:.2f})")
         else:
             held = "holds" if pg >= ceil / 2 else "does **not** hold"
             out.append(f"samples ≥ 50 % of the ceiling {held} ({pg / ceil:.0%})")
-    return "Of issue 17's goals: " + "; ".join(out) + "." if out else ""
+    per_round = "; ".join(
+        f"{kind} " + ", ".join(f"{a:.2f} / {b:.0%}" for a, b in rounds)
+        for kind, _n, _per, _c, _l, _p, _load, rounds in rows)
+    return ("Of issue 17's goals (on the medians above): " + "; ".join(out) + ". Each "
+            "round's PostgreSQL / SQLite and PostgreSQL / ceiling, measured minutes apart "
+            f"on a shared machine: {per_round}." if out else "")
 
 
 def main() -> int:
@@ -188,7 +195,8 @@ def main() -> int:
                 print(f"{kind} round {r + 1} (load {loads[-1]}): ceiling {ceil[-1]:,.0f}/s, "
                       f"sqlite {lite[-1]:,.0f}/s, postgresql {pg[-1]:,.0f}/s", flush=True)
             rows.append((kind, n, per, statistics.median(ceil), statistics.median(lite),
-                         statistics.median(pg), "–".join(dict.fromkeys(loads))))
+                         statistics.median(pg), "–".join(dict.fromkeys(loads)),
+                         [(b / a, b / c) for a, b, c in zip(lite, pg, ceil, strict=True)]))
     finally:
         broker.terminate()
         broker.wait(10)
