@@ -700,11 +700,13 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
             "command on the same machine the same hour, at commit d342798, gave sale → "
             "finding p50 79 / p95 408 / p99 492 ms (stage p99: to the worker 255, to its "
             "transaction 352, stored and pushed 200 ms), workers 0.98 cores, the machine "
-            "1.52 busy; with the lanes, in a run just before, p50 26 / p95 129 / p99 159 ms "
-            "(stages 118, 72, 61), workers 0.88 cores. On a day this machine ran ~1.8× "
+            "1.52 busy; with the lanes, in two runs earlier the same day, p50 26 / p95 129 / "
+            "p99 159 ms (stages 118, 72, 61; workers 0.88 cores) and 25 / 118 / 260 ms (84, "
+            "132, 65; 0.85 cores). The lanes take the wait behind samples at the broker "
+            "away; the tail left is mostly *to its transaction*, a sale waiting for the "
+            "samples transaction in progress. On a day this machine ran ~1.8× "
             "slower, without the lanes: p99 1,487 ms, workers 1.29 cores, the machine 1.88 "
-            "of 2 busy. The lanes take the wait behind samples away; what is left grows "
-            "with how busy the machine is."),
+            "of 2 busy. That tail grows with how busy the machine is."),
     ]
     return "\n".join(x for x in lines if x is not None)
 
