@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         "such cheats (1 honest merchant of 3,495 flagged); see docs/detection.md",
     )
     ingest_batch: int = Field(2000, ge=1, description="messages per store transaction")
+    ingest_samples_batch: int = Field(
+        250, ge=1,
+        description="sample-batch messages per store transaction (at most ingest_batch): "
+        "an event waits for the samples transaction in progress, so this bounds that wait "
+        "(issue 17: with 2,000 an event waited up to 0.5 s behind a backlog's samples)",
+    )
     ingest_max_delay_ms: int = Field(50, ge=1)
 
     # -- plausibility of what devices send (gateway_server.ingest.pipeline.Limits, issue 15) -------

@@ -300,3 +300,36 @@ def test_ack_order_releases_the_stored_prefix_and_forgets_an_old_connection() ->
     order.received(new)
     assert order.stored([old]) == [] and order.waiting() == 1
     assert order.stored([new]) == [new] and order.waiting() == 0
+
+
+def test_a_samples_transaction_is_bounded_an_events_one_is_not(tmp_path: Path) -> None:
+    """``ingest_samples_batch`` bounds what an event may wait behind; events themselves are
+    taken up to ``ingest_batch`` (issue 17)."""
+    from gateway_server.ingest.writer import decode_message
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", ingest_batch=5,
+                        ingest_samples_batch=3, ingest_max_delay_ms=1)
+    store = Store.from_url(settings.database_url)
+    writer = IngestWriter(settings, store)  # not started: batches taken by hand
+
+    def submit(channel: wire.Channel, n: int) -> None:
+        for i in range(n):
+            d = f"d{i}"
+            msg: wire.Payload = (
+                wire.SampleBatch(device=d, t_ms=[T0], net_mg=[0], flags=[1])
+                if channel is wire.Channel.SAMPLES else wire.EventBatch(device=d, events=[
+                    wire.SaleEvent(seq=1, ts_ms=T0, net_mg=1, settled_mg=1, peak_mg=1,
+                                   stable_device=True, stable_software=True)]))
+            inc = decode_message(wire.topic("m1", d, channel), wire.encode(msg), T0)
+            assert inc.error is None, inc.error
+            writer.submit(None, None, inc)  # type: ignore[arg-type]
+
+    submit(wire.Channel.SAMPLES, 7)
+    assert [len(writer._next_batch()) for _ in range(3)] == [3, 3, 1]
+    submit(wire.Channel.SAMPLES, 4)
+    submit(wire.Channel.EVENTS, 7)
+    got = [writer._next_batch() for _ in range(4)]
+    assert [len(b) for b in got] == [5, 2, 3, 1]  # the events first, up to ingest_batch
+    assert all(not writer_mod._is_samples(inc) for b in got[:2] for _, _, inc in b)
+    assert all(writer_mod._is_samples(inc) for b in got[2:] for _, _, inc in b)
+    store.engine.dispose()
