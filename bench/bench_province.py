@@ -703,8 +703,13 @@ def section(r: dict[str, Any], args: argparse.Namespace) -> str:
             "1.52 busy; with the lanes, in two runs earlier the same day, p50 26 / p95 129 / "
             "p99 159 ms (stages 118, 72, 61; workers 0.88 cores) and 25 / 118 / 260 ms (84, "
             "132, 65; 0.85 cores). The lanes take the wait behind samples at the broker "
-            "away; the tail left is mostly *to its transaction*, a sale waiting for the "
-            "samples transaction in progress. On a day this machine ran ~1.8× "
+            "away; the tail left then was mostly *to its transaction*, a sale waiting for "
+            "the samples transaction in progress: the writer's own timings in a run with the "
+            "lanes showed samples transactions of p50 262 / p95 1,244 / up to 2,000 messages "
+            "(p50 21 / p95 135 / max 493 ms, about 0.1 ms a message whatever the size) after "
+            "a backlog, and a sale's wait for its transaction up to 516 ms. Since then a "
+            "samples transaction takes at most 250 messages (`ingest_samples_batch`), the "
+            "run above. On a day this machine ran ~1.8× "
             "slower, without the lanes: p99 1,487 ms, workers 1.29 cores, the machine 1.88 "
             "of 2 busy. That tail grows with how busy the machine is."),
     ]
