@@ -24,7 +24,6 @@ from gateway_server.ingest.checks import (
     Incoming,
     add_finding,
 )
-from gateway_server.registry.binding import merchants_at_times
 from gateway_server.store.bulk import dialect_insert, pg_insert_unnest
 from gateway_server.store.tables import (
     findings,
@@ -103,17 +102,6 @@ def apply_state(conn: Connection, known: dict[str, Any] | None, msg: wire.State,
                                             inc.received_ms, accept)
     conn.execute(scales.update().where(scales.c.device == inc.parts.device).values(
         state=msg.state.value, state_ms=msg.ts_ms if msg.ts_ms is not None else inc.received_ms))
-
-
-def link_merchants(conn: Connection, sale_rows: list[dict[str, Any]]) -> None:
-    """Set ``merchant_id`` of each sale from the binding valid at its ``ts_ms``."""
-    if not sale_rows:
-        return
-    bound = merchants_at_times(conn, {(r["device"], r["ts_ms"]) for r in sale_rows})
-    for r in sale_rows:
-        merchant = bound.get((r["device"], r["ts_ms"]))
-        if merchant is not None:
-            r["merchant_id"] = merchant
 
 
 def record_gaps(conn: Connection, res: BatchResult, info: dict[str, dict[str, Any]],

@@ -60,21 +60,36 @@ def merchants_at(conn: Connection, devices: Iterable[str], ts_ms: int) -> dict[s
     return out
 
 
-def merchants_at_times(conn: Connection,
-                       wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """(device, ts_ms) → merchant bound then, for many pairs: each device's bindings are
-    read once (unbound pairs left out)."""
-    pairs = set(wanted)
-    devs = sorted({d for d, _ in pairs})
+def bindings_of(conn: Connection, devices: Iterable[str]) -> dict[str, list[Any]]:
+    """Every binding of each of ``devices`` (one query per ``_CHUNK`` devices), for
+    :func:`merchant_in`; a device never bound has an empty list."""
+    devs = sorted(set(devices))
     spans: dict[str, list[Any]] = defaultdict(list)
     for i in range(0, len(devs), _CHUNK):
         for b in conn.execute(select(bindings.c.device, bindings.c.merchant_id,
                                      bindings.c.valid_from_ms, bindings.c.valid_to_ms)
                               .where(any_of(conn, bindings.c.device, devs[i:i + _CHUNK]))):
             spans[b.device].append(b)
+    return spans
+
+
+def merchant_in(spans: dict[str, list[Any]], device: str, ts_ms: int) -> int | None:
+    """The merchant bound to ``device`` at ``ts_ms`` among ``spans`` (:func:`bindings_of`)."""
+    held = spans.get(device)
+    if not held:  # a scale never bound to a merchant
+        return None
+    return next((int(b.merchant_id) for b in held if holds_at(b, ts_ms)), None)
+
+
+def merchants_at_times(conn: Connection,
+                       wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """(device, ts_ms) → merchant bound then, for many pairs: each device's bindings are
+    read once (unbound pairs left out)."""
+    pairs = set(wanted)
+    spans = bindings_of(conn, {d for d, _ in pairs})
     out: dict[tuple[str, int], int] = {}
     for device, ts in pairs:
-        m = next((int(b.merchant_id) for b in spans[device] if holds_at(b, ts)), None)
+        m = merchant_in(spans, device, ts)
         if m is not None:
             out[(device, ts)] = m
     return out

@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import NullType
 
 from gateway_server.store.partitions import exactly_once_gate
@@ -187,11 +188,7 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     The ingest's exactly-once write of ``sales`` and ``events`` on every schema: a
     redelivered row (a key stored before, or twice in ``rows``) is not stored again.
 
-    - PostgreSQL, partitioned (migration 0007): the keys go into the table's key table
-      ``ON CONFLICT DO NOTHING``, and only the rows whose key it took into the table, one
-      statement (``gateway_server.store.partitions``);
-    - PostgreSQL, not partitioned: ``INSERT … SELECT FROM unnest … ON CONFLICT (device, seq)
-      DO NOTHING``;
+    - PostgreSQL: :func:`insert_once_statement`, run;
     - SQLite: a multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
     """
     if not rows:
@@ -200,24 +197,45 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(*(table.c[c] for c in returning)))
         return list(conn.execute(stmt, list(rows)).all())
+    return run_all(conn, *insert_once_statement(conn, table, rows, returning=returning))
+
+
+def insert_once_statement(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,
+                          returning: Sequence[str]) -> tuple[TextClause, dict[str, Any]]:
+    """:func:`insert_once` on PostgreSQL as a statement and its parameters, built without
+    a round trip once the table's key table is known (:func:`exactly_once_gate` caches it),
+    so the rows of a chunk can be prepared while the previous chunk's statement runs
+    (``gateway_server.store.overlap``).
+
+    - partitioned (migration 0007): the keys go into the table's key table ``ON CONFLICT
+      DO NOTHING``, and only the rows whose key it took into the table, one statement
+      (``gateway_server.store.partitions``);
+    - not partitioned: ``INSERT … SELECT FROM unnest … ON CONFLICT (device, seq) DO NOTHING``.
+    """
     gate = exactly_once_gate(conn, table.name)
-    if gate is None:
-        return pg_insert_unnest(conn, table, rows, conflict=("device", "seq"),
-                                returning=returning)
     once: dict[tuple[Any, Any], dict[str, Any]] = {}
     for r in rows:  # a key twice in the batch: the first (the database need not sort)
         once.setdefault((r["device"], r["seq"]), r)
     cols = list(rows[0])
     src, params = _arrays(table, cols, list(once.values()))
     names = ", ".join(cols)
-    sql = (f"WITH src AS (SELECT * FROM {src} AS s({names})), "
-           f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
-           f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
-           f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
-           f"USING (device, seq) RETURNING {', '.join(returning)}")
-    # fetchall: iterating the result fetches row by row (psycopg's fetchone per row was
-    # 10 % of the writer's busy time on a 10,000-sale batch)
-    return list(conn.execute(text(sql), params).all())
+    if gate is None:
+        sql = (f"INSERT INTO {table.name} ({names}) SELECT * FROM {src} "
+               f"ON CONFLICT (device, seq) DO NOTHING")
+    else:
+        sql = (f"WITH src AS (SELECT * FROM {src} AS s({names})), "
+               f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
+               f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
+               f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
+               f"USING (device, seq)")
+    return text(f"{sql} RETURNING {', '.join(returning)}"), params
+
+
+def run_all(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> list[Any]:
+    """Every row ``stmt`` returns, fetched at once: iterating the result fetches row by
+    row (psycopg's fetchone per row was 10 % of the writer's busy time on a 10,000-sale
+    batch)."""
+    return list(conn.execute(stmt, params).all())
 
 
 def update_by_key(conn: Connection, table: Table, key: str,
@@ -245,4 +263,5 @@ def update_by_key(conn: Connection, table: Table, key: str,
                                 for r in rows])
 
 
-__all__ = ["any_of", "newest_in_ranges", "pg_insert_unnest", "update_by_key"]
+__all__ = ["any_of", "insert_once", "insert_once_statement", "newest_in_ranges",
+           "pg_insert_unnest", "run_all", "update_by_key"]
