@@ -29,8 +29,11 @@ Steps, in order, inside one transaction (``store_batch``):
    (``weighing.metrology.indication_limit_mg``);
 5. sales are linked to the merchant bound to the scale at the sale's time;
 6. inserts are ``ON CONFLICT (device, seq) DO NOTHING RETURNING``: a redelivery is a
-   counted duplicate; new seqs beyond ``last_seq + 1`` raise a ``sequence-gap``
-   finding, a late arrival inside an open gap closes what it fills;
+   counted duplicate; on PostgreSQL a batch's sales go in chunks of :data:`SALES_CHUNK`,
+   each inserted by a helper thread while this one checks the next
+   (``gateway_server.store.overlap``), all in the batch's transaction; new seqs beyond
+   ``last_seq + 1`` raise a ``sequence-gap`` finding, a late arrival inside an open gap
+   closes what it fills;
 7. the stream detectors (``gateway_server.detect.orchestrator``) run on what was new, and
    fair-scale re-weighs are linked to their sales;
 8. samples are folded into per-minute rollups exactly once: a batch with a ``seq`` is
