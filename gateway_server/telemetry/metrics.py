@@ -38,6 +38,56 @@ def _family(name: str, kind: str, help_: str, samples: Iterable[str]) -> list[st
     return [f"# HELP {PREFIX}_{name} {help_}", f"# TYPE {PREFIX}_{name} {kind}", *samples]
 
 
+class Histogram:
+    """A Prometheus histogram of durations in seconds, observed by one thread and read by
+    another (the scrape): :meth:`observe` and :meth:`lines` hold a lock, so a scrape never
+    sees a count that its buckets do not add up to."""
+
+    #: upper bounds, seconds: from a 1-message transaction (~2 ms) to a backlog's
+    #: largest (seconds)
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0] * len(self.BUCKETS)  # per bucket, not cumulative
+        self._count = 0
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._count += 1
+            self._sum += seconds
+            for i, le in enumerate(self.BUCKETS):
+                if seconds <= le:
+                    self._counts[i] += 1
+                    break
+
+    def lines(self, name: str, labels: dict[str, str]) -> list[str]:
+        """The ``_bucket`` (cumulative, ``le`` up to ``+Inf``), ``_sum`` and ``_count``
+        samples of ``name``."""
+        with self._lock:
+            counts, count, total = list(self._counts), self._count, self._sum
+        out, below = [], 0
+        for le, n in zip(self.BUCKETS, counts, strict=True):
+            below += n
+            out.append(_line(f"{name}_bucket", below, {**labels, "le": f"{le:g}"}))
+        out.append(_line(f"{name}_bucket", count, {**labels, "le": "+Inf"}))
+        out.append(_line(f"{name}_sum", round(total, 6), labels))
+        out.append(_line(f"{name}_count", count, labels))
+        return out
+
+
+def _transactions(writer: Any, labels: dict[str, str]) -> list[str]:
+    """``ingest_transaction_seconds{lane}``: how long the writer's transactions take, by
+    what they hold (``events``: births, states, events; ``samples``: sample batches)."""
+    samples: list[str] = []
+    for lane, hist in sorted(getattr(writer, "tx_seconds", {}).items()):
+        samples += hist.lines("ingest_transaction_seconds", {**labels, "lane": lane})
+    return _family("ingest_transaction_seconds", "histogram",
+                   "seconds an ingest transaction took (store, commit), by lane: an event "
+                   "waits for the one in progress, then its own", samples)
+
+
 INGEST_COUNTERS = {
     "received": "MQTT messages taken from the broker",
     "stored_sales": "sales stored (new, after deduplication)",
@@ -86,6 +136,7 @@ def render(store: Store, ingestor: Any | None, sink: Any | None = None) -> str:
                        [_line("ingest_last_batch_age_seconds", round(lag, 3))])
         out += _family("ingest_queue_depth", "gauge", "messages received, not yet stored",
                        [_line("ingest_queue_depth", ingestor.queue_depth())])
+        out += _transactions(getattr(ingestor, "writer", None), {})
     with store.engine.connect() as c:
         by_kind = c.execute(select(findings.c.kind, findings.c.severity, func.count())
                             .where(findings.c.status == "open")
@@ -165,6 +216,8 @@ def render_worker(worker: Any, sink: Any | None = None) -> str:
     out += _family("ingest_lag_seconds", "gauge",
                    "now minus the device time of the newest stored sample (how far the ingest "
                    "is behind the scales, broker queue included)", per_market["lag"])
+    if writer is not None:
+        out += _transactions(writer, wid)
     stored, resend, behind, gaps = _ack_backlog(writer.acks if writer is not None else None)
     out += _family("ack_stored_sent_total", "counter", "signed 'stored' confirmations sent",
                    [_line("ack_stored_sent_total", stored, wid)])

@@ -68,3 +68,9 @@ def test_gateway_and_edge_metrics(tmp_path: Path, mosquitto, gateway_factory) ->
     assert value(text, "scalegw_ingest_connected") == 1
     assert value(text, "scalegw_scales", 'state="online"') == 1
     assert "# TYPE scalegw_findings_open gauge" in text
+    # the transactions that stored them, timed (births and sales: the events lane)
+    assert "# TYPE scalegw_ingest_transaction_seconds histogram" in text
+    timed = value(text, "scalegw_ingest_transaction_seconds_count", 'lane="events"')
+    assert timed >= 1
+    assert value(text, "scalegw_ingest_transaction_seconds_bucket",
+                 'lane="events",le="+Inf"') == timed
