@@ -1,10 +1,11 @@
 """One network thread for all the MQTT sessions of a worker process (issue 17).
 
-A sharded worker holds one persistent session per market it owns (``sharding``); with
-paho's ``loop_start`` each is a thread of its own, woken through a socket pair for every
-acknowledgement the writer queues, and reading one packet per ``select``. Measured with
-5,000 sample streams on 2 processes (bench_scaleout.py): 0.85 worker cores with one
-session a process, 1.30 with 25; the difference is those threads contending for the GIL.
+A sharded worker holds two persistent sessions per market it owns (``sharding``: one per
+lane); with paho's ``loop_start`` each is a thread of its own, woken through a socket pair
+for every acknowledgement the writer queues, and reading one packet per ``select``.
+Measured with 5,000 sample streams on 2 processes (bench_scaleout.py): 0.85 worker cores
+with one session a process, 1.30 with 25; the difference is those threads contending for
+the GIL.
 
 :class:`NetLoop` drives every client of the process from one thread through paho's public
 external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc``,
@@ -15,7 +16,9 @@ external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc`
   its own, once per drained queue, not once per packet), so two threads never write
   one socket;
 * a readable socket is read until it is drained (paho reads one packet per call), so a
-  burst costs one ``select``, not one each;
+  burst costs one wait for readiness, not one each; the wait is ``poll``, not ``select``,
+  which refuses descriptors numbered 1024 and above (two sockets a market: a worker
+  with a few hundred markets would have stopped reading);
 * while ``paused()`` (the writer's backlog above its high-water mark) no socket is read:
   what the broker has not delivered waits in its session queues, and TCP pushes back,
   instead of the process holding it in memory; writes (acknowledgements) go on;
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import select
+import selectors
 import socket
 import threading
 import time
@@ -94,6 +98,11 @@ class BufferedSocket:
         self._pos = min(end, len(self._buf))
         return out
 
+    def fileno(self) -> int:
+        # a method of its own, not ``__getattr__``'s: the loop asks every socket's on
+        # every turn
+        return int(self._sock.fileno())
+
     def pending(self) -> int:
         """Bytes that a ``recv`` returns without the kernel: buffered here, or decrypted
         by TLS and not read yet."""
@@ -137,6 +146,11 @@ class NetLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
+        #: the urgent clients' sockets, kept registered from turn to turn (descriptor →
+        #: the socket registered under it), so that asking which of them has a packet
+        #: between two other sockets' drains costs one system call, not one look at each
+        self._urgent_sel = selectors.DefaultSelector()
+        self._urgent_reg: dict[int, Any] = {}
         self._thread = threading.Thread(target=self._run, name="mqtt-netloop", daemon=True)
         self._thread.start()
 
@@ -177,6 +191,7 @@ class NetLoop:
                 client.loop_write()
         self._wake_r.close()
         self._wake_w.close()
+        self._urgent_sel.close()
 
     def _on_register_write(self, client: mqtt.Client, userdata: object,
                            sock: object) -> None:
@@ -220,43 +235,54 @@ class NetLoop:
             elif now >= conn.due:
                 self._connect(client, conn)
         by_sock: dict[Any, mqtt.Client] = {}  # paho's socket (plain or TLS) → its client
-        urgent: list[Any] = []  # the sockets of urgent clients, read first
-        wlist: list[Any] = []
+        fds: dict[Any, int] = {}  # each socket's descriptor, asked once a turn
+        urgent: dict[int, Any] = {}  # the sockets of urgent clients (read first), by fd
+        wlist: list[int] = []
         for client, conn in conns:
             sock = client.socket()
             if sock is not None:
+                fd = sock.fileno()
+                if fd < 0:
+                    continue  # closed meanwhile: its client notices on the next turn
                 by_sock[sock] = client
+                fds[sock] = fd
                 if conn.urgent:
-                    urgent.append(sock)
+                    urgent[fd] = sock
                 if client.want_write():
-                    wlist.append(sock)
+                    wlist.append(fd)
+        self._register_urgent(urgent)
         paused, urgent_paused = self.paused(), self.urgent_paused()
-        urgent_set = set(urgent)
-        readers = [sk for sk in by_sock
-                   if not (urgent_paused if sk in urgent_set else paused)]
+        readers = [sk for sk, fd in fds.items()
+                   if not (urgent_paused if fd in urgent else paused)]
         # packets already read from the kernel (BufferedSocket, TLS) make no socket
         # readable: they are read now, without waiting for the next byte to come
         in_hand = [sk for sk in readers if _pending(sk)]
-        readable, writable, _ = select.select([self._wake_r, *readers], wlist, [],
-                                              0 if in_hand else 0.02 if paused else 0.1)
-        readable = [*readable, *(sk for sk in in_hand if sk not in readable)]
-        if self._wake_r in readable:
+        by_fd = {fds[sk]: sk for sk in readers}
+        wake = self._wake_r.fileno()
+        ready_fds, writable_fds = _poll([wake, *by_fd], wlist,
+                                        0 if in_hand else 0.02 if paused else 0.1)
+        readable = [by_fd[fd] for fd in ready_fds if fd != wake]
+        readable += [sk for sk in in_hand if sk not in readable]
+        if wake in ready_fds:
             try:
                 while self._wake_r.recv(4096):
                     pass
             except BlockingIOError:
                 pass
-        first = [r for r in readable if r in urgent_set]
-        for r in first:
-            self._drain(by_sock[r], r, self.urgent_paused)
         for r in readable:
-            if r in urgent_set or (reader := by_sock.get(r)) is None:
+            if fds[r] in urgent:
+                self._drain(by_sock[r], r, fds[r], self.urgent_paused)
+        for r in readable:
+            if fds[r] in urgent:
                 continue
-            self._drain(reader, r, self.paused)
+            self._drain(by_sock[r], r, fds[r], self.paused)
             if urgent and not urgent_paused:  # an event arrived meanwhile: it goes first
-                for u in _ready(urgent):
-                    self._drain(by_sock[u], u, self.urgent_paused)
-        for w in writable:
+                for fd in self._urgent_ready():
+                    if (u := urgent.get(fd)) is not None:
+                        self._drain(by_sock[u], u, fd, self.urgent_paused)
+        by_wfd = {fd: sk for sk, fd in fds.items()}
+        for fd in writable_fds:
+            w = by_wfd[fd]
             if (writer := by_sock.get(w)) is not None and writer.socket() is w:
                 writer.loop_write()
         now = time.monotonic()
@@ -266,10 +292,31 @@ class NetLoop:
             last_misc = now
         return last_misc
 
-    def _drain(self, client: mqtt.Client, sock: Any, paused: Callable[[], bool]) -> None:
+    def _register_urgent(self, urgent: dict[int, Any]) -> None:
+        """Keep :attr:`_urgent_sel` holding exactly the sockets of ``urgent`` (fd →
+        socket). A socket is known by itself, not by its number: a closed socket's
+        registration is gone from the kernel, and a new socket may get its number."""
+        for fd, sock in list(self._urgent_reg.items()):
+            if urgent.get(fd) is not sock:
+                self._urgent_sel.unregister(fd)  # a closed one's error is ignored there
+                del self._urgent_reg[fd]
+        for fd, sock in urgent.items():
+            if fd not in self._urgent_reg:
+                self._urgent_sel.register(fd, selectors.EVENT_READ)
+                self._urgent_reg[fd] = sock
+
+    def _urgent_ready(self) -> list[int]:
+        """The descriptors of the urgent sockets with something to read in the kernel
+        (one in hand, left by ``MAX_READS``, is read on the next turn)."""
+        try:
+            return [key.fd for key, _ in self._urgent_sel.select(0)]
+        except OSError:  # a socket closed meanwhile: read on the next turn
+            return []
+
+    def _drain(self, client: mqtt.Client, sock: Any, fd: int,
+               paused: Callable[[], bool]) -> None:
         """Read ``client``'s packets until none is waiting, ``MAX_READS`` of them, or
         ``paused()`` (what is left is read on a later turn: ``_pending``)."""
-        fd: int = sock.fileno()
         for _ in range(MAX_READS):
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
                 return  # the connection is gone: reconnected on a later turn
@@ -277,7 +324,7 @@ class NetLoop:
                 return
             if _pending(sock):
                 continue
-            ready, _, _ = select.select([fd], [], [], 0)
+            ready, _ = _poll([fd], [], 0)
             if not ready:
                 return
 
@@ -297,14 +344,32 @@ class NetLoop:
             conn.delay = min(conn.delay * 2, RECONNECT_MAX_S)
 
 
-def _ready(socks: list[Any]) -> list[Any]:
-    """Those of ``socks`` with a packet to read now (in hand, or in the kernel)."""
-    ready = [sk for sk in socks if _pending(sk)]
-    try:
-        more, _, _ = select.select([sk for sk in socks if sk not in ready], [], [], 0)
-    except (OSError, ValueError):  # a socket closed meanwhile: read on the next turn
-        return ready
-    return [*ready, *more]
+#: what makes a socket "readable" to :func:`_poll`, as to ``select``: data, or an end or an
+#: error its next read reports
+_READ_EVENTS = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+
+
+def _poll(readers: list[int], writers: list[int], timeout_s: float) -> tuple[list[int],
+                                                                           list[int]]:
+    """``select.select(readers, writers, [], timeout_s)`` on descriptors, without its
+    limit: ``select`` refuses a descriptor numbered 1024 (FD_SETSIZE) or above, and a
+    worker holds two sockets a market besides its database connections and files, so one
+    with a few hundred markets would stop reading. ``poll`` takes any descriptor."""
+    want = dict.fromkeys(readers, select.POLLIN | select.POLLPRI)
+    for fd in writers:
+        want[fd] = want.get(fd, 0) | select.POLLOUT
+    poller = select.poll()
+    for fd, flags in want.items():
+        poller.register(fd, flags)
+    readable, writable = [], []
+    for fd, got in poller.poll(int(timeout_s * 1000)):
+        if got & select.POLLNVAL:
+            continue  # closed meanwhile: its client notices on the next turn
+        if got & _READ_EVENTS and want[fd] & select.POLLIN:
+            readable.append(fd)
+        if got & (select.POLLOUT | select.POLLHUP | select.POLLERR) and want[fd] & select.POLLOUT:
+            writable.append(fd)
+    return readable, writable
 
 
 def _pending(sock: Any) -> int:

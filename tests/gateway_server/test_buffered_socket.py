@@ -150,3 +150,50 @@ def test_packets_in_hand_when_the_writer_backs_up_are_read_after_it(
         t.join(5)
         net.remove(c)
         net.stop()
+
+
+def test_a_socket_numbered_above_1024_is_read(mosquitto: Mosquitto) -> None:
+    """``select`` refuses a descriptor numbered 1024 (FD_SETSIZE) or above; a worker holds
+    two sockets a market besides its database connections, so the loop waits with
+    ``poll``. The client's socket is made to land above 1024 by holding that many
+    descriptors first."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1100
+    if soft < need:
+        assert hard == resource.RLIM_INFINITY or hard >= need, (
+            f"this test needs {need} open files; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    r, w = os.pipe()
+    held = [r, w]
+    while held[-1] < 1030:
+        held.append(os.dup(r))
+    n = 200
+    got: list[bytes] = []
+    c = IngestClient(callback_api_version=CallbackAPIVersion.VERSION2,
+                     client_id="high-fd", clean_session=True)
+    subscribed = threading.Event()
+    c.on_connect = lambda cl, *_: cl.subscribe("high/#", qos=1)
+    c.on_subscribe = lambda *_: subscribed.set()
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    net = NetLoop()
+    try:
+        net.add(c, "127.0.0.1", mosquitto.port, 60)
+        assert subscribed.wait(30), "never subscribed: the loop cannot wait on the socket"
+        assert c.socket().fileno() >= 1024  # type: ignore[union-attr]
+        for fd in held:  # the publisher below (paho's own loop: select) needs a low one
+            os.close(fd)
+        held.clear()
+        publish_qos1(mosquitto.port, [(f"high/{i % 3}", i.to_bytes(4, "big"))
+                                      for i in range(n)])
+        wait_until(lambda: len(got) >= n, 60, what=f"{n} messages ({len(got)} so far)")
+        assert sorted(int.from_bytes(p, "big") for p in got) == list(range(n))
+    finally:
+        net.remove(c)
+        net.stop()
+        for fd in held:
+            os.close(fd)
+        if soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
