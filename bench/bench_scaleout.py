@@ -198,6 +198,15 @@ def section(rows: list[Row], args: argparse.Namespace) -> str:
         "before/after: issue 17 measured 2.0–2.4k messages/s a process before its changes, "
         "but with the fleet simulator (sales, detectors and sample batches together, "
         "SQLite), not with this script.",
+        "",
+        "Measured the same day as this table, same script: before the network loop kept "
+        "the events-lane sockets in a selector from turn to turn (it looked at each of "
+        "them between two other sockets' drains, and waited with `select`), 2,000 scales "
+        "on one process took 0.73 worker cores, 5,000 on one process were stored at 69–73"
+        " %, 8,000 on two at 60 %; the code before the lanes (commit d342798), the same "
+        "hour: 5,000 on one process 98–104 % at 0.81–0.94 cores, on two 102–104 % at "
+        "1.12–1.17 cores. One process at 5,000 scales is at its edge here: single runs of"
+        " the same code read 71–106 %.",
     ]
     return "\n".join(lines)
 
