@@ -160,8 +160,8 @@ def _store(
     # bindings of the batch's devices are read now, while the connection is free
     spans = bindings_of(conn, {i.parts.device for i in batch if i.parts is not None
                                and i.parts.channel is wire.Channel.EVENTS})
-    if overlap is not None:
-        exactly_once_gate(conn, sales.name)  # looked up (once per engine) before any chunk
+    # the sales' key table, looked up (once per engine) while the connection is free
+    gate = exactly_once_gate(conn, sales.name) if overlap is not None else None
     accept_unknown = unknown_devices == "accept"
     sale_rows: list[dict[str, Any]] = []
     unsent = 0  # sale_rows[unsent:] are not in a chunk sent to the server yet
@@ -281,8 +281,8 @@ def _store(
                 })
                 if overlap is not None and len(sale_rows) - unsent >= SALES_CHUNK:
                     # built here, run by the helper while this thread goes on
-                    chunk = insert_once_statement(conn, sales, sale_rows[unsent:],
-                                                  returning=SALE_RETURNING)
+                    chunk = insert_once_statement(sales, sale_rows[unsent:],
+                                                  returning=SALE_RETURNING, gate=gate)
                     overlap.submit(_insert_chunk, conn, *chunk)
                     unsent = len(sale_rows)
             else:

@@ -197,14 +197,16 @@ def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         stmt = (sqlite.insert(table).on_conflict_do_nothing(index_elements=["device", "seq"])
                 .returning(*(table.c[c] for c in returning)))
         return list(conn.execute(stmt, list(rows)).all())
-    return run_all(conn, *insert_once_statement(conn, table, rows, returning=returning))
+    return run_all(conn, *insert_once_statement(
+        table, rows, returning=returning, gate=exactly_once_gate(conn, table.name)))
 
 
-def insert_once_statement(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,
-                          returning: Sequence[str]) -> tuple[TextClause, dict[str, Any]]:
-    """:func:`insert_once` on PostgreSQL as a statement and its parameters, built without
-    a round trip once the table's key table is known (:func:`exactly_once_gate` caches it),
-    so the rows of a chunk can be prepared while the previous chunk's statement runs
+def insert_once_statement(table: Table, rows: Sequence[dict[str, Any]], *,
+                          returning: Sequence[str], gate: str | None
+                          ) -> tuple[TextClause, dict[str, Any]]:
+    """:func:`insert_once` on PostgreSQL as a statement and its parameters; ``gate`` is
+    the table's key table (:func:`exactly_once_gate`). Built without the connection, so
+    the rows of a chunk can be prepared while the previous chunk's statement runs on it
     (``gateway_server.store.overlap``).
 
     - partitioned (migration 0007): the keys go into the table's key table ``ON CONFLICT
@@ -212,7 +214,6 @@ def insert_once_statement(conn: Connection, table: Table, rows: Sequence[dict[st
       (``gateway_server.store.partitions``);
     - not partitioned: ``INSERT … SELECT FROM unnest … ON CONFLICT (device, seq) DO NOTHING``.
     """
-    gate = exactly_once_gate(conn, table.name)
     once: dict[tuple[Any, Any], dict[str, Any]] = {}
     for r in rows:  # a key twice in the batch: the first (the database need not sort)
         once.setdefault((r["device"], r["seq"]), r)
