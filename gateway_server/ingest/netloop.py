@@ -65,6 +65,9 @@ MISC_S = 1.0
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 10.0
 MAX_READS = 200  # packets read from one socket before the others get their turn
+#: packets of a samples socket read between two looks at the events lane's sockets (a look
+#: is one ``epoll_wait`` of the selector that holds them)
+URGENT_EVERY = 8
 RECV_BYTES = 65_536  # one read from the kernel, at most
 
 
@@ -272,14 +275,18 @@ class NetLoop:
         for r in readable:
             if fds[r] in urgent:
                 self._drain(by_sock[r], r, fds[r], self.urgent_paused)
+        def events_first() -> None:  # an event arrived meanwhile: it goes first
+            for fd in self._urgent_ready():
+                if (u := urgent.get(fd)) is not None:
+                    self._drain(by_sock[u], u, fd, self.urgent_paused)
+
+        check = events_first if urgent and not urgent_paused else None
         for r in readable:
             if fds[r] in urgent:
                 continue
-            self._drain(by_sock[r], r, fds[r], self.paused)
-            if urgent and not urgent_paused:  # an event arrived meanwhile: it goes first
-                for fd in self._urgent_ready():
-                    if (u := urgent.get(fd)) is not None:
-                        self._drain(by_sock[u], u, fd, self.urgent_paused)
+            self._drain(by_sock[r], r, fds[r], self.paused, check)
+            if check is not None:
+                check()
         by_wfd = {fd: sk for sk, fd in fds.items()}
         for fd in writable_fds:
             w = by_wfd[fd]
@@ -313,15 +320,19 @@ class NetLoop:
         except OSError:  # a socket closed meanwhile: read on the next turn
             return []
 
-    def _drain(self, client: mqtt.Client, sock: Any, fd: int,
-               paused: Callable[[], bool]) -> None:
+    def _drain(self, client: mqtt.Client, sock: Any, fd: int, paused: Callable[[], bool],
+               between: Callable[[], None] | None = None) -> None:
         """Read ``client``'s packets until none is waiting, ``MAX_READS`` of them, or
-        ``paused()`` (what is left is read on a later turn: ``_pending``)."""
-        for _ in range(MAX_READS):
+        ``paused()`` (what is left is read on a later turn: ``_pending``); ``between``
+        is called every ``URGENT_EVERY`` packets (the events lane's turn, within a
+        samples socket's drain)."""
+        for n in range(1, MAX_READS + 1):
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is not sock:
                 return  # the connection is gone: reconnected on a later turn
             if paused():
                 return
+            if between is not None and n % URGENT_EVERY == 0:
+                between()
             if _pending(sock):
                 continue
             ready, _ = _poll([fd], [], 0)
