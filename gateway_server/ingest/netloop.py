@@ -23,8 +23,10 @@ external-loop interface (``socket``, ``loop_read``, ``loop_write``, ``loop_misc`
   what the broker has not delivered waits in its session queues, and TCP pushes back,
   instead of the process holding it in memory; writes (acknowledgements) go on;
 * an *urgent* client (``add(urgent=True)``: a market's events lane,
-  ``gateway_server.ingest.ingestor``) is read first in every turn and again between
-  the other sockets' drains, and is paused only by ``urgent_paused()`` (its own
+  ``gateway_server.ingest.ingestor``) is read first in every turn, again between the
+  other sockets' drains and every ``URGENT_EVERY`` packets within one (its sockets are
+  kept in a selector, so a look costs one system call), and is paused only by
+  ``urgent_paused()`` (its own
   high-water mark), so a sale is read as soon as it arrives, however many sample
   batches wait on the other sockets;
 * ``loop_misc`` every second keeps the keep-alive; a lost connection is reconnected with
