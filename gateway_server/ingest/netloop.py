@@ -241,6 +241,7 @@ class NetLoop:
                 self._connect(client, conn)
         by_sock: dict[Any, mqtt.Client] = {}  # paho's socket (plain or TLS) → its client
         fds: dict[Any, int] = {}  # each socket's descriptor, asked once a turn
+        sock_of: dict[int, Any] = {}  # and back
         urgent: dict[int, Any] = {}  # the sockets of urgent clients (read first), by fd
         wlist: list[int] = []
         for client, conn in conns:
@@ -251,6 +252,7 @@ class NetLoop:
                     continue  # closed meanwhile: its client notices on the next turn
                 by_sock[sock] = client
                 fds[sock] = fd
+                sock_of[fd] = sock
                 if conn.urgent:
                     urgent[fd] = sock
                 if client.want_write():
@@ -262,11 +264,10 @@ class NetLoop:
         # packets already read from the kernel (BufferedSocket, TLS) make no socket
         # readable: they are read now, without waiting for the next byte to come
         in_hand = [sk for sk in readers if _pending(sk)]
-        by_fd = {fds[sk]: sk for sk in readers}
         wake = self._wake_r.fileno()
-        ready_fds, writable_fds = _poll([wake, *by_fd], wlist,
+        ready_fds, writable_fds = _poll([wake, *(fds[sk] for sk in readers)], wlist,
                                         0 if in_hand else 0.02 if paused else 0.1)
-        readable = [by_fd[fd] for fd in ready_fds if fd != wake]
+        readable = [sock_of[fd] for fd in ready_fds if fd != wake]
         readable += [sk for sk in in_hand if sk not in readable]
         if wake in ready_fds:
             try:
@@ -289,9 +290,8 @@ class NetLoop:
             self._drain(by_sock[r], r, fds[r], self.paused, check)
             if check is not None:
                 check()
-        by_wfd = {fd: sk for sk, fd in fds.items()}
         for fd in writable_fds:
-            w = by_wfd[fd]
+            w = sock_of[fd]
             if (writer := by_sock.get(w)) is not None and writer.socket() is w:
                 writer.loop_write()
         now = time.monotonic()

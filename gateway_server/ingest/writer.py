@@ -336,8 +336,9 @@ class IngestWriter:
         results = self._store(batch, t)
         if results is None:
             return  # stopping: nothing acknowledged, the broker redelivers
-        lane = "samples" if all(_is_samples(inc) for inc in batch) else "events"
-        self.tx_seconds[lane].observe(time.perf_counter() - started)
+        events = sum(not _is_samples(inc) for inc in batch)
+        self.tx_seconds["events" if events else "samples"].observe(
+            time.perf_counter() - started)
         by_market: dict[str, Session] = {}
         by_session: dict[int, tuple[Session, list[mqtt.MQTTMessage]]] = {}
         for session, m, inc in items:
@@ -373,7 +374,7 @@ class IngestWriter:
                 except Exception:
                     log.exception("time-series sink refused a batch")
         self.stats.received += len(items)
-        self._events_out += sum(not _is_samples(inc) for inc in batch)
+        self._events_out += events
 
     def _store_once(self, batch: list[Incoming], t: int) -> BatchResult:
         windows = dict(self._windows)

@@ -168,17 +168,26 @@ def pg_insert_unnest(conn: Connection, table: Table, rows: Sequence[dict[str, An
     """
     if not rows:
         return []
+    stmt, params = _insert_unnest_statement(table, rows, conflict=conflict,
+                                            returning=returning, set_sql=set_sql)
+    if returning:
+        return run_all(conn, stmt, params)
+    conn.execute(stmt, params)
+    return []
+
+
+def _insert_unnest_statement(table: Table, rows: Sequence[dict[str, Any]], *,
+                             conflict: Sequence[str], returning: Sequence[str] = (),
+                             set_sql: str | None = None) -> tuple[TextClause, dict[str, Any]]:
+    """The statement of :func:`pg_insert_unnest` and its parameters."""
     cols = list(rows[0])
     src, params = _arrays(table, cols, rows)
-    names = ", ".join(cols)
     action = f"DO UPDATE SET {set_sql}" if set_sql else "DO NOTHING"
-    sql = (f"INSERT INTO {table.name} ({names}) SELECT * FROM {src} "
+    sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) SELECT * FROM {src} "
            f"ON CONFLICT ({', '.join(conflict)}) {action}")
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-        return list(conn.execute(text(sql), params).all())
-    conn.execute(text(sql), params)
-    return []
+    return text(sql), params
 
 
 def insert_once(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *,
@@ -217,19 +226,18 @@ def insert_once_statement(table: Table, rows: Sequence[dict[str, Any]], *,
     once: dict[tuple[Any, Any], dict[str, Any]] = {}
     for r in rows:  # a key twice in the batch: the first (the database need not sort)
         once.setdefault((r["device"], r["seq"]), r)
+    if gate is None:
+        return _insert_unnest_statement(table, list(once.values()), conflict=("device", "seq"),
+                                        returning=returning)
     cols = list(rows[0])
     src, params = _arrays(table, cols, list(once.values()))
     names = ", ".join(cols)
-    if gate is None:
-        sql = (f"INSERT INTO {table.name} ({names}) SELECT * FROM {src} "
-               f"ON CONFLICT (device, seq) DO NOTHING")
-    else:
-        sql = (f"WITH src AS (SELECT * FROM {src} AS s({names})), "
-               f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
-               f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
-               f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
-               f"USING (device, seq)")
-    return text(f"{sql} RETURNING {', '.join(returning)}"), params
+    sql = (f"WITH src AS (SELECT * FROM {src} AS s({names})), "
+           f"fresh AS (INSERT INTO {gate} (device, seq, ts_ms) SELECT device, seq, ts_ms "
+           f"FROM src ON CONFLICT DO NOTHING RETURNING device, seq) "
+           f"INSERT INTO {table.name} ({names}) SELECT src.* FROM src JOIN fresh "
+           f"USING (device, seq) RETURNING {', '.join(returning)}")
+    return text(sql), params
 
 
 def run_all(conn: Connection, stmt: TextClause, params: dict[str, Any]) -> list[Any]:

@@ -7,6 +7,7 @@ open inspection tasks) come from the database, so any API process can serve them
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
@@ -57,10 +58,9 @@ class Histogram:
         with self._lock:
             self._count += 1
             self._sum += seconds
-            for i, le in enumerate(self.BUCKETS):
-                if seconds <= le:
-                    self._counts[i] += 1
-                    break
+            i = bisect.bisect_left(self.BUCKETS, seconds)  # the first bound ≥ seconds
+            if i < len(self._counts):  # else above every bound: in +Inf only
+                self._counts[i] += 1
 
     def lines(self, name: str, labels: dict[str, str]) -> list[str]:
         """The ``_bucket`` (cumulative, ``le`` up to ``+Inf``), ``_sum`` and ``_count``
